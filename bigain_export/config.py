@@ -1,0 +1,188 @@
+"""The one configuration object of token compression: :class:`BiGainConfig`.
+
+A config has two independent halves, each of which may be off:
+
+* token **merging** (``merge``): ``"bigain"`` (Laplacian-gated anchors, the paper's L-GTM) or
+  ``"tome"`` (ToMe for SD baseline), with ``ratio`` and ``anchor``;
+* **KV downsampling** (``kv``): ``"bigain"`` (interpolate-extrapolate, IE-KVD, alpha scheduled or
+  fixed) or ``"todo"`` (ToDo baseline: nearest-exact, alpha = 1), with ``downsample``.
+
+When both are on, queries are the merged tokens and keys/values are pooled from the full grid.
+The config is frozen, validates itself, serialises to a dict (saved beside every engine) and
+carries a version so old manifests can be recognised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_VERSION = 1
+
+MERGE_METHODS = ("none", "bigain", "tome")
+KV_METHODS = ("none", "bigain", "todo")
+BIGAIN_ANCHORS = ("window", "released")
+TOME_ANCHORS = ("random", "fixed")
+MAX_RATIO = 0.75  # 3 of the 4 tokens of every 2x2 window are sources: more cannot merge
+
+# The paper's DiT-XL/2 blocks (0-indexed, of 28).
+PAPER_DIT_BLOCKS = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": dict(merge="none", kv="none"),
+    "tome": dict(merge="tome", kv="none", anchor="random"),
+    "todo": dict(merge="none", kv="todo"),
+    "bigain-merge": dict(merge="bigain", kv="none", anchor="window"),
+    "bigain-kv": dict(merge="none", kv="bigain"),
+    "bigain-both": dict(merge="bigain", kv="bigain", anchor="window"),
+}
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"BiGainConfig.{name}={value!r} is not allowed; allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class BiGainConfig:
+    """Token-compression settings, validated on construction.
+
+    Args:
+        merge: ``"none"``, ``"bigain"`` or ``"tome"``.
+        ratio: fraction of the tokens of a patched layer removed by merging, in [0, 0.75].
+        anchor: merge anchor choice per 2x2 window. BiGain: ``"window"`` (lowest Laplacian score
+            inside each 2x2 window, the paper) or ``"released"`` (bit-faithful to the official
+            code's window reshape). ToMe: ``"random"`` (new pattern each call, shared by the batch)
+            or ``"fixed"`` (top-left). ``None`` picks ``"window"`` / ``"random"``.
+        kv: ``"none"``, ``"bigain"`` (IE-KVD) or ``"todo"`` (nearest-exact, alpha fixed at 1).
+        downsample: per-side KV downsampling factor s (integer >= 1 dividing the token grid).
+        alpha: fixed IE-KVD alpha, or ``None`` to schedule it linearly in the timestep from
+            ``alpha_start`` at t = 999 to ``alpha_end`` at t = 0 (generation default 0.8 -> 1.2;
+            the paper's classification setting is a fixed 0.9, see :meth:`for_task`).
+        unet_levels: UNet resolution levels patched (0 = full latent resolution).
+        dit_blocks: transformer block indices patched in a DiT; ``None`` means the paper's blocks
+            1-5 and 7-11, intersected with the model's depth.
+    """
+
+    merge: str = "bigain"
+    ratio: float = 0.5
+    anchor: str | None = None
+    kv: str = "none"
+    downsample: int = 2
+    alpha: float | None = None
+    alpha_start: float = 0.8
+    alpha_end: float = 1.2
+    unet_levels: tuple[int, ...] = (0,)
+    dit_blocks: tuple[int, ...] | None = None
+    version: int = field(default=CONFIG_VERSION)
+
+    def __post_init__(self) -> None:
+        if self.merge not in MERGE_METHODS:
+            _fail("merge", self.merge, " | ".join(MERGE_METHODS))
+        if self.kv not in KV_METHODS:
+            _fail("kv", self.kv, " | ".join(KV_METHODS))
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or not (
+            0.0 <= float(self.ratio) <= MAX_RATIO
+        ):
+            _fail("ratio", self.ratio, f"a number in [0, {MAX_RATIO}]")
+        if self.anchor is None:
+            object.__setattr__(self, "anchor", "random" if self.merge == "tome" else "window")
+        allowed_anchors = TOME_ANCHORS if self.merge == "tome" else BIGAIN_ANCHORS
+        if self.anchor not in allowed_anchors:
+            _fail("anchor", self.anchor, f"{' | '.join(allowed_anchors)} (for merge={self.merge!r})")
+        if isinstance(self.downsample, bool) or not isinstance(self.downsample, int) or self.downsample < 1:
+            _fail("downsample", self.downsample, "an integer >= 1 that divides the token grid")
+        for name in ("alpha", "alpha_start", "alpha_end"):
+            value = getattr(self, name)
+            if value is None and name == "alpha":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                _fail(name, value, "a finite number" + (" or None (scheduled)" if name == "alpha" else ""))
+        if self.kv == "todo" and self.alpha not in (None, 1.0):
+            _fail("alpha", self.alpha, "None or 1.0 for kv='todo' (ToDo is nearest-exact downsampling)")
+        levels = tuple(self.unet_levels)
+        if not levels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in levels):
+            _fail("unet_levels", self.unet_levels, "a non-empty tuple of integers >= 0")
+        object.__setattr__(self, "unet_levels", tuple(sorted(set(levels))))
+        if self.dit_blocks is not None:
+            blocks = tuple(self.dit_blocks)
+            if not blocks or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in blocks):
+                _fail("dit_blocks", self.dit_blocks, "None or a non-empty tuple of integers >= 0")
+            object.__setattr__(self, "dit_blocks", tuple(sorted(set(blocks))))
+        if self.version != CONFIG_VERSION:
+            _fail("version", self.version, str(CONFIG_VERSION))
+
+    # -- derived values -------------------------------------------------------------------------
+    @property
+    def merges(self) -> bool:
+        return self.merge != "none" and self.ratio > 0
+
+    @property
+    def pools_kv(self) -> bool:
+        return self.kv != "none" and self.downsample > 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.merges or self.pools_kv
+
+    @property
+    def fixed_alpha(self) -> float | None:
+        """The constant alpha, or None when it follows the timestep schedule."""
+        if self.kv == "todo":
+            return 1.0
+        return None if self.alpha is None else float(self.alpha)
+
+    def merged_count(self, num_tokens: int, grid_h: int, grid_w: int) -> int:
+        """r: tokens removed from a layer of ``num_tokens`` tokens (a static Python int)."""
+        num_dst = (grid_h // 2) * (grid_w // 2)
+        return min(int(num_tokens * self.ratio), num_tokens - num_dst) if self.merges else 0
+
+    # -- construction helpers -------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "BiGainConfig":
+        """A named method (``none``, ``tome``, ``todo``, ``bigain-merge``, ``bigain-kv``,
+        ``bigain-both``) with field overrides, e.g. ``preset("tome", ratio=0.7)``."""
+        if name not in PRESETS:
+            _fail("preset", name, " | ".join(PRESETS))
+        return cls(**{**PRESETS[name], **overrides})
+
+    def for_task(self, task: str) -> "BiGainConfig":
+        """The paper's alpha for a task: ``generation`` (scheduled 0.8 -> 1.2) or
+        ``classification`` (fixed 0.9). ToDo keeps alpha = 1."""
+        if task == "generation":
+            return self if self.kv == "todo" else dataclasses.replace(self, alpha=None)
+        if task == "classification":
+            return self if self.kv == "todo" else dataclasses.replace(self, alpha=0.9)
+        _fail("task", task, "generation | classification")
+        raise AssertionError  # unreachable
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["unet_levels"] = list(self.unet_levels)
+        data["dit_blocks"] = None if self.dit_blocks is None else list(self.dit_blocks)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BiGainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            _fail(unknown[0], data[unknown[0]], "one of the fields " + ", ".join(sorted(known)))
+        values = dict(data)
+        for key in ("unet_levels", "dit_blocks"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def describe(self) -> str:
+        """Short human label, e.g. ``bigain-merge r=0.5`` or ``todo s=2``."""
+        parts = []
+        if self.merges:
+            parts.append(f"{self.merge}-merge r={self.ratio:g} ({self.anchor})")
+        if self.pools_kv:
+            alpha = "t-scheduled" if self.fixed_alpha is None else f"{self.fixed_alpha:g}"
+            parts.append(f"{self.kv}-kv s={self.downsample} alpha={alpha}")
+        return " + ".join(parts) or "none"
