@@ -1,0 +1,138 @@
+"""Apply and remove BiGain on diffusers models, pipelines and denoisers.
+
+``apply_bigain`` swaps the self-attention processor of each target block for a
+:class:`BiGainAttnProcessor` wrapping the original, and adds forward pre/post hooks that tell
+the processors the input size, the timestep and (UNets) each block's input. Everything replaced
+is kept, so ``remove_bigain`` restores the model exactly; applying twice first removes.
+The layout is resolved and validated before anything changes, so a failure patches nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from ..config import BiGainConfig
+from ..errors import UnsupportedModelError
+from .adapters import SUPPORTED, is_instance_named, layout_of
+from .processor import BiGainAttnProcessor, CallState
+
+_RECORD = "_bigain_patch"
+
+
+@dataclass
+class PatchRecord:
+    """What one ``apply_bigain`` changed, to undo it."""
+
+    config: BiGainConfig
+    state: CallState
+    originals: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
+    handles: list[Any] = field(default_factory=list)
+    target_names: list[str] = field(default_factory=list)
+
+
+def resolve_model(obj: Any) -> torch.nn.Module:
+    """The diffusers denoiser inside a model, a DiffusionPipeline or a bigain Denoiser."""
+    if is_instance_named(obj, SUPPORTED):
+        return obj
+    for attr in ("unet", "transformer", "model"):
+        inner = getattr(obj, attr, None)
+        if inner is not None and is_instance_named(inner, SUPPORTED):
+            return inner
+    raise UnsupportedModelError(
+        f"found {type(obj).__name__}; supported: {', '.join(SUPPORTED)}, or a pipeline/denoiser "
+        "with one of them as .unet, .transformer or .model"
+    )
+
+
+def _argument(args: tuple, kwargs: dict, position: int, name: str) -> Any:
+    return args[position] if len(args) > position else kwargs.get(name)
+
+
+def apply_bigain(obj: Any, config: BiGainConfig | None = None, **overrides: Any) -> torch.nn.Module:
+    """Patch ``obj`` (model, pipeline or Denoiser) in place; returns the patched diffusers model.
+
+    ``apply_bigain(pipe, ratio=0.5)`` is shorthand for ``BiGainConfig(ratio=0.5)``.
+    A config with nothing enabled still installs the (pass-through) patch, so call sites that
+    compare methods never branch.
+    """
+    if config is None:
+        config = BiGainConfig(**overrides)
+    elif overrides:
+        config = BiGainConfig.from_dict({**config.to_dict(), **overrides})
+    model = resolve_model(obj)
+    remove_bigain(model)
+    layout = layout_of(model, config)  # validates before anything changes
+    state = CallState(config, layout.patch_size, _num_train_timesteps(obj))
+    record = PatchRecord(config, state)
+
+    def before_model(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        sample = _argument(args, kwargs, 0, layout.sample_arg)
+        state.sample_hw = (int(sample.shape[-2]), int(sample.shape[-1]))
+        state.timestep = _argument(args, kwargs, 1, "timestep")
+
+    def after_model(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        state.sample_hw = None
+        state.timestep = None
+
+    record.handles.append(model.register_forward_pre_hook(before_model, with_kwargs=True))
+    record.handles.append(model.register_forward_hook(after_model, with_kwargs=True))
+    for target in layout.targets:
+        attn = target.block.attn1
+        processor = BiGainAttnProcessor(attn.processor, state, target.metric_from_block_input)
+        record.originals.append((attn, attn.processor))
+        attn.processor = processor
+        record.target_names.append(target.name)
+        if target.metric_from_block_input:
+            record.handles.append(
+                target.block.register_forward_pre_hook(_block_input_hook(processor), with_kwargs=True)
+            )
+    setattr(model, _RECORD, record)
+    return model
+
+
+def _num_train_timesteps(obj: Any) -> int:
+    """T of the model's scheduler (pipeline or Denoiser), 1000 when unknown."""
+    scheduler_config = getattr(obj, "scheduler_config", None)
+    if scheduler_config is None:
+        scheduler_config = getattr(getattr(obj, "scheduler", None), "config", None) or {}
+    return int(scheduler_config.get("num_train_timesteps", 1000))
+
+
+def _block_input_hook(processor: BiGainAttnProcessor):
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        processor.block_input = _argument(args, kwargs, 0, "hidden_states")
+
+    return hook
+
+
+def remove_bigain(obj: Any) -> torch.nn.Module:
+    """Undo :func:`apply_bigain`; a no-op on an unpatched model."""
+    model = resolve_model(obj)
+    record: PatchRecord | None = getattr(model, _RECORD, None)
+    if record is None:
+        return model
+    for handle in record.handles:
+        handle.remove()
+    for attn, original in record.originals:
+        attn.processor = original
+    delattr(model, _RECORD)
+    return model
+
+
+def patch_info(obj: Any) -> PatchRecord | None:
+    """The active patch of a model, or None."""
+    return getattr(resolve_model(obj), _RECORD, None)
+
+
+@contextlib.contextmanager
+def bigain_patched(obj: Any, config: BiGainConfig | None = None, **overrides: Any) -> Iterator[torch.nn.Module]:
+    """``with bigain_patched(unet, BiGainConfig(ratio=0.7)) as model: ...`` — removed on exit."""
+    model = apply_bigain(obj, config, **overrides)
+    try:
+        yield model
+    finally:
+        remove_bigain(model)

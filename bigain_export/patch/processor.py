@@ -1,0 +1,126 @@
+"""The attention processor that applies BiGain / ToMe / ToDo around a self-attention layer.
+
+It wraps the layer's original processor (SDPA by default) and changes only what goes in and out:
+
+* merging: queries are the merged tokens, the output is unmerged back to ``N`` tokens;
+* KV downsampling: keys and values are computed from the pooled grid (passed to the inner
+  processor as ``encoder_hidden_states``; a self-attention layer projects K/V from it).
+
+Per-call facts the processor cannot see itself (the input's spatial size, the timestep, and for
+UNets the transformer block's input) arrive through :class:`CallState`, filled by forward
+pre-hooks that :mod:`bigain_export.patch.apply` installs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..config import BiGainConfig
+from ..errors import UnsupportedModelError
+from ..ops import library
+
+
+class CallState:
+    """Facts about the current model call, shared by all processors of one patched model.
+
+    ``sample_hw``: spatial size of the model input; ``timestep``: the raw timestep argument.
+    Both are set by a pre-hook on the model and cleared by its post-hook, so nothing leaks from
+    one call to the next (indices are recomputed at every call, as the method requires).
+    """
+
+    def __init__(self, config: BiGainConfig, patch_size: int, num_train_timesteps: int = 1000):
+        self.config = config
+        self.patch_size = patch_size
+        self.num_train_timesteps = num_train_timesteps
+        self.sample_hw: tuple[int, int] | None = None
+        self.timestep: torch.Tensor | None = None
+
+    def grid_for(self, num_tokens: int) -> tuple[int, int]:
+        """Token grid (h, w) of a layer with ``num_tokens`` tokens: input size / (patch * 2^k)."""
+        if self.sample_hw is None:
+            raise UnsupportedModelError(
+                "BiGain processor called outside a patched model call; call the patched model "
+                "(UNet/DiT) itself, not one of its attention layers"
+            )
+        height, width = self.sample_hw
+        factor = self.patch_size
+        for _ in range(8):
+            grid = (math.ceil(height / factor), math.ceil(width / factor))
+            if grid[0] * grid[1] == num_tokens:
+                return grid
+            factor *= 2
+        raise UnsupportedModelError(
+            f"cannot place {num_tokens} tokens on a grid of the {height}x{width} input "
+            f"(patch {self.patch_size}, downsampling by powers of 2)"
+        )
+
+    def alpha(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor | float:
+        """IE-KVD alpha: the config's constant, or alpha(t) per sample as ``[B|1, 1, 1]``."""
+        fixed = self.config.fixed_alpha
+        if fixed is not None:
+            return fixed
+        t = self.timestep
+        if t is None:
+            raise UnsupportedModelError("a scheduled alpha needs the timestep; call the model with timestep=")
+        if not isinstance(t, torch.Tensor):
+            t = torch.tensor(t, device=device)
+        alpha = library.scheduled_alpha(
+            t.to(device), self.config.alpha_start, self.config.alpha_end, self.num_train_timesteps
+        )
+        return alpha.reshape(-1, 1, 1).to(dtype)
+
+
+class BiGainAttnProcessor:
+    """Self-attention processor with token merging and/or KV downsampling.
+
+    Args:
+        inner: the processor it replaces (kept, and restored by ``remove_bigain``).
+        state: the model's :class:`CallState`.
+        metric_from_block_input: UNet blocks score and match on the transformer block's input
+            (before ``norm1``), which the block pre-hook stores in ``self.block_input``; DiT blocks
+            use the adaLN-modulated tokens the attention receives.
+    """
+
+    def __init__(self, inner: Any, state: CallState, metric_from_block_input: bool):
+        self.inner = inner
+        self.state = state
+        self.metric_from_block_input = metric_from_block_input
+        self.block_input: torch.Tensor | None = None
+
+    def __call__(
+        self,
+        attn: torch.nn.Module,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> torch.Tensor:
+        config = self.state.config
+        if encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
+            raise UnsupportedModelError(
+                "BiGain patches self-attention on [B, N, C] tokens without a mask; got "
+                f"ndim={hidden_states.ndim}, encoder_hidden_states={encoder_hidden_states is not None}, "
+                f"attention_mask={attention_mask is not None}"
+            )
+        num_tokens = hidden_states.shape[1]
+        grid_h, grid_w = self.state.grid_for(num_tokens)
+
+        queries, slot = hidden_states, None
+        if config.merges:
+            metric = self.block_input if self.metric_from_block_input else hidden_states
+            if metric is None:
+                raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
+            r = config.merged_count(num_tokens, grid_h, grid_w)
+            queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor)
+        keys_values = None
+        if config.pools_kv:
+            alpha = self.state.alpha(hidden_states.dtype, hidden_states.device)
+            keys_values = library.kv_pool(hidden_states, alpha, grid_h, grid_w, config.downsample)
+
+        out = self.inner(attn, queries, keys_values, None, temb, **kwargs)
+        self.block_input = None
+        return out if slot is None else library.token_unmerge(out, slot)
