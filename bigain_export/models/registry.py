@@ -1,0 +1,242 @@
+"""Resolve a model spec to a :class:`Denoiser`: built-in names, or a local diffusers folder.
+
+Accepted specs (wherever the project takes a model path):
+
+* ``builtin:fmnist-dit`` / ``builtin:fmnist-unet``: the small Fashion-MNIST models shipped inside
+  the package (``bigain_export/models/weights/<name>/``, fp16 safetensors, see docs/models.md).
+* a local **model folder** holding ``config.json`` of a ``DiTTransformer2DModel`` (also the older
+  ``Transformer2DModel`` DiT configs) or a ``UNet2DConditionModel`` plus safetensors weights, e.g.
+  one written by :func:`~bigain_export.models.storage.save_denoiser`;
+* a local **pipeline folder** (``model_index.json``) with a ``transformer/`` (DiT-XL/2) or
+  ``unet/`` (SD 2.x) subfolder and ``scheduler/scheduler_config.json``.
+
+Loading never unpickles: diffusers' ``from_pretrained(..., use_safetensors=True)`` and
+``safetensors.torch.load_file`` only. A folder with ``.bin``/``.pt`` weights alone is refused.
+A UNet needs labels -> tokens: ``class_encoder.safetensors`` in its folder, or for an SD pipeline
+``class_names`` whose prompts are encoded by the pipeline's text encoder (:mod:`.prompts`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiTTransformer2DModel, UNet2DConditionModel
+
+from ..data.fashion_mnist import CLASS_NAMES
+from ..errors import DataError, UnsupportedModelError
+from . import architectures as arch
+from .class_encoder import ClassTokenEncoder, has_class_encoder
+from .denoiser import Denoiser
+from .prompts import DEFAULT_TEMPLATE, prompt_class_encoder
+from .storage import META_NAME, SCHEDULER_NAME
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_MODELS: tuple[str, ...] = ("builtin:fmnist-dit", "builtin:fmnist-unet")
+DEFAULT_MODEL = "builtin:fmnist-dit"
+
+_DIT_CLASSES = ("DiTTransformer2DModel", "Transformer2DModel")
+_UNET_CLASSES = ("UNet2DConditionModel",)
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def builtin_dir(spec: str) -> Path:
+    """The weights folder of a built-in model name (``builtin:fmnist-dit`` -> .../weights/fmnist-dit)."""
+    if spec not in BUILTIN_MODELS:
+        raise DataError(f"unknown built-in model {spec!r}; allowed: {', '.join(BUILTIN_MODELS)}")
+    return WEIGHTS_DIR / spec[len(BUILTIN_PREFIX) :]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _weights_variant(folder: Path) -> str | None:
+    """Which safetensors file diffusers should read in ``folder``; refuse pickle-only folders."""
+    if (folder / "diffusion_pytorch_model.safetensors").is_file() or (
+        folder / "diffusion_pytorch_model.safetensors.index.json"
+    ).is_file():
+        return None
+    if (folder / "diffusion_pytorch_model.fp16.safetensors").is_file():
+        return "fp16"
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+    hint = f" (found only {pickles}: convert them to safetensors; pickles are never loaded)" if pickles else ""
+    raise DataError(f"no diffusion_pytorch_model*.safetensors in {folder}{hint}")
+
+
+def _model_class(folder: Path) -> type:
+    config = _read_json(folder / "config.json")
+    name = config.get("_class_name", "")
+    if name in _DIT_CLASSES:
+        if config.get("norm_type", "ada_norm_zero") != "ada_norm_zero" or not config.get("patch_size"):
+            raise UnsupportedModelError(f"{folder}: {name} without patch_size/ada_norm_zero is not a DiT")
+        return DiTTransformer2DModel
+    if name in _UNET_CLASSES:
+        return UNet2DConditionModel
+    raise UnsupportedModelError(
+        f"{folder}/config.json has _class_name={name!r}; allowed: {', '.join(_DIT_CLASSES + _UNET_CLASSES)}"
+    )
+
+
+def _find_model_folder(root: Path) -> tuple[Path, Path | None]:
+    """(model folder, pipeline folder or None) for a model folder or a pipeline folder."""
+    if (root / "config.json").is_file():
+        parent = root.parent
+        return root, parent if (parent / "model_index.json").is_file() else None
+    if (root / "model_index.json").is_file():
+        for sub in ("transformer", "unet"):
+            if (root / sub / "config.json").is_file():
+                return root / sub, root
+        raise UnsupportedModelError(f"pipeline folder {root} has neither transformer/ nor unet/ with a config.json")
+    raise DataError(
+        f"{root} is not a diffusers folder (no config.json or model_index.json); allowed specs: "
+        f"{', '.join(BUILTIN_MODELS)}, or a local diffusers model or pipeline folder"
+    )
+
+
+def _scheduler_config(model_dir: Path, pipeline_dir: Path | None) -> dict[str, Any]:
+    candidates = [model_dir / SCHEDULER_NAME]
+    if pipeline_dir is not None:
+        candidates.append(pipeline_dir / "scheduler" / SCHEDULER_NAME)
+    for path in candidates:
+        if path.is_file():
+            return _read_json(path)
+    raise DataError(f"no scheduler config for {model_dir}: looked at {', '.join(map(str, candidates))}")
+
+
+def _pipeline_class_names(pipeline_dir: Path | None) -> list[str] | None:
+    """DiT pipelines store ImageNet names in model_index.json's id2label ({index: 'name, name2'})."""
+    if pipeline_dir is None:
+        return None
+    id2label = _read_json(pipeline_dir / "model_index.json").get("id2label")
+    if not isinstance(id2label, dict):
+        return None
+    return [str(id2label[k]).split(",")[0].strip() for k in sorted(id2label, key=int)]
+
+
+def load_folder(
+    path: str | os.PathLike,
+    *,
+    name: str | None = None,
+    class_names: list[str] | None = None,
+    prompt_template: str = DEFAULT_TEMPLATE,
+) -> Denoiser:
+    """Load a local diffusers model or pipeline folder as an fp32 CPU :class:`Denoiser` in eval mode."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"model {str(path)!r} is neither a built-in name nor a folder; allowed: "
+            f"{', '.join(BUILTIN_MODELS)}, or a local diffusers model or pipeline folder"
+        )
+    model_dir, pipeline_dir = _find_model_folder(root)
+    cls = _model_class(model_dir)
+    model = cls.from_pretrained(
+        model_dir,
+        use_safetensors=True,
+        variant=_weights_variant(model_dir),
+        local_files_only=True,
+        torch_dtype=torch.float32,
+        low_cpu_mem_usage=False,  # the models are small; avoids needing `accelerate`
+    )
+    meta = _read_json(model_dir / META_NAME) if (model_dir / META_NAME).is_file() else {}
+    config = model.config
+    sample_shape = tuple(meta.get("sample_shape") or (config.in_channels, config.sample_size, config.sample_size))
+    names = class_names or meta.get("class_names") or _pipeline_class_names(pipeline_dir)
+
+    class_encoder = None
+    if cls is DiTTransformer2DModel:
+        num_classes = int(config.num_embeds_ada_norm)
+    elif has_class_encoder(model_dir):
+        class_encoder = ClassTokenEncoder.load(model_dir)
+        num_classes = class_encoder.num_classes
+    elif names and pipeline_dir is not None:
+        class_encoder = prompt_class_encoder(pipeline_dir, list(names), prompt_template)
+        num_classes = class_encoder.num_classes
+    else:
+        raise UnsupportedModelError(
+            f"{model_dir}: a UNet needs class_encoder.safetensors beside it, or (in an SD pipeline "
+            "folder with tokenizer/ and text_encoder/) class_names to encode as prompts"
+        )
+    if names is not None and len(names) != num_classes:
+        log.warning("%s: %d class names for %d classes; ignoring the names", model_dir, len(names), num_classes)
+        names = None
+    denoiser = Denoiser(
+        model,
+        num_classes=num_classes,
+        null_label=meta.get("null_label"),
+        sample_shape=sample_shape,
+        scheduler_config=_scheduler_config(model_dir, pipeline_dir),
+        name=name or str(path),
+        class_names=list(names) if names else None,
+        class_encoder=class_encoder,
+    )
+    return denoiser.eval().requires_grad_(False)
+
+
+def load_denoiser(
+    spec: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    class_names: list[str] | None = None,
+    prompt_template: str = DEFAULT_TEMPLATE,
+) -> Denoiser:
+    """Load ``spec`` (a built-in name or a local diffusers folder) as an eval-mode Denoiser.
+
+    Args:
+        spec: ``"builtin:fmnist-dit"``, ``"builtin:fmnist-unet"``, or a folder path.
+        device, dtype: where and in which precision the weights end up (built-ins are stored fp16).
+        class_names: names for the labels; for an SD pipeline UNet, the classes whose prompts
+            ``prompt_template.format(name)`` become the conditioning tokens.
+
+    Raises:
+        DataError: unknown built-in name, missing folder or files, pickle-only weights.
+        UnsupportedModelError: a model family or prediction type this package cannot handle.
+    """
+    if spec.startswith(BUILTIN_PREFIX):
+        folder = builtin_dir(spec)
+        if not (folder / "config.json").is_file():
+            raise DataError(f"built-in model {spec} is missing its files in {folder}; reinstall bigain-export")
+        denoiser = load_folder(folder, name=spec, class_names=class_names)
+    else:
+        denoiser = load_folder(spec, class_names=class_names, prompt_template=prompt_template)
+    return denoiser.to(device=device, dtype=dtype)
+
+
+def tiny_random_denoiser(kind: str = "dit", seed: int = 0) -> Denoiser:
+    """A very small randomly initialised Denoiser of the built-ins' families, for fast CPU tests.
+
+    ``"dit"``: 12 blocks of width 32 (2 heads x 16), 16x16 tokens; ``"unet"``: SD-style, widths
+    32/32/32, cross-attention at full resolution (32x32 = 1024 tokens), 4 class tokens of 32.
+    Both take 1x32x32 samples, 10 classes + null label 10, the built-ins' DDPM schedule. The
+    global RNG is left untouched.
+    """
+    if kind not in ("dit", "unet"):
+        raise UnsupportedModelError(f"tiny_random_denoiser kind {kind!r} is not allowed; allowed: dit, unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if kind == "dit":
+            model, encoder = arch.build_dit(arch.TINY_DIT_CONFIG), None
+        else:
+            model = arch.build_unet(arch.TINY_UNET_CONFIG)
+            encoder = ClassTokenEncoder(arch.NUM_CLASSES, arch.CLASS_TOKENS, arch.TINY_UNET_CONFIG["cross_attention_dim"])
+    denoiser = Denoiser(
+        model,
+        num_classes=arch.NUM_CLASSES,
+        sample_shape=arch.SAMPLE_SHAPE,
+        scheduler_config=arch.SCHEDULER_CONFIG,
+        name=f"tiny-random:{kind}",
+        class_names=list(CLASS_NAMES),
+        class_encoder=encoder,
+    )
+    return denoiser.eval().requires_grad_(False)
