@@ -1,0 +1,187 @@
+"""Patching real diffusers models: equivalence at ratio 0, reversibility, block selection,
+ToMe parity with tomesd, torch.compile without graph breaks or recompiles."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+from torch._dynamo.testing import CompileCounter
+
+from bigain_export import BiGainConfig, apply_bigain, bigain_patched, remove_bigain
+from bigain_export.errors import UnsupportedModelError
+from bigain_export.patch import patch_info
+
+from tiny import dit_inputs, tiny_dit, tiny_unet, unet_inputs
+
+ALL_MODES = [
+    BiGainConfig.preset("bigain-merge", ratio=0.5),
+    BiGainConfig.preset("bigain-merge", ratio=0.7, anchor="released"),
+    BiGainConfig.preset("bigain-kv"),
+    BiGainConfig.preset("bigain-both", ratio=0.5),
+    BiGainConfig.preset("tome", ratio=0.5),
+    BiGainConfig.preset("todo"),
+]
+
+
+def run_unet(unet, inputs):
+    torch.manual_seed(0)  # ToMe's random anchors draw from the global generator
+    with torch.no_grad():
+        return unet(*inputs).sample
+
+
+def run_dit(dit, inputs):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return dit(**inputs).sample
+
+
+def test_ratio_zero_matches_unpatched_unet_and_dit():
+    unet, dit = tiny_unet(), tiny_dit()
+    u_in, d_in = unet_inputs(), dit_inputs()
+    u0, d0 = run_unet(unet, u_in), run_dit(dit, d_in)
+    with bigain_patched(unet, ratio=0.0):
+        torch.testing.assert_close(run_unet(unet, u_in), u0)
+    with bigain_patched(dit, ratio=0.0):
+        torch.testing.assert_close(run_dit(dit, d_in), d0)
+
+
+@pytest.mark.parametrize("config", ALL_MODES, ids=lambda c: c.describe())
+def test_every_mode_changes_output_and_remove_restores(config):
+    unet, dit = tiny_unet(), tiny_dit()
+    u_in, d_in = unet_inputs(), dit_inputs()
+    u0, d0 = run_unet(unet, u_in), run_dit(dit, d_in)
+    for model, run, inputs, ref in ((unet, run_unet, u_in, u0), (dit, run_dit, d_in, d0)):
+        apply_bigain(model, config)
+        out = run(model, inputs)
+        assert out.shape == ref.shape and torch.isfinite(out).all()
+        assert not torch.allclose(out, ref, atol=1e-6), "compression had no effect"
+        # close to the uncompressed model, not garbage (tiny random models, loose bound)
+        assert (out - ref).norm() / ref.norm() < 0.5
+        apply_bigain(model, config)  # re-applying replaces, never stacks
+        torch.testing.assert_close(run(model, inputs), out)
+        remove_bigain(model)
+        assert torch.equal(run(model, inputs), ref)
+        assert patch_info(model) is None
+
+
+def test_processors_wrap_sdpa_and_are_restored():
+    unet = tiny_unet()
+    before = {name: type(p) for name, p in unet.attn_processors.items()}
+    assert set(before.values()) == {AttnProcessor2_0}
+    apply_bigain(unet, BiGainConfig())
+    patched = [p for p in unet.attn_processors.values() if hasattr(p, "inner")]
+    assert patched and all(isinstance(p.inner, AttnProcessor2_0) for p in patched)
+    remove_bigain(unet)
+    assert {name: type(p) for name, p in unet.attn_processors.items()} == before
+
+
+def test_unet_level_selection():
+    unet = tiny_unet()
+    apply_bigain(unet, BiGainConfig())
+    assert patch_info(unet).target_names == [
+        "down_blocks.0.attentions.0.transformer_blocks.0",
+        "up_blocks.1.attentions.0.transformer_blocks.0",
+        "up_blocks.1.attentions.1.transformer_blocks.0",
+    ]
+    apply_bigain(unet, BiGainConfig(unet_levels=(1,)))
+    names = patch_info(unet).target_names
+    assert names[0].startswith("down_blocks.1") and all("down_blocks.0" not in n for n in names)
+
+
+def test_dit_block_selection_defaults_to_paper_blocks():
+    dit = tiny_dit()
+    apply_bigain(dit, BiGainConfig())
+    expected = [f"transformer_blocks.{i}" for i in (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)]
+    assert patch_info(dit).target_names == expected
+    shallow = tiny_dit(num_layers=6)
+    apply_bigain(shallow, BiGainConfig())
+    assert patch_info(shallow).target_names == [f"transformer_blocks.{i}" for i in (1, 2, 3, 4, 5)]
+
+
+def test_unsupported_inputs_patch_nothing():
+    unet, dit = tiny_unet(), tiny_dit(num_layers=6)
+    with pytest.raises(UnsupportedModelError, match=r"level\(s\) \[3\].*levels with blocks: \[0, 1\]"):
+        apply_bigain(unet, BiGainConfig(unet_levels=(0, 3)))
+    assert patch_info(unet) is None and not any(hasattr(p, "inner") for p in unet.attn_processors.values())
+    with pytest.raises(UnsupportedModelError, match=r"dit_blocks has \[9\].*6 blocks"):
+        apply_bigain(dit, BiGainConfig(dit_blocks=(1, 9)))
+    with pytest.raises(UnsupportedModelError, match="found Linear; supported: UNet2DConditionModel"):
+        apply_bigain(torch.nn.Linear(2, 2), BiGainConfig())
+
+
+def test_downsample_must_divide_the_grid():
+    dit = tiny_dit(sample_size=12)  # 6x6 tokens: s=4 does not divide
+    inputs = dit_inputs(size=12)
+    apply_bigain(dit, BiGainConfig.preset("bigain-kv", downsample=4))
+    with pytest.raises(ValueError, match=r"downsample=4 does not divide the 6x6 token grid"):
+        run_dit(dit, inputs)
+
+
+def test_pipeline_and_denoiser_like_objects_are_resolved():
+    class Pipe:
+        def __init__(self):
+            self.unet = tiny_unet()
+            self.scheduler = type("S", (), {"config": {"num_train_timesteps": 500}})()
+
+    pipe = Pipe()
+    model = apply_bigain(pipe, BiGainConfig.preset("bigain-kv"))
+    assert model is pipe.unet and patch_info(pipe).state.num_train_timesteps == 500
+    remove_bigain(pipe)
+
+
+def test_scheduled_alpha_follows_the_timestep():
+    """With a scheduled alpha the output depends on t through K/V; with ToDo (alpha=1) at t=0
+    it equals BiGain's alpha(t=0)=1.2 only if alpha is ignored, so they must differ."""
+    dit = tiny_dit()
+    inputs = dit_inputs(batch=1)
+    inputs["timestep"] = torch.tensor([0])
+    with bigain_patched(dit, BiGainConfig.preset("bigain-kv")):
+        bigain_t0 = run_dit(dit, inputs)
+    with bigain_patched(dit, BiGainConfig.preset("bigain-kv", alpha=1.2)):
+        fixed_12 = run_dit(dit, inputs)
+    with bigain_patched(dit, BiGainConfig.preset("todo")):
+        todo = run_dit(dit, inputs)
+    torch.testing.assert_close(bigain_t0, fixed_12)
+    assert not torch.allclose(bigain_t0, todo)
+
+
+def test_tome_fixed_anchor_reproduces_tomesd():
+    tomesd = pytest.importorskip("tomesd", reason="tomesd is a dev dependency")
+    unet = tiny_unet(sample_size=16)
+    inputs = unet_inputs(size=16)
+    tomesd.apply_patch(unet, ratio=0.5, max_downsample=1, use_rand=False)
+    expected = run_unet(unet, inputs)
+    tomesd.remove_patch(unet)
+    assert not torch.allclose(expected, run_unet(unet, inputs))  # tomesd really merged
+    with bigain_patched(unet, BiGainConfig.preset("tome", ratio=0.5, anchor="fixed")):
+        torch.testing.assert_close(run_unet(unet, inputs), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", [BiGainConfig.preset("bigain-both", ratio=0.5), BiGainConfig.preset("tome")],
+                         ids=lambda c: c.describe())
+def test_compile_fullgraph_has_no_graph_breaks_and_no_recompiles(config):
+    sample, _, context = unet_inputs()
+    latents, labels = dit_inputs()["hidden_states"], torch.tensor([1, 2])
+    for model, call in (
+        (tiny_unet(), lambda m, t: m(sample, t, context)),
+        (tiny_dit(), lambda m, t: m(latents, timestep=t, class_labels=labels)),
+    ):
+        apply_bigain(model, config)
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(lambda t: call(model, t))(torch.tensor([999, 999]))
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+        counter = CompileCounter()
+        compiled = torch.compile(model, fullgraph=True, backend=counter)
+        with torch.no_grad():
+            for t in (999, 500, 1):
+                call(compiled, torch.tensor([t, t]))
+        assert counter.frame_count == 1, f"recompiled {counter.frame_count - 1} times across timesteps"
+
+
+def test_inductor_compiled_matches_eager():
+    dit = tiny_dit(num_layers=4)
+    apply_bigain(dit, BiGainConfig.preset("bigain-both", ratio=0.5, dit_blocks=(1, 2)))
+    inputs = dit_inputs()
+    eager = run_dit(dit, inputs)
+    torch._dynamo.reset()
+    compiled = torch.compile(dit, fullgraph=True)
+    torch.testing.assert_close(run_dit(compiled, inputs), eager, rtol=1e-4, atol=1e-4)

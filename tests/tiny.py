@@ -1,0 +1,34 @@
+"""Tiny randomly initialised diffusers models, configs built in code (no weights, no hub)."""
+
+import torch
+from diffusers import DiTTransformer2DModel, UNet2DConditionModel
+
+
+def tiny_unet(seed: int = 0, sample_size: int = 16) -> UNet2DConditionModel:
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=8, norm_num_groups=8,
+    ).eval()
+
+
+def tiny_dit(seed: int = 0, sample_size: int = 16, num_layers: int = 12) -> DiTTransformer2DModel:
+    torch.manual_seed(seed)
+    return DiTTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        num_layers=num_layers, sample_size=sample_size, patch_size=2, num_embeds_ada_norm=10,
+    ).eval()
+
+
+def unet_inputs(batch: int = 2, size: int = 16, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 4, size, size, generator=g), torch.tensor([999, 10][:batch]),
+            torch.randn(batch, 3, 32, generator=g))
+
+
+def dit_inputs(batch: int = 2, size: int = 16, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    return dict(hidden_states=torch.randn(batch, 4, size, size, generator=g),
+                timestep=torch.tensor([999, 10][:batch]), class_labels=torch.tensor([1, 7][:batch]))
