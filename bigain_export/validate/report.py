@@ -1,0 +1,262 @@
+"""Validation report: one JSON file for machines, a Markdown summary and PNG figures for people.
+
+Layout of ``<out>/``::
+
+    report.json    schema-versioned results (read by ``bigain-export check``); written last
+    report.md      summary table and settings
+    samples.png    a grid of generated images per method, side by side (when samples are given)
+    metrics.png    accuracy (with 95% interval) and FID per method as bar charts
+
+JSON schema (``schema_version`` 1)::
+
+    {"schema": "bigain-export/validation-report", "schema_version": 1, "created": ISO-8601,
+     "reference_method": name, "settings": {...}, "tolerances": {"drift_max_abs": x, ...} (optional),
+     "methods": {name: {"accuracy": fraction | null, "accuracy_ci95": [lo, hi] | null,
+                        "correct": int, "num_images": int, "fid": float | null,
+                        "fid_num_images": int | null, "drift": {"max_abs", "rel_l2", "mean_abs",
+                        "num_inputs", "reference"} | null, "eps_calls": int, "seconds": {...},
+                        "classification": {per-image predictions and errors} (optional)}}}
+
+Non-finite numbers are written as ``null`` so the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..errors import ValidationError
+from .atomic import atomic_write
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = "bigain-export/validation-report"
+SCHEMA_VERSION = 1
+TOLERANCE_KEYS = ("drift_max_abs", "drift_rel_l2")
+SAMPLES_PER_METHOD = 16
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def build_report(
+    methods: Mapping[str, Mapping[str, Any]],
+    *,
+    reference_method: str,
+    settings: Mapping[str, Any],
+    tolerances: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Assemble a report dict (see module docstring) and check it."""
+    report = {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "reference_method": reference_method,
+        "settings": dict(settings),
+        "methods": {name: dict(entry) for name, entry in methods.items()},
+    }
+    if tolerances:
+        report["tolerances"] = dict(tolerances)
+    report = _finite_or_none(report)
+    return check_report(report, "report")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_report(data: Any, source: str) -> dict[str, Any]:
+    """Return ``data`` if it is a valid report, else raise :class:`ValidationError` naming ``source``."""
+
+    def bad(what: str) -> ValidationError:
+        return ValidationError(f"{source}: not a valid validation report: {what}")
+
+    if not isinstance(data, dict):
+        raise bad(f"top level is {type(data).__name__}, expected an object")
+    if data.get("schema") != SCHEMA:
+        raise bad(f"schema={data.get('schema')!r}, expected {SCHEMA!r}")
+    version = data.get("schema_version")
+    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise bad(f"schema_version={version!r}, this version reads 1..{SCHEMA_VERSION}")
+    methods = data.get("methods")
+    if not isinstance(methods, dict) or not methods:
+        raise bad("'methods' must be a non-empty object")
+    for name, entry in methods.items():
+        if not isinstance(entry, dict):
+            raise bad(f"method {name!r} is {type(entry).__name__}, expected an object")
+        acc = entry.get("accuracy")
+        if acc is not None and not (_is_number(acc) and 0 <= acc <= 1):
+            raise bad(f"method {name!r} accuracy={acc!r}, expected a fraction in [0, 1] or null")
+        if entry.get("fid") is not None and not _is_number(entry["fid"]):
+            raise bad(f"method {name!r} fid={entry['fid']!r}, expected a number or null")
+        drift = entry.get("drift")
+        if drift is not None and not (
+            isinstance(drift, dict) and all(drift.get(k) is None or _is_number(drift[k]) for k in ("max_abs", "rel_l2"))
+        ):
+            raise bad(f"method {name!r} drift={drift!r}, expected {{'max_abs': number, 'rel_l2': number}} or null")
+    tolerances = data.get("tolerances", {})
+    if not isinstance(tolerances, dict):
+        raise bad("'tolerances' must be an object")
+    for key, value in tolerances.items():
+        if key not in TOLERANCE_KEYS or not (_is_number(value) and value >= 0):
+            raise bad(f"tolerance {key}={value!r}; allowed keys {', '.join(TOLERANCE_KEYS)} with numbers >= 0")
+    return data
+
+
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``report.json`` (or a report folder holding one)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot read report ({exc.strerror or exc})") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    return check_report(data, str(path))
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str, scale: float = 1.0) -> str:
+    return "n/a" if value is None else format(value * scale, spec)
+
+
+def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str] | None = None) -> str:
+    """A human summary of ``report``: one table row per method, then settings."""
+    ref = report.get("reference_method")
+    lines = [
+        "# Validation report",
+        "",
+        f"Created {report.get('created', '?')}; drift reference: `{ref}`.",
+        "",
+        "| method | accuracy | 95% interval | images | FID | drift max abs | drift rel L2 | eps calls |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, m in report["methods"].items():
+        ci = m.get("accuracy_ci95")
+        interval = "n/a" if not ci or None in ci else f"{100 * ci[0]:.2f}-{100 * ci[1]:.2f}%"
+        drift = m.get("drift") or {}
+        lines.append(
+            f"| {name} | {_fmt(m.get('accuracy'), '.2f', 100)}% | {interval} | {m.get('num_images', 'n/a')} "
+            f"| {_fmt(m.get('fid'), '.3f')} | {_fmt(drift.get('max_abs'), '.3g')} "
+            f"| {_fmt(drift.get('rel_l2'), '.3g')} | {m.get('eps_calls', 'n/a')} |"
+        )
+    if report.get("tolerances"):
+        lines += ["", "Drift tolerances: " + ", ".join(f"{k} = {v:g}" for k, v in report["tolerances"].items())]
+    for title, name in (figures or {}).items():
+        lines += ["", f"![{title}]({name})"]
+    lines += ["", "## Settings", "", "```json", json.dumps(report.get("settings", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display on CI machines
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_samples(samples: Mapping[str, torch.Tensor], per_method: int = SAMPLES_PER_METHOD) -> bytes:
+    """PNG of the first ``per_method`` images ``[N, C, H, W]`` in [-1, 1] of each method, side by side."""
+    plt = _pyplot()
+    names = list(samples)
+    cols = max(1, math.ceil(math.sqrt(per_method)))
+    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.9), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        images = samples[name][:per_method].detach().float().cpu().clamp(-1, 1).add(1).div(2)
+        n, c, h, w = images.shape
+        rows = max(1, math.ceil(n / cols))
+        canvas = torch.ones(c, rows * (h + 1) + 1, cols * (w + 1) + 1)
+        for k in range(n):
+            r, q = divmod(k, cols)
+            canvas[:, 1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = images[k]
+        if c == 1:
+            ax.imshow(canvas[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(canvas.permute(1, 2, 0).numpy())
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def plot_metrics(report: Mapping[str, Any]) -> bytes:
+    """PNG with two bar charts: accuracy (%, 95% interval as error bars) and FID per method."""
+    plt = _pyplot()
+    names = list(report["methods"])
+    methods = report["methods"]
+    fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(names) + 3), 3.4))
+    xs = range(len(names))
+    acc = [100 * (methods[n].get("accuracy") or 0.0) for n in names]
+    lo_hi = [methods[n].get("accuracy_ci95") or [None, None] for n in names]
+    yerr = [
+        [a - 100 * ci[0] if ci[0] is not None else 0 for a, ci in zip(acc, lo_hi)],
+        [100 * ci[1] - a if ci[1] is not None else 0 for a, ci in zip(acc, lo_hi)],
+    ]
+    ax_acc.bar(xs, acc, yerr=yerr, capsize=4, color="#4477aa")
+    ax_acc.set_ylabel("top-1 accuracy (%)")
+    ax_acc.set_title("diffusion classifier")
+    fid = [methods[n].get("fid") for n in names]
+    ax_fid.bar(xs, [f if f is not None else 0.0 for f in fid], color="#cc6677")
+    for x, f in zip(xs, fid):
+        if f is None:
+            ax_fid.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8)
+    ax_fid.set_ylabel("FID (lower is better)")
+    ax_fid.set_title("generation")
+    for ax in (ax_acc, ax_fid):
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def write_report(
+    report: Mapping[str, Any], out_dir: str | os.PathLike, samples: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, Path]:
+    """Write ``report`` (checked first) into ``out_dir``; every file atomically, ``report.json`` last
+    so its presence means the folder is complete. Returns the written paths by kind."""
+    report = check_report(_finite_or_none(dict(report)), "report")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    figures: dict[str, str] = {}
+    if samples:
+        written["samples"] = atomic_write(out / "samples.png", plot_samples(samples))
+        figures["samples per method"] = "samples.png"
+    written["metrics"] = atomic_write(out / "metrics.png", plot_metrics(report))
+    figures["accuracy and FID per method"] = "metrics.png"
+    written["markdown"] = atomic_write(out / "report.md", render_markdown(report, figures))
+    written["json"] = atomic_write(out / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    logger.info("validation report written to %s", out)
+    return written
