@@ -1,0 +1,204 @@
+"""``validate(...)``: accuracy, FID and eps drift of several eps functions, written as one report.
+
+Each method is an eps function (eager model, BiGain-patched eager model, torch.compile, ONNX
+Runtime or TensorRT engine). All methods see exactly the same classifier noise, the same sampling
+seeds and the same drift inputs, so their differences are the methods' own. Works single-process
+or under ``torchrun`` (images are sharded, rank 0 computes FID and writes the report).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, ValidationError
+from .batching import EpsFn, check_batch_size
+from .distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
+from .drift import DriftInputs, drift, eps_outputs
+from .fid import FeatureFn, FIDStats, compute_statistics, frechet_distance, reference_statistics
+from .report import SAMPLES_PER_METHOD, build_report, write_report
+from .sampling import SamplingConfig
+from .schedule import ClassifierSchedule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """What to measure and how.
+
+    Args:
+        num_classes: classes ``0 .. num_classes-1`` compete in the classifier.
+        scheduler_config: the model's diffusers scheduler config dict.
+        schedule: classifier schedule (default: BiGain's adaptive one).
+        classifier_seed: seed of the classifier noise.
+        sampling: generation settings, or ``None`` to skip generation and FID.
+        fid_images: images generated per method (one per validation image, in order, with its
+            label); ``None`` = all validation images. At least 2.
+        drift_inputs: number of fixed random inputs for eps drift (0 skips drift).
+        drift_seed: seed of those inputs.
+        batch_size: rows per eps call (engines: their static batch size).
+        tolerances: drift tolerances recorded in the report (``drift_max_abs``, ``drift_rel_l2``)
+            for ``bigain-export check``.
+    """
+
+    num_classes: int
+    scheduler_config: Mapping[str, Any]
+    schedule: ClassifierSchedule = field(default_factory=ClassifierSchedule.bigain_adaptive)
+    classifier_seed: int = 0
+    sampling: SamplingConfig | None = field(default_factory=SamplingConfig)
+    fid_images: int | None = None
+    drift_inputs: int = 16
+    drift_seed: int = 0
+    batch_size: int = 32
+    tolerances: Mapping[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        check_batch_size(self.batch_size)
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise ConfigError(f"num_classes={self.num_classes!r} is not allowed; allowed: an integer >= 2")
+        if self.fid_images is not None and (not isinstance(self.fid_images, int) or self.fid_images < 2):
+            raise ConfigError(f"fid_images={self.fid_images!r} is not allowed; allowed: None or an integer >= 2")
+        if isinstance(self.drift_inputs, bool) or not isinstance(self.drift_inputs, int) or self.drift_inputs < 0:
+            raise ConfigError(f"drift_inputs={self.drift_inputs!r} is not allowed; allowed: an integer >= 0")
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "num_classes": self.num_classes,
+            "scheduler_config": {k: v for k, v in dict(self.scheduler_config).items() if not k.startswith("_")},
+            "classifier": {"schedule": self.schedule.to_dict(), "seed": self.classifier_seed},
+            "sampling": None if self.sampling is None else self.sampling.to_dict(),
+            "fid_images": self.fid_images,
+            "drift": {"inputs": self.drift_inputs, "seed": self.drift_seed},
+            "batch_size": self.batch_size,
+        }
+
+
+def validate(
+    methods: Mapping[str, EpsFn],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: ValidationSettings,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    reference_method: str | None = None,
+    fid_reference: FIDStats | None = None,
+    feature_fn: FeatureFn | None = None,
+    fid_cache_dir: str | os.PathLike | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure every method and (on rank 0) write the report into ``out_dir``.
+
+    Args:
+        methods: name -> eps function, e.g. ``{"eager-none": f0, "eager-bigain": f1, "engine": f2}``.
+        images: ``[N, C, H, W]`` validation images in [-1, 1] (also the FID reference set unless
+            ``fid_reference`` is given).
+        labels: ``[N]`` long true classes.
+        settings: see :class:`ValidationSettings`.
+        out_dir: report folder (``None``: do not write).
+        reference_method: drift reference (default: the first method).
+        fid_reference: precomputed reference statistics (default: from ``images``, cached in
+            ``fid_cache_dir`` when given).
+        feature_fn: FID features (default: the Inception network); injectable for tests.
+        metadata: free-form facts recorded under ``settings.run`` (model spec, config, engine path).
+        progress: tqdm bars.
+
+    Returns:
+        The report dict (see ``report.py``), on every rank.
+    """
+    if not methods:
+        raise ValidationError("validate needs at least one method; got none")
+    names = list(methods)
+    reference_method = reference_method or names[0]
+    if reference_method not in methods:
+        raise ValidationError(f"reference_method={reference_method!r} is not a method; allowed: {', '.join(names)}")
+    if images.ndim != 4 or images.shape[0] != torch.as_tensor(labels).shape[0]:
+        raise ValidationError(
+            f"images {tuple(images.shape)} and labels {tuple(torch.as_tensor(labels).shape)} do not match; "
+            "allowed: [N, C, H, W] and [N]"
+        )
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    sample_shape = tuple(images.shape[1:])
+    device = images.device
+    main = is_main_process()
+    results: dict[str, dict[str, Any]] = {name: {"seconds": {}} for name in names}
+
+    # 1. eps drift on fixed inputs, against the reference method.
+    if settings.drift_inputs:
+        inputs = DriftInputs.random(settings.drift_inputs, sample_shape, settings.num_classes,
+                                    settings.num_train_timesteps, settings.drift_seed, device)
+        ref_out = eps_outputs(methods[reference_method], inputs, settings.batch_size)
+        for name in names:
+            # The reference is called again too: a nonzero self-drift exposes a non-deterministic model.
+            result = drift(eps_outputs(methods[name], inputs, settings.batch_size), ref_out)
+            results[name]["drift"] = {**result.to_dict(), "reference": reference_method}
+
+    # 2. diffusion classifier, 3. generation.
+    samples: dict[str, torch.Tensor] = {}
+    fid_count = min(settings.fid_images or images.shape[0], images.shape[0])
+    for name in tqdm(names, desc="methods", disable=not (progress and main), leave=False):
+        logger.info("validate %s: diffusion classifier on %d images", name, images.shape[0])
+        start = time.perf_counter()
+        cls = classify_sharded(
+            methods[name], images, labels, num_classes=settings.num_classes,
+            scheduler_config=settings.scheduler_config, schedule=settings.schedule,
+            batch_size=settings.batch_size, generator=settings.classifier_seed, progress=progress and main,
+        )
+        results[name]["seconds"]["classify"] = time.perf_counter() - start
+        results[name].update(
+            accuracy=cls.accuracy, accuracy_ci95=list(cls.interval), correct=cls.correct,
+            num_images=cls.num_images, eps_calls=cls.eps_calls, classification=cls.to_dict(per_image=True),
+        )
+        if settings.sampling is not None:
+            logger.info("validate %s: sampling %d images (%s)", name, fid_count, settings.sampling.sampler)
+            start = time.perf_counter()
+            samples[name] = sample_sharded(
+                methods[name], labels[:fid_count], scheduler_config=settings.scheduler_config,
+                sample_shape=sample_shape, config=settings.sampling, batch_size=settings.batch_size,
+                device=device, progress=progress and main,
+            )
+            results[name]["seconds"]["sample"] = time.perf_counter() - start
+
+    # 4. FID (rank 0 only: the Inception network is the slow part and needs no sharding here).
+    report = None
+    if main:
+        if settings.sampling is not None:
+            start = time.perf_counter()
+            reference = fid_reference or reference_statistics(images.cpu(), feature_fn, fid_cache_dir)
+            reference_seconds = time.perf_counter() - start
+            for name in names:
+                start = time.perf_counter()
+                stats = compute_statistics(samples[name], feature_fn)
+                results[name]["fid"] = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+                results[name]["fid_num_images"] = stats.num_images
+                results[name]["seconds"]["fid"] = time.perf_counter() - start
+        run_settings = {
+            **settings.to_dict(),
+            "data": {"num_images": int(images.shape[0]), "image_shape": list(sample_shape)},
+            "fid": None if settings.sampling is None else {
+                "feature_key": getattr(feature_fn, "key", None) if feature_fn else "inception",
+                "reference_images": reference.num_images,
+                "reference_seconds": reference_seconds,
+                "generated_per_method": fid_count,
+            },
+            "distributed": dict(zip(("rank", "world_size"), rank_and_world())),
+            "run": dict(metadata or {}),
+        }
+        report = build_report(results, reference_method=reference_method, settings=run_settings,
+                              tolerances=settings.tolerances)
+        if out_dir is not None:
+            write_report(report, out_dir, {n: s[:SAMPLES_PER_METHOD] for n, s in samples.items()})
+    report = gather(report)[0]
+    barrier()
+    return report
