@@ -26,24 +26,23 @@ import torch.nn.functional as F
 
 ANCHOR_MODES = ("window", "released", "fixed", "random")
 
-_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
-
-
 def laplacian_score(x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
     """Per-token Laplacian magnitude, summed over channels.
 
     Args:
         x: tokens ``[B, N, C]`` with ``N = grid_h * grid_w`` (row-major grid).
     Returns:
-        ``[B, N]`` float32: ``sum_c |lap(x_c)|`` with a 3x3 4-neighbour kernel and ZERO padding
-        (as the released code: border tokens score higher, so they are less likely anchors).
+        ``[B, N]`` float32: ``sum_c |lap(x_c)|`` with the 4-neighbour kernel
+        ``[[0,1,0],[1,-4,1],[0,1,0]]`` and ZERO padding (as the released code: border tokens score
+        higher, so they are less likely anchors). Computed with shifted slices of a zero-padded
+        grid, channels last, which fuses into one kernel under torch.compile (a depthwise fp32
+        convolution costs a layout transpose on GPU).
     """
     b, n, c = x.shape
-    grid = x.float().transpose(1, 2).reshape(b, c, grid_h, grid_w)
-    kernel = torch.tensor(_LAPLACIAN, dtype=torch.float32, device=x.device)
-    kernel = kernel.expand(c, 1, 3, 3)
-    lap = F.conv2d(grid, kernel, padding=1, groups=c)
-    return lap.abs().sum(dim=1).reshape(b, n)
+    grid = F.pad(x.float().reshape(b, grid_h, grid_w, c), (0, 0, 1, 1, 1, 1))
+    centre = grid[:, 1:-1, 1:-1]
+    lap = grid[:, :-2, 1:-1] + grid[:, 2:, 1:-1] + grid[:, 1:-1, :-2] + grid[:, 1:-1, 2:] - 4.0 * centre
+    return lap.abs().sum(dim=-1).reshape(b, n)
 
 
 def window_offsets(score: torch.Tensor, grid_h: int, grid_w: int, mode: str) -> torch.Tensor:
@@ -127,8 +126,10 @@ def merge_plan(metric: torch.Tensor, is_anchor: torch.Tensor, num_dst: int, r: i
     num_src = n - num_dst
     assert 0 <= r <= num_src, (r, num_src)
 
+    # Normalise in float32, multiply in the model's dtype: an fp32 matmul of [Ns, C] x [C, Nd]
+    # was the largest single cost of the merge path on an H200 (no tensor cores in fp32).
     m = metric.float()
-    m = m / m.norm(dim=-1, keepdim=True)
+    m = (m / m.norm(dim=-1, keepdim=True)).to(metric.dtype)
     src = torch.gather(m, 1, src_idx.unsqueeze(-1).expand(-1, -1, m.shape[-1]))
     dst = torch.gather(m, 1, dst_idx.unsqueeze(-1).expand(-1, -1, m.shape[-1]))
     best_sim, best_dst = (src @ dst.transpose(1, 2)).max(dim=-1)  # [B, Ns]
