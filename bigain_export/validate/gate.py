@@ -6,7 +6,8 @@ report and judge every new run against it. Checked per method:
 * accuracy drop, in percentage points: ``100 * (baseline - report) > max_acc_drop_pp`` fails;
 * FID rise, absolute (``report - baseline``) or relative (percent of the baseline);
 * eps drift against the report's own reference method, when drift tolerances are given (on the
-  command line or in the report's ``tolerances``).
+  command line or in the report's ``tolerances``), for the report's ``drift_methods`` (default:
+  every method but the reference).
 
 A metric the baseline has but the report lacks fails; one the baseline lacks is not checked.
 """
@@ -134,6 +135,9 @@ def check_against_baseline(
     tolerances = tolerances or Tolerances()
     pairs = _pair_methods(report, baseline, methods, baseline_method, sources)
     drift_limits = dict(report.get("tolerances") or {})
+    drift_methods = drift_limits.pop("drift_methods", None)
+    if drift_methods is None:
+        drift_methods = [n for n in report["methods"] if n != report.get("reference_method")]
     for key in ("drift_max_abs", "drift_rel_l2"):
         if getattr(tolerances, key) is not None:
             drift_limits[key] = getattr(tolerances, key)
@@ -179,7 +183,7 @@ def check_against_baseline(
         # drift against the report's reference method
         drift = got.get("drift")
         for key, limit in sorted(drift_limits.items()):
-            if drift is None:
+            if drift is None or name not in drift_methods:
                 continue
             value = drift.get(key.removeprefix("drift_"))
             if value is None:

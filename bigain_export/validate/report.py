@@ -10,7 +10,8 @@ Layout of ``<out>/``::
 JSON schema (``schema_version`` 1)::
 
     {"schema": "bigain-export/validation-report", "schema_version": 1, "created": ISO-8601,
-     "reference_method": name, "settings": {...}, "tolerances": {"drift_max_abs": x, ...} (optional),
+     "reference_method": name, "settings": {...}, "tolerances": {"drift_max_abs": x, "drift_rel_l2": y,
+     "drift_methods": [names]} (optional; drift_methods defaults to all but the reference),
      "methods": {name: {"accuracy": fraction | null, "accuracy_ci95": [lo, hi] | null,
                         "correct": int, "num_images": int, "fid": float | null,
                         "fid_num_images": int | null, "drift": {"max_abs", "rel_l2", "mean_abs",
@@ -113,8 +114,14 @@ def check_report(data: Any, source: str) -> dict[str, Any]:
     if not isinstance(tolerances, dict):
         raise bad("'tolerances' must be an object")
     for key, value in tolerances.items():
+        if key == "drift_methods":
+            if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise bad(f"tolerance drift_methods={value!r}; expected a list of method names")
+            continue
         if key not in TOLERANCE_KEYS or not (_is_number(value) and value >= 0):
-            raise bad(f"tolerance {key}={value!r}; allowed keys {', '.join(TOLERANCE_KEYS)} with numbers >= 0")
+            raise bad(
+                f"tolerance {key}={value!r}; allowed keys {', '.join(TOLERANCE_KEYS)} (numbers >= 0) and drift_methods"
+            )
     return data
 
 
@@ -162,7 +169,7 @@ def render_markdown(report: Mapping[str, Any], figures: Mapping[str, str] | None
             f"| {_fmt(drift.get('rel_l2'), '.3g')} | {m.get('eps_calls', 'n/a')} |"
         )
     if report.get("tolerances"):
-        lines += ["", "Drift tolerances: " + ", ".join(f"{k} = {v:g}" for k, v in report["tolerances"].items())]
+        lines += ["", "Drift tolerances: " + ", ".join(f"{k} = {v}" for k, v in report["tolerances"].items())]
     for title, name in (figures or {}).items():
         lines += ["", f"![{title}]({name})"]
     lines += ["", "## Settings", "", "```json", json.dumps(report.get("settings", {}), indent=2), "```", ""]

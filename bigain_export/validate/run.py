@@ -30,6 +30,28 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class TaskEps:
+    """A method whose eps function depends on the task.
+
+    BiGain's KV downsampling uses a fixed alpha = 0.9 for classification and an alpha scheduled in
+    the timestep for generation (``BiGainConfig.for_task``), so one method may need two functions.
+    Drift is measured on ``classify``.
+    """
+
+    classify: EpsFn
+    generate: EpsFn
+
+
+Method = EpsFn | TaskEps
+
+
+def _for_task(method: Method, task: str) -> EpsFn:
+    if isinstance(method, TaskEps):
+        return method.classify if task == "classify" else method.generate
+    return method
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     """What to measure and how.
 
@@ -44,8 +66,9 @@ class ValidationSettings:
         drift_inputs: number of fixed random inputs for eps drift (0 skips drift).
         drift_seed: seed of those inputs.
         batch_size: rows per eps call (engines: their static batch size).
-        tolerances: drift tolerances recorded in the report (``drift_max_abs``, ``drift_rel_l2``)
-            for ``bigain-export check``.
+        tolerances: drift tolerances recorded in the report for ``bigain-export check``:
+            ``drift_max_abs``, ``drift_rel_l2`` and optionally ``drift_methods`` (the methods they
+            apply to; default every method but the reference).
     """
 
     num_classes: int
@@ -85,7 +108,7 @@ class ValidationSettings:
 
 
 def validate(
-    methods: Mapping[str, EpsFn],
+    methods: Mapping[str, Method],
     images: torch.Tensor,
     labels: torch.Tensor,
     settings: ValidationSettings,
@@ -101,7 +124,8 @@ def validate(
     """Measure every method and (on rank 0) write the report into ``out_dir``.
 
     Args:
-        methods: name -> eps function, e.g. ``{"eager-none": f0, "eager-bigain": f1, "engine": f2}``.
+        methods: name -> eps function (or :class:`TaskEps`), e.g.
+            ``{"eager-none": f0, "eager-same-config": f1, "engine": f2}``.
         images: ``[N, C, H, W]`` validation images in [-1, 1] (also the FID reference set unless
             ``fid_reference`` is given).
         labels: ``[N]`` long true classes.
@@ -138,10 +162,10 @@ def validate(
     if settings.drift_inputs:
         inputs = DriftInputs.random(settings.drift_inputs, sample_shape, settings.num_classes,
                                     settings.num_train_timesteps, settings.drift_seed, device)
-        ref_out = eps_outputs(methods[reference_method], inputs, settings.batch_size)
+        ref_out = eps_outputs(_for_task(methods[reference_method], "classify"), inputs, settings.batch_size)
         for name in names:
             # The reference is called again too: a nonzero self-drift exposes a non-deterministic model.
-            result = drift(eps_outputs(methods[name], inputs, settings.batch_size), ref_out)
+            result = drift(eps_outputs(_for_task(methods[name], "classify"), inputs, settings.batch_size), ref_out)
             results[name]["drift"] = {**result.to_dict(), "reference": reference_method}
 
     # 2. diffusion classifier, 3. generation.
@@ -151,7 +175,7 @@ def validate(
         logger.info("validate %s: diffusion classifier on %d images", name, images.shape[0])
         start = time.perf_counter()
         cls = classify_sharded(
-            methods[name], images, labels, num_classes=settings.num_classes,
+            _for_task(methods[name], "classify"), images, labels, num_classes=settings.num_classes,
             scheduler_config=settings.scheduler_config, schedule=settings.schedule,
             batch_size=settings.batch_size, generator=settings.classifier_seed, progress=progress and main,
         )
@@ -164,7 +188,7 @@ def validate(
             logger.info("validate %s: sampling %d images (%s)", name, fid_count, settings.sampling.sampler)
             start = time.perf_counter()
             samples[name] = sample_sharded(
-                methods[name], labels[:fid_count], scheduler_config=settings.scheduler_config,
+                _for_task(methods[name], "generate"), labels[:fid_count], scheduler_config=settings.scheduler_config,
                 sample_shape=sample_shape, config=settings.sampling, batch_size=settings.batch_size,
                 device=device, progress=progress and main,
             )
