@@ -1,0 +1,132 @@
+"""Patched denoiser -> ONNX with BiGain's operators as ``bigain.ai`` nodes plus local functions.
+
+``torch.onnx.export(dynamo=True)`` traces the patched :class:`~bigain_export.models.denoiser.Denoiser`;
+the processors emit one custom node per operator (``torch.onnx.ops.symbolic``), so the exporter
+never sees the operator internals. The standard-op function bodies are attached afterwards, which
+also keeps the exporter's optimizer from inlining them away. The timestep stays a graph input
+and alpha(t) is computed in the graph, so one model serves every sampling step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from ..config import BiGainConfig
+from ..errors import ExportError
+from ..ops.library import DOMAIN
+from ..patch import apply_bigain, remove_bigain
+from .onnx_ops import STANDARD_OPSET, attach_functions
+from .spec import DenoiserSpec
+
+log = logging.getLogger(__name__)
+
+TWO_GB = 2**31
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    inlined_path: Path | None
+    custom_nodes: dict[str, int]  # op_type -> count
+    opset: int
+
+
+def custom_node_counts(model: onnx.ModelProto) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain == DOMAIN:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainConfig) -> onnx.ModelProto:
+    """Patch, trace and unpatch; returns the in-memory model with local functions attached."""
+    inputs = spec.sample_inputs()
+    args = tuple(inputs[t.name] for t in spec.inputs)
+    apply_bigain(denoiser, config)
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                denoiser, args, dynamo=True, opset_version=STANDARD_OPSET,
+                input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
+                external_data=False, verbose=False,
+            )
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporter's own errors are long; keep the first line
+        raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+    finally:
+        remove_bigain(denoiser)
+    model = program.model_proto
+    attach_functions(model)
+    return model
+
+
+def save_model_atomically(model: onnx.ModelProto, path: Path) -> None:
+    """Write ``path`` (and ``path.data`` when over 2 GB) so that a failure leaves nothing behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > TWO_GB - 2**20
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".onnx-") as tmp:
+        tmp_path = Path(tmp) / path.name
+        onnx.save_model(model, tmp_path, save_as_external_data=large, all_tensors_to_one_file=True,
+                        location=path.name + ".data" if large else None)
+        if large:
+            os.replace(Path(tmp) / (path.name + ".data"), path.parent / (path.name + ".data"))
+        os.replace(tmp_path, path)
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker with full checks (shape inference through the local functions)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise ExportError(f"{path}: onnx.checker failed: {str(exc).strip().splitlines()[0][:300]}") from exc
+
+
+def export_onnx(
+    denoiser: torch.nn.Module,
+    config: BiGainConfig,
+    path: str | os.PathLike,
+    *,
+    batch: int = 2,
+    precision: str = "fp32",
+    inline_copy: bool = False,
+) -> ExportResult:
+    """Export ``denoiser`` with ``config`` baked in to ``path``.
+
+    Args:
+        denoiser: a :class:`~bigain_export.models.denoiser.Denoiser` (converted to ``precision``
+            in place for the export and converted back afterwards).
+        batch: the static batch size of the engine.
+        precision: ``fp32`` | ``fp16`` | ``bf16`` (the graph's compute dtype; I/O stays float32).
+        inline_copy: also write ``<name>.inlined.onnx`` with the functions inlined, for runtimes
+            that do not take model-local functions.
+    """
+    path = Path(path)
+    spec = DenoiserSpec(batch, tuple(denoiser.sample_shape), precision)
+    original_dtype = denoiser.dtype
+    denoiser.to(spec.dtype)
+    try:
+        model = trace_to_onnx(denoiser, spec, config)
+    finally:
+        denoiser.to(original_dtype)
+    counts = custom_node_counts(model)
+    log.info("exported %s: custom nodes %s", path.name, counts or "none")
+    save_model_atomically(model, path)
+    try:
+        check_onnx(path)
+    except ExportError:
+        path.unlink(missing_ok=True)
+        raise
+    inlined = None
+    if inline_copy:
+        inlined = path.with_suffix(".inlined.onnx")
+        save_model_atomically(onnx.inliner.inline_local_functions(model), inlined)
+    return ExportResult(path, inlined, counts, STANDARD_OPSET)

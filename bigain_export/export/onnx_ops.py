@@ -1,0 +1,251 @@
+"""BiGain's custom ONNX operators: how PyTorch emits them, and their standard-op function bodies.
+
+Three operators of domain ``bigain.ai`` (opset version 1):
+
+* ``GatedMerge(x [B,N,C], metric [B,N,C]) -> (merged [B,N-r,C], slot [B,N] int64)``,
+  attributes ``grid_h``, ``grid_w``, ``r``, ``anchor`` (0 window, 1 released, 2 fixed);
+* ``TokenUnmerge(y [B,N-r,C], slot [B,N]) -> [B,N,C]``;
+* ``KVPool(x [B,N,C], alpha [B|1,1,1]) -> [B,N/s^2,C]``, attributes ``grid_h``, ``grid_w``, ``s``.
+
+Each node also carries ``plugin_namespace`` / ``plugin_version``, which TensorRT's ONNX parser uses
+to find a plugin of the same name; each op is ALSO a model-local ``FunctionProto`` whose body
+uses standard ONNX ops only (the same algorithm as :mod:`bigain_export.ops.reference`, step by
+step), so ONNX Runtime or any other runtime runs the exported model as it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import onnx
+import torch
+from onnx import AttributeProto, TensorProto, helper
+
+from ..errors import ExportError
+from ..ops.library import ANCHOR_CODES, DOMAIN
+
+OPSET_VERSION = 1
+PLUGIN_VERSION = "1"
+STANDARD_OPSET = 18  # ScatterElements(reduction="add"), ReduceSum/Max with axes as inputs
+_PLUGIN_ATTRS = dict(plugin_namespace=DOMAIN, plugin_version=PLUGIN_VERSION)
+EXPORTABLE_ANCHORS = ("window", "released", "fixed")
+
+
+# --------------------------------------------------------------------------- emitters (PyTorch)
+def emit_gated_merge(x, metric, grid_h: int, grid_w: int, r: int, anchor: str):
+    if anchor not in EXPORTABLE_ANCHORS:
+        raise ExportError(
+            f"anchor={anchor!r} draws a new random pattern at every call and cannot be baked into "
+            f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
+        )
+    b, n, c = x.shape
+    merged, slot = torch.onnx.ops.symbolic_multi_out(
+        f"{DOMAIN}::GatedMerge",
+        (x, metric),
+        dict(grid_h=grid_h, grid_w=grid_w, r=r, anchor=ANCHOR_CODES[anchor], **_PLUGIN_ATTRS),
+        dtypes=(x.dtype, torch.int64),
+        shapes=((b, n - r, c), (b, n)),
+        version=OPSET_VERSION,
+    )
+    return merged, slot
+
+
+def emit_token_unmerge(y, slot):
+    b, n = slot.shape
+    return torch.onnx.ops.symbolic(
+        f"{DOMAIN}::TokenUnmerge", (y, slot), dict(_PLUGIN_ATTRS),
+        dtype=y.dtype, shape=(b, n, y.shape[-1]), version=OPSET_VERSION,
+    )
+
+
+def emit_kv_pool(x, alpha, grid_h: int, grid_w: int, s: int):
+    b, _, c = x.shape
+    if not isinstance(alpha, torch.Tensor):
+        alpha = torch.full((1, 1, 1), float(alpha), dtype=torch.float32, device=x.device)
+    alpha = alpha.reshape(-1, 1, 1).to(torch.float32)
+    return torch.onnx.ops.symbolic(
+        f"{DOMAIN}::KVPool", (x, alpha), dict(grid_h=grid_h, grid_w=grid_w, s=s, **_PLUGIN_ATTRS),
+        dtype=x.dtype, shape=(b, (grid_h // s) * (grid_w // s), c), version=OPSET_VERSION,
+    )
+
+
+# --------------------------------------------------------------------------- function bodies
+class _Body:
+    """Accumulates the nodes of a function body with generated value names."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self._ids = itertools.count()
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attrs):
+        names = [f"{self.name}_{op_type}_{next(self._ids)}" for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, **attrs))
+        return names[0] if outputs == 1 else names
+
+    def ints(self, *values: int) -> str:
+        return self.op("Constant", value=helper.make_tensor("v", TensorProto.INT64, [len(values)], list(values)))
+
+    def scalar_float(self, value: float) -> str:
+        return self.op("Constant", value=helper.make_tensor("v", TensorProto.FLOAT, [], [value]))
+
+    def attr_int(self, attr: str) -> str:
+        """A 1-element int64 tensor holding the node's attribute ``attr``."""
+        scalar = f"{self.name}_attr_{attr}"
+        node = helper.make_node("Constant", [], [scalar])
+        node.attribute.append(AttributeProto(name="value_int", ref_attr_name=attr, type=AttributeProto.INT))
+        self.nodes.append(node)
+        return self.op("Unsqueeze", scalar, self.ints(0))
+
+    def filled(self, shape: str, value: float | int) -> str:
+        """A tensor of ``shape`` (int64 1-D) filled with ``value`` (float32 or int64)."""
+        kind = TensorProto.FLOAT if isinstance(value, float) else TensorProto.INT64
+        return self.op("ConstantOfShape", shape, value=helper.make_tensor("v", kind, [1], [value]))
+
+    def arange(self, stop: str, like: str) -> str:
+        """0..stop-1 (int64), broadcast to the shape of ``like``."""
+        scalar = lambda t: self.op("Squeeze", t)  # noqa: E731  Range takes 0-d inputs
+        values = self.op("Range", scalar(self.ints(0)), scalar(stop), scalar(self.ints(1)))
+        return self.op("Expand", values, self.op("Shape", like))
+
+    def concat(self, *parts: str) -> str:
+        return self.op("Concat", *parts, axis=0)
+
+    def dim(self, tensor: str, axis: int) -> str:
+        return self.op("Shape", tensor, start=axis, end=axis + 1)
+
+    def function(self, inputs: list[str], outputs: list[str], attributes: list[str]) -> onnx.FunctionProto:
+        return helper.make_function(
+            DOMAIN, self.name, inputs, outputs, self.nodes,
+            opset_imports=[helper.make_opsetid("", STANDARD_OPSET)],
+            attributes=attributes + list(_PLUGIN_ATTRS),
+        )
+
+
+def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
+    """[B, N, C] -> [B, H, W] float: sum_c |4-neighbour Laplacian| with zero padding."""
+    m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
+    grid = f.op("Reshape", m32, f.concat(f.ints(0), grid_h, grid_w, f.ints(-1)))
+    padded = f.op("Pad", grid, f.ints(0, 1, 1, 0, 0, 1, 1, 0))
+    big = 2**62
+
+    def window(h0: int, h1: int, w0: int, w1: int) -> str:
+        return f.op("Slice", padded, f.ints(h0, w0), f.ints(h1, w1), f.ints(1, 2))
+
+    centre = window(1, -1, 1, -1)
+    neighbours = f.op("Sum", window(0, -2, 1, -1), window(2, big, 1, -1), window(1, -1, 0, -2), window(1, -1, 2, big))
+    lap = f.op("Sub", neighbours, f.op("Mul", centre, f.scalar_float(4.0)))
+    return f.op("ReduceSum", f.op("Abs", lap), f.ints(3), keepdims=0)
+
+
+def gated_merge_function() -> onnx.FunctionProto:
+    f = _Body("GatedMerge")
+    grid_h, grid_w, r, anchor = (f.attr_int(a) for a in ("grid_h", "grid_w", "r", "anchor"))
+    two = f.ints(2)
+    half_h, half_w = f.op("Div", grid_h, two), f.op("Div", grid_w, two)
+    crop_h, crop_w = f.op("Mul", half_h, two), f.op("Mul", half_w, two)
+    num_tokens = f.op("Mul", grid_h, grid_w)
+    num_dst = f.op("Mul", half_h, half_w)
+    num_src = f.op("Sub", num_tokens, num_dst)
+    kept = f.op("Sub", num_src, r)
+
+    # 1. anchors: argmin of the Laplacian score per 2x2 window (or the released/fixed variants)
+    score = _laplacian_score(f, "metric", grid_h, grid_w)
+    cropped = f.op("Slice", score, f.ints(0, 0), f.concat(crop_h, crop_w), f.ints(1, 2))
+    as_windows = f.op("Reshape", cropped, f.concat(f.ints(0), half_h, two, half_w, two))
+    window_major = f.op("Transpose", as_windows, perm=[0, 1, 3, 2, 4])
+    quad = f.concat(f.ints(0), half_h, half_w, f.ints(4))
+    offset_window = f.op("ArgMin", f.op("Reshape", window_major, quad), axis=-1, keepdims=0)
+    offset_released = f.op("ArgMin", f.op("Reshape", cropped, quad), axis=-1, keepdims=0)
+    zero = f.ints(0)
+    offset = f.op(
+        "Where", f.op("Equal", anchor, zero), offset_window,
+        f.op("Where", f.op("Equal", anchor, f.ints(1)), offset_released, f.op("Mul", offset_window, zero)),
+    )
+    onehot = f.op("Cast", f.op("Equal", f.op("Unsqueeze", offset, f.ints(-1)), f.ints(0, 1, 2, 3)), to=TensorProto.INT64)
+    in_windows = f.op("Reshape", onehot, f.concat(f.ints(0), half_h, half_w, two, two))
+    anchor_grid = f.op("Reshape", f.op("Transpose", in_windows, perm=[0, 1, 3, 2, 4]), f.concat(f.ints(0), crop_h, crop_w))
+    pads = f.concat(f.ints(0, 0, 0, 0), f.op("Sub", grid_h, crop_h), f.op("Sub", grid_w, crop_w))
+    is_anchor = f.op("Reshape", f.op("Pad", anchor_grid, pads), f.concat(f.ints(0), num_tokens))
+    # 2. anchors first, each group in token order (TopK breaks ties by the lower index)
+    order = f.op("TopK", f.op("Cast", is_anchor, to=TensorProto.FLOAT), num_tokens, outputs=2, largest=1, sorted=1)[1]
+    dst_idx = f.op("Slice", order, zero, num_dst, f.ints(1))
+    src_idx = f.op("Slice", order, num_dst, num_tokens, f.ints(1))
+
+    # 3. matching: cosine similarity of each source with every anchor
+    m32 = f.op("Cast", "metric", to=TensorProto.FLOAT)
+    unit = f.op("CastLike", f.op("Div", m32, f.op("ReduceL2", m32, f.ints(-1), keepdims=1)), "metric")
+    channels = f.dim("metric", 2)
+
+    def rows(tensor: str, index: str) -> str:
+        shape = f.concat(f.op("Shape", index), channels)
+        return f.op("GatherElements", tensor, f.op("Expand", f.op("Unsqueeze", index, f.ints(-1)), shape), axis=1)
+
+    similarity = f.op("MatMul", rows(unit, src_idx), f.op("Transpose", rows(unit, dst_idx), perm=[0, 2, 1]))
+    best_sim = f.op("ReduceMax", similarity, f.ints(-1), keepdims=0)
+    best_dst = f.op("ArgMax", similarity, axis=-1, keepdims=0)
+    edge_order = f.op("TopK", best_sim, num_src, outputs=2, largest=1, sorted=1)[1]
+    batch = f.dim("x", 0)
+    rank = f.op("ScatterElements", f.filled(f.op("Shape", edge_order), 0), edge_order, f.arange(num_src, edge_order), axis=1)
+
+    # 4. slot map: kept sources 0..kept-1 by rank, anchors after them in token order
+    src_slot = f.op("Where", f.op("GreaterOrEqual", rank, r), f.op("Sub", rank, r), f.op("Add", best_dst, kept))
+    dst_slot = f.op("Add", f.arange(num_dst, dst_idx), kept)
+    slot = f.op("ScatterElements", f.filled(f.concat(batch, num_tokens), 0), src_idx, src_slot, axis=1)
+    f.nodes.append(helper.make_node("ScatterElements", [slot, dst_idx, dst_slot], ["slot"], axis=1))
+
+    # 5. merge: segment mean in float32
+    num_out = f.op("Sub", num_tokens, r)
+    x32 = f.op("Cast", "x", to=TensorProto.FLOAT)
+    index = f.op("Expand", f.op("Unsqueeze", "slot", f.ints(-1)), f.op("Shape", "x"))
+    total = f.op("ScatterElements", f.filled(f.concat(batch, num_out, channels), 0.0), index, x32, axis=1, reduction="add")
+    ones = f.filled(f.op("Shape", "slot"), 1.0)
+    count = f.op("ScatterElements", f.filled(f.concat(batch, num_out), 0.0), "slot", ones, axis=1, reduction="add")
+    mean = f.op("Div", total, f.op("Unsqueeze", count, f.ints(-1)))
+    f.nodes.append(helper.make_node("CastLike", [mean, "x"], ["merged"]))
+    return f.function(["x", "metric"], ["merged", "slot"], ["grid_h", "grid_w", "r", "anchor"])
+
+
+def token_unmerge_function() -> onnx.FunctionProto:
+    f = _Body("TokenUnmerge")
+    shape = f.concat(f.op("Shape", "slot"), f.dim("y", 2))
+    index = f.op("Expand", f.op("Unsqueeze", "slot", f.ints(-1)), shape)
+    f.nodes.append(helper.make_node("GatherElements", ["y", index], ["out"], axis=1))
+    return f.function(["y", "slot"], ["out"], [])
+
+
+def kv_pool_function() -> onnx.FunctionProto:
+    f = _Body("KVPool")
+    grid_h, grid_w, s = (f.attr_int(a) for a in ("grid_h", "grid_w", "s"))
+    out_h, out_w = f.op("Div", grid_h, s), f.op("Div", grid_w, s)
+    grid = f.op("Reshape", "x", f.concat(f.ints(0), out_h, s, out_w, s, f.ints(-1)))
+    centre = f.op("Div", s, f.ints(2))  # nearest-exact: index i * s + s // 2
+    nearest = f.op("Gather", f.op("Gather", grid, f.op("Squeeze", centre), axis=2), f.op("Squeeze", centre), axis=3)
+    mean = f.op("CastLike", f.op("ReduceMean", f.op("Cast", grid, to=TensorProto.FLOAT), f.ints(2, 4), keepdims=0), "x")
+    tokens = f.concat(f.ints(0), f.op("Mul", out_h, out_w), f.ints(-1))
+    nearest, mean = f.op("Reshape", nearest, tokens), f.op("Reshape", mean, tokens)
+    blended = f.op("Add", mean, f.op("Mul", f.op("CastLike", "alpha", "x"), f.op("Sub", nearest, mean)))
+    f.nodes.append(helper.make_node("Identity", [blended], ["out"]))
+    return f.function(["x", "alpha"], ["out"], ["grid_h", "grid_w", "s"])
+
+
+FUNCTIONS = {
+    "GatedMerge": gated_merge_function,
+    "TokenUnmerge": token_unmerge_function,
+    "KVPool": kv_pool_function,
+}
+
+
+def attach_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Add the local function of every ``bigain.ai`` op the graph uses (in place; returned)."""
+    used = {node.op_type for node in model.graph.node if node.domain == DOMAIN}
+    unknown = used - set(FUNCTIONS)
+    if unknown:
+        raise ExportError(f"graph has unknown {DOMAIN} ops {sorted(unknown)}; known: {sorted(FUNCTIONS)}")
+    present = {(fn.domain, fn.name) for fn in model.functions}
+    for name in sorted(used):
+        if (DOMAIN, name) not in present:
+            model.functions.append(FUNCTIONS[name]())
+    if used and not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    return model
