@@ -71,7 +71,11 @@ def load_inception(device: str = "cpu") -> torch.jit.ScriptModule:
     """The TorchScript Inception network on ``device`` (cached per device)."""
     path = inception_path()
     try:
-        model = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            # torch 2.x deprecates TorchScript loading in favour of torch.export; the shipped
+            # network exists only as TorchScript, so the warning would only be noise.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            model = torch.jit.load(str(path), map_location=device)
     except RuntimeError as exc:
         raise ValidationError(f"cannot load FID network {path}: {exc}") from exc
     return model.eval()

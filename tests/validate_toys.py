@@ -1,0 +1,35 @@
+"""Eps functions with known answers, shared by the validation tests.
+
+``PrototypeEps`` is the exact eps of a data distribution that is a point mass at one prototype
+per class: ``eps = (x_t - sqrt(abar_t) p_c) / sqrt(1 - abar_t)``. For an image equal to p_k, the
+classifier error of class k is exactly 0 and every other class's error is positive, and DDIM
+with it lands on p_c. Label ``num_classes`` (the null label) uses the mean prototype.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bigain_export.validate.schedule import alphas_cumprod
+
+SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "linear"}
+
+
+def prototypes(num_classes: int, shape=(1, 8, 8), seed: int = 0) -> torch.Tensor:
+    """``[num_classes, *shape]`` well separated prototypes in (-1, 1)."""
+    return torch.tanh(2 * torch.randn((num_classes, *shape), generator=torch.Generator().manual_seed(seed)))
+
+
+class PrototypeEps:
+    """Exact eps for per-class point masses; records every call's batch size."""
+
+    def __init__(self, protos: torch.Tensor, offset: float = 0.0):
+        self.protos = torch.cat([protos, protos.mean(0, keepdim=True)])  # last row: the null label
+        self.abar = alphas_cumprod(SCHEDULER_CONFIG)
+        self.offset = offset
+        self.batch_sizes: list[int] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        a = self.abar[t].view(-1, 1, 1, 1)
+        return (x - a.sqrt() * self.protos[y]) / (1 - a).sqrt() + self.offset
