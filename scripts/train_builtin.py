@@ -227,7 +227,8 @@ def train(args: argparse.Namespace) -> int:
     # Sample grid from the EMA weights: one row per class, 10 samples each.
     gen = torch.Generator().manual_seed(args.seed)
     grid_labels = torch.arange(arch.NUM_CLASSES).repeat_interleave(10)
-    samples = sample(ema, grid_labels, num_inference_steps=50, guidance_scale=args.grid_guidance, generator=gen)
+    samples = sample(ema, grid_labels, num_inference_steps=args.grid_steps, guidance_scale=args.grid_guidance,
+                     generator=gen)
     out = Path(args.out)
     record = {
         "model": f"builtin:{MODEL_NAMES[args.model]}",
@@ -251,6 +252,8 @@ def train(args: argparse.Namespace) -> int:
         "versions": versions(),
         "ema_decay": args.ema,
         "weights": "EMA, fp16",
+        "grid": {"steps": args.grid_steps, "guidance": args.grid_guidance, "seed": args.seed,
+                 "drawn": f"at the end of training on {card_name(device)} from the fp32 EMA weights"},
     }
     summary = {k: record[k] for k in ("seed", "data", "steps", "train_seconds", "final_loss", "card",
                                       "started_utc", "versions", "command")}
@@ -336,7 +339,7 @@ The 10000 test images were not used for training.
 ## Samples
 
 One row per class ({classes}), DDIM {grid_steps} steps, guidance {guidance}, seed {grid_seed},
-drawn on the CPU from the shipped fp16 weights (computed in fp32):
+drawn {drawn}:
 
 ![samples]({grid})
 
@@ -348,7 +351,7 @@ FID of generated vs. test images). Nothing below is measured yet.
 | metric | protocol | value |
 |---|---|---|
 | classifier accuracy (top-1) | BiGain adaptive schedule, no guidance | not measured yet |
-| FID | DDIM 50 steps, guidance {guidance}, 10000 images | not measured yet |
+| FID | DDIM 50 steps with guidance, 10000 images vs. the test split | not measured yet |
 """
 
 
@@ -357,12 +360,15 @@ def card(args: argparse.Namespace) -> int:
     log = json.loads((folder / LOG_NAME).read_text())
     a = log["args"]
     plot_loss(log["history"], folder / CURVE_NAME, f"{log['model']} training loss")
-    denoiser = load_folder(folder, name=log["model"])
-    gen = torch.Generator().manual_seed(args.seed)
-    labels = torch.arange(denoiser.num_classes).repeat_interleave(args.per_class)
-    torch.manual_seed(args.seed)
-    samples = sample(denoiser, labels, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gen)
-    save_png_grid(samples, folder / GRID_NAME, nrow=args.per_class)
+    grid = log["grid"]
+    if args.resample or not (folder / GRID_NAME).is_file():
+        denoiser = load_folder(folder, name=log["model"])
+        gen = torch.Generator().manual_seed(args.seed)
+        labels = torch.arange(denoiser.num_classes).repeat_interleave(10)
+        samples = sample(denoiser, labels, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gen)
+        save_png_grid(samples, folder / GRID_NAME, nrow=10)
+        grid = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed,
+                "drawn": "on the CPU from the shipped fp16 weights (computed in fp32)"}
     arch_cfg = log["architecture"]
     if a["model"] == "dit":
         arch_line = (f"diffusers DiTTransformer2DModel, {arch_cfg['num_layers']} blocks, "
@@ -380,7 +386,8 @@ def card(args: argparse.Namespace) -> int:
         last_n=4 * a["log_every"], lr=a["lr"], warmup=a["warmup"], min_frac=a["min_lr_frac"], clip=a["clip"],
         ema=a["ema"], label_dropout=a["label_dropout"], seed=log["seed"], date=log["started_utc"],
         versions=", ".join(f"{k} {v}" for k, v in log["versions"].items()), curve=CURVE_NAME, grid=GRID_NAME,
-        classes=", ".join(CLASS_NAMES), grid_steps=args.steps, guidance=args.guidance, grid_seed=args.seed,
+        classes=", ".join(CLASS_NAMES), grid_steps=grid["steps"], guidance=grid["guidance"], grid_seed=grid["seed"],
+        drawn=grid["drawn"],
     )
     write_atomic(folder / CARD_NAME, text.encode())
     print(f"wrote {folder / CARD_NAME}, {folder / CURVE_NAME}, {folder / GRID_NAME}")
@@ -411,16 +418,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST idx folder (default: $BIGAIN_FMNIST_DIR or Debian's)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--grid-guidance", type=float, default=3.0)
+    p.add_argument("--grid-steps", type=int, default=50, help="DDIM steps of the end-of-training sample grid")
     p.set_defaults(run=train)
     p = sub.add_parser("summary", help="one line per trained folder")
     p.add_argument("folders", nargs="+")
     p.set_defaults(run=summary)
     p = sub.add_parser("card", help="loss curve, CPU sample grid and MODEL_CARD.md for a trained folder")
     p.add_argument("folder")
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--per-class", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resample", action="store_true", help="redraw samples.png on the CPU from the fp16 weights")
+    p.add_argument("--guidance", type=float, default=3.0, help="with --resample")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps, with --resample")
+    p.add_argument("--seed", type=int, default=0, help="with --resample")
     p.set_defaults(run=card)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -42,7 +42,7 @@ def sample(
         scheduler = DDIMScheduler.from_config(denoiser.scheduler_config)
     device, dtype = denoiser.device, denoiser.dtype
     labels = class_labels.to(device)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    scheduler.set_timesteps(num_inference_steps)  # timesteps stay on the CPU: the scheduler indexes CPU tables
     x = torch.randn((labels.shape[0], *denoiser.sample_shape), generator=generator, dtype=torch.float32)
     x = x.to(device) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:

@@ -72,6 +72,7 @@ def save_denoiser(
             denoiser.class_encoder.save(tmp, dtype=dtype)
         folder.mkdir(exist_ok=True)
         for path in sorted(tmp.iterdir()):
+            os.chmod(path, 0o644)
             os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
