@@ -13,22 +13,7 @@ import torch
 
 from bigain_export.errors import ValidationError
 from bigain_export.validate import fid as F
-
-
-class PixelFeatures:
-    """Fast stand-in for Inception: 16 fixed random projections of the quantised pixels."""
-
-    key = "test-pixel-projection-v1"
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.weight = torch.randn(3 * 16 * 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-
-    def __call__(self, images: torch.Tensor) -> np.ndarray:
-        self.calls += 1
-        x = F.to_uint8(images).to(torch.float64).expand(-1, 3, -1, -1)
-        x = torch.nn.functional.interpolate(x, size=(16, 16), mode="area")
-        return (x.flatten(1) / 255.0 @ self.weight).numpy()
+from validate_toys import PixelFeatures
 
 
 def _images(n: int, seed: int = 0, shift: float = 0.0) -> torch.Tensor:

@@ -33,3 +33,31 @@ class PrototypeEps:
         self.batch_sizes.append(x.shape[0])
         a = self.abar[t].view(-1, 1, 1, 1)
         return (x - a.sqrt() * self.protos[y]) / (1 - a).sqrt() + self.offset
+
+
+class PixelFeatures:
+    """Fast stand-in for the Inception network: 16 fixed random projections of 16x16 pixels."""
+
+    key = "test-pixel-projection-v1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.weight = torch.randn(3 * 16 * 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def __call__(self, images: torch.Tensor):
+        from bigain_export.validate.fid import to_uint8
+
+        self.calls += 1
+        x = to_uint8(images).to(torch.float64).expand(-1, 3, -1, -1)
+        x = torch.nn.functional.interpolate(x, size=(16, 16), mode="area")
+        return (x.flatten(1) / 255.0 @ self.weight).numpy()
+
+
+def toy_problem(num_images: int = 6, num_classes: int = 4):
+    """Noisy class prototypes (noisy enough that some are misclassified), labels and two methods."""
+    protos = prototypes(num_classes)
+    labels = torch.arange(num_images) % num_classes
+    noise = torch.randn((num_images, *protos.shape[1:]), generator=torch.Generator().manual_seed(1))
+    images = (protos[labels] + 3.0 * noise).clamp(-1, 1)
+    methods = {"exact": PrototypeEps(protos), "offset": PrototypeEps(protos, offset=0.2)}
+    return images, labels, methods

@@ -156,7 +156,10 @@ def validate(
     sample_shape = tuple(images.shape[1:])
     device = images.device
     main = is_main_process()
-    results: dict[str, dict[str, Any]] = {name: {"seconds": {}} for name in names}
+    # Every key present for every method (null when not measured): one shape for readers.
+    results: dict[str, dict[str, Any]] = {
+        name: {"fid": None, "fid_num_images": None, "drift": None, "seconds": {}} for name in names
+    }
 
     # 1. eps drift on fixed inputs, against the reference method.
     if settings.drift_inputs:

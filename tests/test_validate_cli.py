@@ -1,0 +1,63 @@
+"""``bigain-export validate`` end to end on a tiny random DiT, then ``check`` on its report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bigain_export.cli.main import main
+from bigain_export.models import save_denoiser, tiny_random_denoiser
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate-cli")
+    model_dir = save_denoiser(tiny_random_denoiser("dit"), root / "tiny-dit", dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 1, 32, 32, generator=g) * 2 - 1
+    np.savez(root / "data.npz", images=images.numpy(), labels=np.array([0, 3, 9]))
+    return str(model_dir), str(root / "data.npz")
+
+
+def _validate(model, data, out, config, *extra):
+    # FID off: scipy's sqrtm of the 2048-d covariances alone takes 15-30 s on 2 cores.
+    return main([
+        "validate", "--model", model, "--data", data, "--config", config, "--limit", "2", "--out", str(out),
+        "--schedule", "uniform-2", "--batch-size", "20", "--drift-inputs", "3", "--no-fid", "--no-progress", *extra,
+    ])
+
+
+def test_validate_then_check(tiny_model_and_data, tmp_path, capsys):
+    model, data = tiny_model_and_data
+    out = tmp_path / "report"
+    assert _validate(model, data, out, "bigain-both", "--drift-max-abs", "1e-3") == 0
+    printed = capsys.readouterr().out
+    assert "eager-none: accuracy" in printed and "eager-same-config: accuracy" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["methods"]) == ["eager-none", "eager-same-config"]
+    assert report["reference_method"] == "eager-same-config"
+    assert report["methods"]["eager-none"]["eps_calls"] == 2 * 10 * 2
+    assert report["methods"]["eager-same-config"]["drift"]["max_abs"] == 0.0  # deterministic patched model
+    assert report["methods"]["eager-none"]["drift"]["max_abs"] > 0  # BiGain changes the output
+    assert report["tolerances"] == {"drift_max_abs": 1e-3, "drift_methods": []}
+    assert report["settings"]["run"]["config"]["merge"] == "bigain"
+
+    assert main(["check", str(out), "--baseline", str(out / "report.json")]) == 0
+    assert capsys.readouterr().out.startswith("PASS: 2 checks on 2 method(s)")
+
+
+def test_json_config_and_bad_config(tiny_model_and_data, tmp_path, capsys):
+    model, data = tiny_model_and_data
+    config = json.dumps({"merge": "tome", "ratio": 0.5, "anchor": "fixed"})
+    assert _validate(model, data, tmp_path / "r", config) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["settings"]["run"]["config"]["merge"] == "tome"
+    capsys.readouterr()
+    assert _validate(model, data, tmp_path / "r2", "fastest") == 2
+    err = capsys.readouterr().err
+    assert "--config 'fastest' is neither a preset" in err and err.count("\n") == 1
+    assert _validate(model, data, tmp_path / "r3", "none", "--schedule", "quick") == 2
+    assert "classifier schedule 'quick'" in capsys.readouterr().err
