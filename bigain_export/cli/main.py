@@ -49,10 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_third_party() -> None:
+    """Keep the exporter's and runtimes' chatter out of the user's terminal (``-v`` shows it)."""
+    import warnings
+
+    for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export", "polygraphy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    if not args.verbose:
+        quiet_third_party()
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if argv is None and len(sys.argv) == 1 else 2

@@ -6,8 +6,9 @@ Methods compared (names are stable so ``bigain-export check`` can pair them acro
 * ``eager-same-config``: the eager model patched with ``--config`` (skipped for ``none``);
 * ``engine``: the engine in ``--engine DIR``, when given.
 
-A preset config follows the paper's per-task alpha (``BiGainConfig.for_task``: fixed 0.9 for
-classification, scheduled for generation); a JSON config is used as written for both tasks.
+The eager model and the engine use the same config for every task, so their difference is the
+engine's own. ``--paper-alpha`` instead gives ``eager-same-config`` the paper's per-task alpha
+(``BiGainConfig.for_task``: fixed 0.9 for classification, scheduled for generation).
 Under ``torchrun`` the images are sharded across ranks and rank 0 writes the report.
 """
 
@@ -36,7 +37,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", default="none", metavar="PRESET|JSON",
                         help="BiGain preset name (none, tome, todo, bigain-merge, bigain-kv, bigain-both), "
                         "a JSON file, or an inline JSON object")
-    parser.add_argument("--engine", default=None, metavar="DIR", help="engine folder to validate")
+    parser.add_argument("--engine", default=None, metavar="DIR",
+                        help="engine folder to validate (built with the same --config)")
+    parser.add_argument("--paper-alpha", action="store_true",
+                        help="eager-same-config uses alpha 0.9 for classification, scheduled for generation")
     parser.add_argument("--data", default="fmnist-test", metavar="NAME|NPZ",
                         help=f"{' | '.join(DATA_CHOICES)}, or an .npz with 'images' [N,C,H,W] in [-1,1] "
                         "(or uint8) and 'labels' [N]")
@@ -44,7 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--batch-size", type=int, default=32, help="rows per eps call (an engine's batch)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per eps call (default: the engine's static batch, else 32)")
     parser.add_argument("--schedule", default="bigain-adaptive", metavar="NAME",
                         help="classifier schedule: bigain-adaptive (default) | uniform | uniform-N")
     parser.add_argument("--seed", type=int, default=0, help="seed of classifier noise and sampling")
@@ -70,7 +75,7 @@ def _load_config(text: str):
     from ..errors import ConfigError
 
     if text in PRESETS:
-        return BiGainConfig.preset(text), True
+        return BiGainConfig.preset(text)
     raw = text
     if not text.lstrip().startswith("{"):
         path = Path(text)
@@ -85,8 +90,8 @@ def _load_config(text: str):
         raise ConfigError(f"--config {text!r} holds {type(data).__name__}; allowed: a JSON object of BiGainConfig fields")
     if "preset" in data:
         preset = data.pop("preset")
-        return BiGainConfig.preset(preset, **data), False
-    return BiGainConfig.from_dict(data), False
+        return BiGainConfig.preset(preset, **data)
+    return BiGainConfig.from_dict(data)
 
 
 def _load_data(spec: str, limit: int):
@@ -137,14 +142,14 @@ def _patched_eps(denoiser, config):
     return eps_fn
 
 
-def _load_engine(path: str, device: str):
-    try:
-        from ..backends import load_engine  # written with the engine backends
-    except ImportError as exc:
-        from ..errors import ValidationError
+def _load_engine(path: str, config):
+    """(eps function, static batch size) of the engine in ``path``, checked against ``config``."""
+    from ..engine.build import load_engine  # ONNX Runtime / TensorRT imports stay lazy
+    from ..validate.runner_eps import RunnerEps
 
-        raise ValidationError(f"--engine {path}: engine loading is unavailable here ({exc})") from exc
-    return load_engine(path, device=device)
+    engine = load_engine(path, config=config)
+    batch = engine.spec.batch
+    return RunnerEps(engine.runner(name="engine"), batch_size=batch), batch
 
 
 def _maybe_init_distributed(device: str) -> str:
@@ -172,6 +177,7 @@ def _cache_dir(arg: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..errors import ConfigError
     from ..models.registry import load_denoiser
     from ..validate.run import TaskEps, ValidationSettings, validate
     from ..validate.sampling import SamplingConfig
@@ -179,22 +185,26 @@ def run(args: argparse.Namespace) -> int:
 
     device = _maybe_init_distributed(args.device)
     dtype = getattr(torch, args.dtype)
-    config, is_preset = _load_config(args.config)
+    config = _load_config(args.config)
     schedule = ClassifierSchedule.named(args.schedule)
     images, labels = _load_data(args.data, args.limit)
     denoiser = load_denoiser(args.model, device, dtype)
 
     methods: dict[str, Any] = {"eager-none": _patched_eps(denoiser, None)}
     if config.enabled:
-        if is_preset:
+        if args.paper_alpha:
             methods["eager-same-config"] = TaskEps(
                 classify=_patched_eps(denoiser, config.for_task("classification")),
                 generate=_patched_eps(denoiser, config.for_task("generation")),
             )
         else:
             methods["eager-same-config"] = _patched_eps(denoiser, config)
+    batch_size = args.batch_size
     if args.engine:
-        methods["engine"] = _load_engine(args.engine, device)
+        methods["engine"], engine_batch = _load_engine(args.engine, config)
+        if batch_size not in (None, engine_batch):
+            raise ConfigError(f"--batch-size {batch_size} is not allowed with this engine; allowed: {engine_batch}")
+        batch_size = engine_batch
     reference = "eager-same-config" if "eager-same-config" in methods else "eager-none"
 
     tolerances: dict[str, Any] = {}
@@ -219,12 +229,12 @@ def run(args: argparse.Namespace) -> int:
         fid_images=args.fid_images,
         drift_inputs=args.drift_inputs,
         drift_seed=args.seed,
-        batch_size=args.batch_size,
+        batch_size=batch_size or 32,
         tolerances=tolerances or None,
     )
     metadata = {
         "model": args.model, "config": config.to_dict(), "config_label": config.describe(),
-        "engine": args.engine, "data": args.data, "limit": args.limit, "device": device, "dtype": args.dtype,
+        "engine": args.engine, "paper_alpha": args.paper_alpha, "data": args.data, "limit": args.limit, "device": device, "dtype": args.dtype,
     }
     report = validate(
         methods, images.to(device), labels, settings, args.out, reference_method=reference,
