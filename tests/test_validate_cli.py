@@ -51,10 +51,11 @@ def test_validate_then_check(tiny_model_and_data, tmp_path, capsys):
 
 def test_json_config_and_bad_config(tiny_model_and_data, tmp_path, capsys):
     model, data = tiny_model_and_data
-    config = json.dumps({"merge": "tome", "ratio": 0.5, "anchor": "fixed"})
-    assert _validate(model, data, tmp_path / "r", config) == 0
+    config = json.dumps({"preset": "bigain-kv", "downsample": 2})
+    assert _validate(model, data, tmp_path / "r", config, "--paper-alpha") == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["settings"]["run"]["config"]["merge"] == "tome"
+    assert report["settings"]["run"]["config"]["kv"] == "bigain"
+    assert report["settings"]["run"]["paper_alpha"] is True
     capsys.readouterr()
     assert _validate(model, data, tmp_path / "r2", "fastest") == 2
     err = capsys.readouterr().err
