@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from bigain_export.errors import ConfigError, ValidationError
 from bigain_export.validate.fid import compute_statistics

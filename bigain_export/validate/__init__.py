@@ -15,7 +15,9 @@ from .batching import EpsFn, call_batched
 from .classifier import ClassificationResult, classify
 from .distributed import classify_sharded, sample_sharded
 from .drift import DriftInputs, DriftResult, drift
-from .fid import FIDStats, InceptionFeatures, compute_statistics, fid, frechet_distance, reference_statistics
+# ``fid`` stays the module (``validate.fid.fid(images, reference)``): re-exporting the function
+# of the same name would shadow it.
+from .fid import FIDStats, InceptionFeatures, compute_statistics, frechet_distance, reference_statistics
 from .gate import GateResult, Tolerances, check_against_baseline
 from .report import build_report, load_report, write_report
 from .run import TaskEps, ValidationSettings, validate
@@ -45,7 +47,6 @@ __all__ = [
     "classify_sharded",
     "compute_statistics",
     "drift",
-    "fid",
     "frechet_distance",
     "load_report",
     "reference_statistics",

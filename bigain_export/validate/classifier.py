@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -75,6 +75,7 @@ class ClassificationResult:
         timesteps: the T timesteps, sorted.
         schedule: the schedule used.
         eps_calls: eps evaluations made (rows, not batches; padding excluded).
+        seed: the base noise seed (image i used ``seed + indices[i]``).
     """
 
     predictions: torch.Tensor
@@ -86,7 +87,6 @@ class ClassificationResult:
     schedule: ClassifierSchedule
     eps_calls: int
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
