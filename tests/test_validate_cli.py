@@ -9,13 +9,23 @@ import pytest
 import torch
 
 from bigain_export.cli.main import main
-from bigain_export.models import save_denoiser, tiny_random_denoiser
+from bigain_export.models import Denoiser, save_denoiser
+from bigain_export.models import architectures as arch
+
+
+def micro_dit() -> Denoiser:
+    """3 blocks on 8x8 tokens: the cheapest DiT that BiGain still patches (blocks 1 and 2)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = arch.build_dit({**arch.TINY_DIT_CONFIG, "num_layers": 3, "patch_size": 4})
+    return Denoiser(model, num_classes=10, sample_shape=(1, 32, 32), scheduler_config=arch.SCHEDULER_CONFIG,
+                    name="micro-dit").eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_model_and_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("validate-cli")
-    model_dir = save_denoiser(tiny_random_denoiser("dit"), root / "tiny-dit", dtype=torch.float32)
+    model_dir = save_denoiser(micro_dit(), root / "micro-dit", dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(3, 1, 32, 32, generator=g) * 2 - 1
     np.savez(root / "data.npz", images=images.numpy(), labels=np.array([0, 3, 9]))
