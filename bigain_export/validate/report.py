@@ -182,21 +182,20 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    # A bare Figure renders with the Agg canvas on savefig and touches no pyplot state: no
+    # display needed on CI, and a user's interactive backend is left alone.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)  # no display on CI machines
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def plot_samples(samples: Mapping[str, torch.Tensor], per_method: int = SAMPLES_PER_METHOD) -> bytes:
     """PNG of the first ``per_method`` images ``[N, C, H, W]`` in [-1, 1] of each method, side by side."""
-    plt = _pyplot()
     names = list(samples)
     cols = max(1, math.ceil(math.sqrt(per_method)))
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.9), squeeze=False)
+    fig = _figure(figsize=(2.6 * len(names), 2.9))
+    axes = fig.subplots(1, len(names), squeeze=False)
     for ax, name in zip(axes[0], names):
         images = samples[name][:per_method].detach().float().cpu().clamp(-1, 1).add(1).div(2)
         n, c, h, w = images.shape
@@ -211,17 +210,15 @@ def plot_samples(samples: Mapping[str, torch.Tensor], per_method: int = SAMPLES_
             ax.imshow(canvas.permute(1, 2, 0).numpy())
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def plot_metrics(report: Mapping[str, Any]) -> bytes:
     """PNG with two bar charts: accuracy (%, 95% interval as error bars) and FID per method."""
-    plt = _pyplot()
     names = list(report["methods"])
     methods = report["methods"]
-    fig, (ax_acc, ax_fid) = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(names) + 3), 3.4))
+    fig = _figure(figsize=(max(6.0, 1.6 * len(names) + 3), 3.4))
+    ax_acc, ax_fid = fig.subplots(1, 2)
     xs = range(len(names))
     acc = [100 * (methods[n].get("accuracy") or 0.0) for n in names]
     lo_hi = [methods[n].get("accuracy_ci95") or [None, None] for n in names]
@@ -243,9 +240,7 @@ def plot_metrics(report: Mapping[str, Any]) -> bytes:
         ax.set_xticks(list(xs))
         ax.set_xticklabels(names, rotation=20, ha="right", fontsize=8)
     fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return data
+    return _png(fig)
 
 
 def write_report(
