@@ -145,3 +145,46 @@ def _move_into_place(staging: Path, out_dir: Path) -> None:
     os.replace(staging, out_dir)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+class EngineEpsFn:
+    """An engine as an eps function ``(sample, timestep, class_labels) -> eps`` (torch tensors).
+
+    The engine's batch is static: callers chunk and pad (``validate.batching.call_batched`` does).
+    Use as a context manager to keep one runtime session open::
+
+        with EngineEpsFn(load_engine(path)) as eps_fn:
+            eps = eps_fn(sample, timestep, labels)
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.batch = engine.spec.batch
+        self._runner = None
+
+    def __enter__(self) -> "EngineEpsFn":
+        self._runner = self.engine.runner()
+        self._runner.activate()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._runner is not None:
+            self._runner.deactivate()
+            self._runner = None
+
+    def __call__(self, sample, timestep, class_labels):
+        import numpy as np
+        import torch
+
+        if self._runner is None:
+            raise EngineError(f"{self.engine.path}: use EngineEpsFn as a context manager (with ...:)")
+        batch = sample.shape[0]
+        timestep = torch.as_tensor(timestep).reshape(-1).expand(batch)
+        feed = {
+            "sample": sample.detach().float().cpu().numpy(),
+            "timestep": timestep.detach().long().cpu().numpy(),
+            "class_labels": torch.as_tensor(class_labels).detach().long().cpu().numpy(),
+        }
+        self.engine.spec.check_feed(feed, str(self.engine.path))
+        eps = self._runner.infer(feed)["eps"]
+        return torch.from_numpy(np.asarray(eps)).to(sample.device)

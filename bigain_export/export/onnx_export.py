@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import onnx.inliner
 import torch
 
 from ..config import BiGainConfig
 from ..errors import ExportError
 from ..ops.library import DOMAIN
 from ..patch import apply_bigain, remove_bigain
-from .onnx_ops import STANDARD_OPSET, attach_functions
+from .onnx_ops import EXPORTABLE_ANCHORS, STANDARD_OPSET, attach_functions
 from .spec import DenoiserSpec
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,11 @@ def export_onnx(
             that do not take model-local functions.
     """
     path = Path(path)
+    if config.merges and config.anchor not in EXPORTABLE_ANCHORS:
+        raise ExportError(
+            f"anchor={config.anchor!r} draws a new random pattern at every call and cannot be baked into "
+            f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
+        )
     spec = DenoiserSpec(batch, tuple(denoiser.sample_shape), precision)
     original_dtype = denoiser.dtype
     denoiser.to(spec.dtype)

@@ -1,0 +1,140 @@
+"""ONNX export in every mode: custom nodes, attributes, local functions, ONNX Runtime vs eager;
+each function body vs the PyTorch reference on its own."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from bigain_export import BiGainConfig, apply_bigain, remove_bigain
+from bigain_export.errors import ExportError
+from bigain_export.export.onnx_export import export_onnx
+from bigain_export.export.onnx_ops import DOMAIN, attach_functions
+from bigain_export.export.spec import DenoiserSpec
+from bigain_export.models.registry import tiny_random_denoiser
+from bigain_export.ops import reference as ref
+
+MODES = {
+    "bigain-merge": (BiGainConfig.preset("bigain-merge", ratio=0.5), {"GatedMerge", "TokenUnmerge"}),
+    "bigain-merge-released": (BiGainConfig.preset("bigain-merge", ratio=0.7, anchor="released"), {"GatedMerge", "TokenUnmerge"}),
+    "bigain-kv": (BiGainConfig.preset("bigain-kv"), {"KVPool"}),
+    "bigain-both": (BiGainConfig.preset("bigain-both", ratio=0.5), {"GatedMerge", "TokenUnmerge", "KVPool"}),
+    "tome": (BiGainConfig.preset("tome", anchor="fixed", ratio=0.5), {"GatedMerge", "TokenUnmerge"}),
+    "todo": (BiGainConfig.preset("todo"), {"KVPool"}),
+    "none": (BiGainConfig.preset("none"), set()),
+}
+PATCHED_BLOCKS = {"dit": 10, "unet": 3}  # paper DiT blocks 1-5, 7-11; tiny UNet's level-0 blocks
+
+
+@pytest.fixture(scope="module")
+def denoisers():
+    return {kind: tiny_random_denoiser(kind) for kind in ("dit", "unet")}
+
+
+def eager(denoiser, config, feed):
+    apply_bigain(denoiser, config)
+    try:
+        with torch.no_grad():
+            return denoiser(*(torch.as_tensor(feed[k]) for k in ("sample", "timestep", "class_labels"))).numpy()
+    finally:
+        remove_bigain(denoiser)
+
+
+@pytest.mark.parametrize("kind", ["dit", "unet"])
+@pytest.mark.parametrize("mode", list(MODES))
+def test_export_every_mode_runs_in_onnx_runtime_like_eager(denoisers, kind, mode, tmp_path):
+    config, expected_ops = MODES[mode]
+    denoiser = denoisers[kind]
+    result = export_onnx(denoiser, config, tmp_path / "m.onnx", batch=2)
+    model = onnx.load(result.path)
+    onnx.checker.check_model(model, full_check=True)
+
+    custom = [n for n in model.graph.node if n.domain == DOMAIN]
+    assert {n.op_type for n in custom} == expected_ops
+    for op in expected_ops:
+        assert result.custom_nodes[op] == PATCHED_BLOCKS[kind]
+    assert {f.name for f in model.functions if f.domain == DOMAIN} == expected_ops
+    for node in custom:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["plugin_namespace"] == b"bigain.ai" and attrs["plugin_version"] == b"1"
+        if node.op_type == "GatedMerge":
+            assert attrs["anchor"] == {"window": 0, "released": 1, "fixed": 2}[config.anchor]
+            assert attrs["r"] == config.merged_count(attrs["grid_h"] * attrs["grid_w"], attrs["grid_h"], attrs["grid_w"])
+        if node.op_type == "KVPool":
+            assert attrs["s"] == config.downsample
+    # timestep is a graph input: one model for every step
+    assert [i.name for i in model.graph.input] == ["sample", "timestep", "class_labels"]
+
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    for seed in (0, 1):
+        feed = {k: v.numpy() for k, v in DenoiserSpec(2, denoiser.sample_shape).sample_inputs(seed=seed).items()}
+        got = session.run(None, feed)[0]
+        want = eager(denoiser, config, feed)
+        # mean error: merging's discrete choices may flip on float-rounding ties (see backends/compare.py)
+        assert np.abs(got - want).mean() < 1e-4, (mode, seed)
+
+
+def test_random_tome_anchor_is_refused_and_leaves_nothing(tmp_path):
+    with pytest.raises(ExportError, match=r"anchor='random' .*allowed for export: window \| released \| fixed"):
+        export_onnx(tiny_random_denoiser("dit"), BiGainConfig.preset("tome"), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inlined_copy_has_no_functions_and_same_output(tmp_path):
+    denoiser = tiny_random_denoiser("dit")
+    result = export_onnx(denoiser, BiGainConfig.preset("bigain-both"), tmp_path / "m.onnx", inline_copy=True)
+    inlined = onnx.load(result.inlined_path)
+    assert not inlined.functions and not [n for n in inlined.graph.node if n.domain == DOMAIN]
+    feed = {k: v.numpy() for k, v in DenoiserSpec(2, denoiser.sample_shape).sample_inputs(seed=4).items()}
+    a = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    b = ort.InferenceSession(str(result.inlined_path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------- function bodies on their own
+def single_op_session(op_type, inputs, outputs, **attrs):
+    node = helper.make_node(op_type, [n for n, *_ in inputs], [n for n, *_ in outputs], domain=DOMAIN,
+                            plugin_namespace=DOMAIN, plugin_version="1", **attrs)
+    info = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
+    graph = helper.make_graph([node], op_type, [info(*i) for i in inputs], [info(*o) for o in outputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    attach_functions(model)
+    onnx.checker.check_model(model, full_check=True)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("h,w", [(4, 4), (5, 7), (8, 6), (9, 9)])
+@pytest.mark.parametrize("anchor", ["window", "released", "fixed"])
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.75])
+def test_gated_merge_and_unmerge_bodies_match_reference(h, w, anchor, ratio):
+    b, c, n = 2, 5, h * w
+    r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+    g = torch.Generator().manual_seed(h * 100 + w)
+    x, metric = torch.randn(b, n, c, generator=g), torch.randn(b, n, c, generator=g)
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    merge = single_op_session("GatedMerge", [("x", f32, [b, n, c]), ("metric", f32, [b, n, c])],
+                              [("merged", f32, [b, n - r, c]), ("slot", i64, [b, n])],
+                              grid_h=h, grid_w=w, r=r, anchor={"window": 0, "released": 1, "fixed": 2}[anchor])
+    merged, slot = merge.run(None, {"x": x.numpy(), "metric": metric.numpy()})
+    want_slot = ref.token_merge_plan(metric, h, w, r, anchor)
+    np.testing.assert_array_equal(slot, want_slot.numpy())
+    np.testing.assert_allclose(merged, ref.merge(x, want_slot, n - r).numpy(), rtol=1e-6, atol=1e-6)
+    unmerge = single_op_session("TokenUnmerge", [("y", f32, [b, n - r, c]), ("slot", i64, [b, n])], [("out", f32, [b, n, c])])
+    out = unmerge.run(None, {"y": merged, "slot": slot})[0]
+    np.testing.assert_allclose(out, ref.unmerge(torch.from_numpy(merged), want_slot).numpy())
+
+
+@pytest.mark.parametrize("h,w,s", [(8, 8, 2), (6, 9, 3), (8, 4, 4)])
+def test_kv_pool_body_matches_reference(h, w, s):
+    b, c = 2, 3
+    g = torch.Generator().manual_seed(h * w * s)
+    x = torch.randn(b, h * w, c, generator=g)
+    alpha = torch.tensor([0.8, 1.2]).reshape(2, 1, 1)
+    f32 = TensorProto.FLOAT
+    session = single_op_session("KVPool", [("x", f32, [b, h * w, c]), ("alpha", f32, [b, 1, 1])],
+                                [("out", f32, [b, (h // s) * (w // s), c])], grid_h=h, grid_w=w, s=s)
+    out = session.run(None, {"x": x.numpy(), "alpha": alpha.numpy()})[0]
+    np.testing.assert_allclose(out, ref.kv_downsample(x, alpha, h, w, s).numpy(), rtol=1e-6, atol=1e-6)
