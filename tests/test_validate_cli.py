@@ -34,9 +34,10 @@ def tiny_model_and_data(tmp_path_factory):
 
 def _validate(model, data, out, config, *extra):
     # FID off: scipy's sqrtm of the 2048-d covariances alone takes 15-30 s on 2 cores.
+    batch = [] if "--batch-size" in extra else ["--batch-size", "20"]
     return main([
         "validate", "--model", model, "--data", data, "--config", config, "--limit", "2", "--out", str(out),
-        "--schedule", "uniform-2", "--batch-size", "20", "--drift-inputs", "3", "--no-fid", "--no-progress", *extra,
+        "--schedule", "uniform-2", "--drift-inputs", "3", "--no-fid", "--no-progress", *batch, *extra,
     ])
 
 
@@ -72,3 +73,31 @@ def test_json_config_and_bad_config(tiny_model_and_data, tmp_path, capsys):
     assert "--config 'fastest' is neither a preset" in err and err.count("\n") == 1
     assert _validate(model, data, tmp_path / "r3", "none", "--schedule", "quick") == 2
     assert "classifier schedule 'quick'" in capsys.readouterr().err
+
+
+def test_validate_an_onnx_runtime_engine(tiny_model_and_data, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("polygraphy")
+    from bigain_export.config import BiGainConfig
+    from bigain_export.engine.build import build_engine
+    from bigain_export.models.registry import load_denoiser
+
+    model, data = tiny_model_and_data
+    engine_dir = tmp_path / "engine"
+    build_engine(load_denoiser(model), BiGainConfig.preset("bigain-merge"), engine_dir, backend="ort-cpu", batch=8,
+                 drift_feeds_count=1)
+    out = tmp_path / "report"
+    assert _validate(model, data, out, "bigain-merge", "--engine", str(engine_dir), "--batch-size", "8",
+                     "--drift-max-abs", "1e-4") == 0
+    report = json.loads((out / "report.json").read_text())
+    engine, eager = report["methods"]["engine"], report["methods"]["eager-same-config"]
+    assert engine["classification"]["predictions"] == eager["classification"]["predictions"]
+    assert engine["drift"]["max_abs"] < 1e-4 and engine["drift"]["reference"] == "eager-same-config"
+    assert report["tolerances"]["drift_methods"] == ["engine"]
+    capsys.readouterr()
+    check = ["check", str(out), "--baseline", str(out), "--method", "engine", "--baseline-method", "eager-same-config"]
+    assert main(check) == 0
+    assert capsys.readouterr().out.startswith("PASS")
+    # an engine's static batch is the only batch size it takes
+    assert _validate(model, data, tmp_path / "r2", "bigain-merge", "--engine", str(engine_dir), "--batch-size", "20") == 2
+    assert "--batch-size 20 is not allowed with this engine; allowed: 8" in capsys.readouterr().err

@@ -90,6 +90,8 @@ def test_written_report_is_strict_json_and_replaces_atomically(tmp_path):
     write_report(report, tmp_path)
     text = (tmp_path / "report.json").read_text()
     assert "NaN" not in text and json.loads(text)["methods"]["m"]["fid"] is None
+    report["methods"]["m"].update(accuracy=0.0, accuracy_ci95=[5.6e-17, 0.56])  # round-off below the bar
+    write_report(report, tmp_path)
     report["methods"]["m"]["accuracy"] = 0.75
     write_report(report, tmp_path)
     assert load_report(tmp_path / "report.json")["methods"]["m"]["accuracy"] == 0.75

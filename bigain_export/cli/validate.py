@@ -236,10 +236,15 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "config": config.to_dict(), "config_label": config.describe(),
         "engine": args.engine, "paper_alpha": args.paper_alpha, "data": args.data, "limit": args.limit, "device": device, "dtype": args.dtype,
     }
-    report = validate(
-        methods, images.to(device), labels, settings, args.out, reference_method=reference,
-        fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
-    )
+    try:
+        report = validate(
+            methods, images.to(device), labels, settings, args.out, reference_method=reference,
+            fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
+        )
+    finally:
+        for method in methods.values():
+            if hasattr(method, "close"):
+                method.close()  # engine runners hold sessions / device memory
     if int(os.environ.get("RANK", "0")) == 0:
         for name, m in report["methods"].items():
             fid = "n/a" if m.get("fid") is None else f"{m['fid']:.3f}"

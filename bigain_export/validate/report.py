@@ -222,9 +222,10 @@ def plot_metrics(report: Mapping[str, Any]) -> bytes:
     xs = range(len(names))
     acc = [100 * (methods[n].get("accuracy") or 0.0) for n in names]
     lo_hi = [methods[n].get("accuracy_ci95") or [None, None] for n in names]
+    # max(0, ...): at 0% or 100% the Wilson bound equals the accuracy up to round-off.
     yerr = [
-        [a - 100 * ci[0] if ci[0] is not None else 0 for a, ci in zip(acc, lo_hi)],
-        [100 * ci[1] - a if ci[1] is not None else 0 for a, ci in zip(acc, lo_hi)],
+        [max(0.0, a - 100 * ci[0]) if ci[0] is not None else 0.0 for a, ci in zip(acc, lo_hi)],
+        [max(0.0, 100 * ci[1] - a) if ci[1] is not None else 0.0 for a, ci in zip(acc, lo_hi)],
     ]
     ax_acc.bar(xs, acc, yerr=yerr, capsize=4, color="#4477aa")
     ax_acc.set_ylabel("top-1 accuracy (%)")

@@ -20,4 +20,7 @@ def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, f
     denom = 1.0 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or total correct the bound is exactly 0 or 1; round-off would leave ~1e-17.
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)
+    hi = 1.0 if correct == total else min(1.0, centre + half)
+    return (lo, hi)
