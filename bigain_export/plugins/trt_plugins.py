@@ -186,9 +186,11 @@ def register_plugins(trt=None) -> list[str]:
         return list(SPECS)
     _, creator_class = plugin_classes(trt)
     registry = trt.get_plugin_registry()
+    # all_creators, not get_creator: a failed get_creator logs a TensorRT error
+    present = {(c.name, c.plugin_version, c.plugin_namespace) for c in registry.all_creators}
     creators = []
     for op in SPECS:
-        if registry.get_creator(op, PLUGIN_VERSION, PLUGIN_NAMESPACE) is not None:
+        if (op, PLUGIN_VERSION, PLUGIN_NAMESPACE) in present:
             log.debug("%s::%s already registered", PLUGIN_NAMESPACE, op)
             continue
         creator = creator_class(op)
