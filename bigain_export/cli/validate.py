@@ -15,13 +15,12 @@ Under ``torchrun`` the images are sharded across ranks and rank 0 writes the rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
 
 DATA_CHOICES = ("fmnist-test", "fmnist-train")
 
@@ -142,14 +141,13 @@ def _patched_eps(denoiser, config):
     return eps_fn
 
 
-def _load_engine(path: str, config):
-    """(eps function, static batch size) of the engine in ``path``, checked against ``config``."""
-    from ..engine.build import load_engine  # ONNX Runtime / TensorRT imports stay lazy
-    from ..validate.runner_eps import RunnerEps
+def _open_engine(path: str, config, stack: contextlib.ExitStack):
+    """(eps function, static batch size) of the engine in ``path``, checked against ``config``;
+    its runtime session stays open until ``stack`` closes."""
+    from ..engine.build import EngineEpsFn, load_engine  # ONNX Runtime / TensorRT imports stay lazy
 
-    engine = load_engine(path, config=config)
-    batch = engine.spec.batch
-    return RunnerEps(engine.runner(name="engine"), batch_size=batch), batch
+    eps_fn = stack.enter_context(EngineEpsFn(load_engine(path, config=config)))
+    return eps_fn, eps_fn.batch
 
 
 def _maybe_init_distributed(device: str) -> str:
@@ -174,21 +172,51 @@ def _cache_dir(arg: str | None) -> Path:
     return Path(base) / "bigain-export" / "fid"
 
 
+def _settings(args, denoiser, schedule, batch_size: int, has_engine: bool):
+    from ..validate.run import ValidationSettings
+    from ..validate.sampling import SamplingConfig
+
+    tolerances: dict[str, Any] = {}
+    if args.drift_max_abs is not None:
+        tolerances["drift_max_abs"] = args.drift_max_abs
+    if args.drift_rel_l2 is not None:
+        tolerances["drift_rel_l2"] = args.drift_rel_l2
+    if tolerances:
+        # Drift tolerances judge the engine against the eager model with the same config; the
+        # eager methods differ from each other by design (that is what BiGain changes).
+        tolerances["drift_methods"] = ["engine"] if has_engine else []
+    sampling = None
+    if not args.no_fid:
+        guided = args.guidance != 1
+        sampling = SamplingConfig(sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
+                                  null_label=denoiser.null_label if guided else None, seed=args.seed)
+    return ValidationSettings(
+        num_classes=denoiser.num_classes,
+        scheduler_config=denoiser.scheduler_config,
+        schedule=schedule,
+        classifier_seed=args.seed,
+        sampling=sampling,
+        fid_images=args.fid_images,
+        drift_inputs=args.drift_inputs,
+        drift_seed=args.seed,
+        batch_size=batch_size,
+        tolerances=tolerances or None,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import ConfigError
     from ..models.registry import load_denoiser
-    from ..validate.run import TaskEps, ValidationSettings, validate
-    from ..validate.sampling import SamplingConfig
+    from ..validate.run import TaskEps, validate
     from ..validate.schedule import ClassifierSchedule
 
     device = _maybe_init_distributed(args.device)
-    dtype = getattr(torch, args.dtype)
     config = _load_config(args.config)
     schedule = ClassifierSchedule.named(args.schedule)
     images, labels = _load_data(args.data, args.limit)
-    denoiser = load_denoiser(args.model, device, dtype)
+    denoiser = load_denoiser(args.model, device, getattr(torch, args.dtype))
 
     methods: dict[str, Any] = {"eager-none": _patched_eps(denoiser, None)}
     if config.enabled:
@@ -199,52 +227,25 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             methods["eager-same-config"] = _patched_eps(denoiser, config)
-    batch_size = args.batch_size
-    if args.engine:
-        methods["engine"], engine_batch = _load_engine(args.engine, config)
-        if batch_size not in (None, engine_batch):
-            raise ConfigError(f"--batch-size {batch_size} is not allowed with this engine; allowed: {engine_batch}")
-        batch_size = engine_batch
     reference = "eager-same-config" if "eager-same-config" in methods else "eager-none"
-
-    tolerances: dict[str, Any] = {}
-    if args.drift_max_abs is not None:
-        tolerances["drift_max_abs"] = args.drift_max_abs
-    if args.drift_rel_l2 is not None:
-        tolerances["drift_rel_l2"] = args.drift_rel_l2
-    if tolerances:
-        tolerances["drift_methods"] = ["engine"] if args.engine else []
-
-    sampling = None
-    if not args.no_fid:
-        guided = args.guidance != 1
-        sampling = SamplingConfig(sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
-                                  null_label=denoiser.null_label if guided else None, seed=args.seed)
-    settings = ValidationSettings(
-        num_classes=denoiser.num_classes,
-        scheduler_config=denoiser.scheduler_config,
-        schedule=schedule,
-        classifier_seed=args.seed,
-        sampling=sampling,
-        fid_images=args.fid_images,
-        drift_inputs=args.drift_inputs,
-        drift_seed=args.seed,
-        batch_size=batch_size or 32,
-        tolerances=tolerances or None,
-    )
     metadata = {
         "model": args.model, "config": config.to_dict(), "config_label": config.describe(),
-        "engine": args.engine, "paper_alpha": args.paper_alpha, "data": args.data, "limit": args.limit, "device": device, "dtype": args.dtype,
+        "engine": args.engine, "paper_alpha": args.paper_alpha, "data": args.data, "limit": args.limit,
+        "device": device, "dtype": args.dtype,
     }
-    try:
+
+    with contextlib.ExitStack() as stack:
+        batch_size = args.batch_size
+        if args.engine:
+            methods["engine"], engine_batch = _open_engine(args.engine, config, stack)
+            if batch_size not in (None, engine_batch):
+                raise ConfigError(f"--batch-size {batch_size} is not allowed with this engine; allowed: {engine_batch}")
+            batch_size = engine_batch
+        settings = _settings(args, denoiser, schedule, batch_size or 32, bool(args.engine))
         report = validate(
             methods, images.to(device), labels, settings, args.out, reference_method=reference,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
         )
-    finally:
-        for method in methods.values():
-            if hasattr(method, "close"):
-                method.close()  # engine runners hold sessions / device memory
     if int(os.environ.get("RANK", "0")) == 0:
         for name, m in report["methods"].items():
             fid = "n/a" if m.get("fid") is None else f"{m['fid']:.3f}"

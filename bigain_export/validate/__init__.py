@@ -2,7 +2,7 @@
 
 Everything takes an **eps function** ``eps_fn(sample [B,C,H,W], timestep [B] long,
 class_labels [B] long) -> eps [B,C,H,W]``: an eager ``Denoiser``, a ``torch.compile`` wrapper or
-an engine runner (:class:`RunnerEps`).
+an engine (``bigain_export.engine.build.EngineEpsFn``).
 
 * :func:`classify`: diffusion classifier (BiGain's adaptive schedule by default);
 * :func:`sample`: DDIM / Euler with classifier-free guidance and per-image seeds;
@@ -21,7 +21,6 @@ from .fid import FIDStats, InceptionFeatures, compute_statistics, frechet_distan
 from .gate import GateResult, Tolerances, check_against_baseline
 from .report import build_report, load_report, write_report
 from .run import TaskEps, ValidationSettings, validate
-from .runner_eps import RunnerEps
 from .sampling import SamplingConfig, sample
 from .schedule import ClassifierSchedule, alphas_cumprod
 
@@ -34,7 +33,6 @@ __all__ = [
     "FIDStats",
     "GateResult",
     "InceptionFeatures",
-    "RunnerEps",
     "SamplingConfig",
     "TaskEps",
     "Tolerances",
