@@ -66,6 +66,11 @@ def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainC
     finally:
         remove_bigain(denoiser)
     model = program.model_proto
+    if config.enabled and not custom_node_counts(model):
+        # torch.onnx.export silently retries with strict (dynamo) capture when the non-strict one
+        # fails; that path traces the reference ops instead of emitting bigain.ai nodes.
+        raise ExportError("the exported graph has no bigain.ai nodes (the exporter fell back to another "
+                          "capture strategy); re-run with -v to see torch.onnx's report")
     attach_functions(model)
     return model
 
@@ -117,12 +122,14 @@ def export_onnx(
             f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
         )
     spec = DenoiserSpec(batch, tuple(denoiser.sample_shape), precision)
-    original_dtype = denoiser.dtype
-    denoiser.to(spec.dtype)
+    original = (denoiser.device, denoiser.dtype)
+    # Trace on the CPU: the fake outputs of torch.onnx.ops.symbolic are CPU tensors (torch 2.11
+    # on CUDA failed with "found two different devices cpu, cuda:0"); tracing computes nothing.
+    denoiser.to("cpu", spec.dtype)
     try:
         model = trace_to_onnx(denoiser, spec, config)
     finally:
-        denoiser.to(original_dtype)
+        denoiser.to(*original)
     counts = custom_node_counts(model)
     log.info("exported %s: custom nodes %s", path.name, counts or "none")
     save_model_atomically(model, path)
