@@ -171,6 +171,7 @@ def _single_node_model(op: str, inputs: dict, outputs: dict, **attrs) -> onnx.Mo
         [helper.make_tensor_value_info(n, t, s) for n, (t, s) in outputs.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STANDARD_OPSET), helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model.ir_version = 10  # as torch.onnx.export writes (onnxruntime 1.31 reads at most 13)
     attach_functions(model)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -392,3 +393,38 @@ def test_runner_is_a_polygraphy_trt_runner_on_our_tensorrt(single_models, tmp_pa
     assert polygraphy_runner.trt.__name__ == trt.__name__
     with pytest.raises(EngineError, match="no such TensorRT plan"):
         make_trt_runner(tmp_path / "missing.plan")
+
+
+# --------------------------------------------------------------------------- enqueue's device path, without TensorRT
+_TRT_NAMES = {torch.float32: "FLOAT", torch.float16: "HALF", torch.bfloat16: "BF16", torch.int64: "INT64"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_device_run_on_raw_pointers_and_a_foreign_stream(dtype):
+    """What ``enqueue`` does, minus TensorRT: raw device pointers, type names and a side stream."""
+    from bigain_export.plugins.device import run
+
+    buf = lambda t: (t.data_ptr(), tuple(t.shape), _TRT_NAMES[t.dtype])  # noqa: E731
+    g = torch.Generator(device="cuda").manual_seed(3)
+    b, h, w, c, r = 2, 16, 16, 64, 150
+    x = torch.randn(b, h * w, c, generator=g, device="cuda").to(dtype)
+    metric = torch.randn(b, h * w, c, generator=g, device="cuda").to(dtype)
+    alpha = torch.tensor([0.8, 1.1], device="cuda").reshape(2, 1, 1)
+    merged = torch.full((b, h * w - r, c), float("nan"), dtype=dtype, device="cuda")
+    slot = torch.full((b, h * w), -1, dtype=torch.int64, device="cuda")
+    out = torch.full((b, h * w, c), float("nan"), dtype=dtype, device="cuda")
+    pooled = torch.full((b, (h // 2) * (w // 2), c), float("nan"), dtype=dtype, device="cuda")
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()  # TensorRT's stream stands in: not torch's current stream
+    run("GatedMerge", dict(grid_h=h, grid_w=w, r=r, anchor=0), [buf(x), buf(metric)], [buf(merged), buf(slot)], stream.cuda_stream)
+    run("TokenUnmerge", {}, [buf(merged), buf(slot)], [buf(out)], stream.cuda_stream)
+    run("KVPool", dict(grid_h=h, grid_w=w, s=2), [buf(x), buf(alpha)], [buf(pooled)], stream.cuda_stream)
+    stream.synchronize()
+    want_merged, want_slot = library.gated_merge(x, metric, h, w, r, "window")
+    assert torch.equal(slot, want_slot)
+    # scatter_add on CUDA sums in no fixed order: float32 means may differ in the last bit (seen)
+    torch.testing.assert_close(merged, want_merged, rtol=1e-6, atol=1e-6)
+    assert torch.equal(out, library.token_unmerge(merged, slot))
+    assert torch.equal(pooled, library.kv_pool(x, alpha, h, w, 2))

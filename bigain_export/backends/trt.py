@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RTX_LIBRARY = "libtensorrt_rtx.so"
 INSTALL_HINT = "pip install tensorrt-rtx-cu13 (PyPI; RTX-class GPUs), or NVIDIA's tensorrt wheel (pip install tensorrt --extra-index-url https://pypi.nvidia.com)"
+RTX_GPUS = "TensorRT-RTX runs plans on compute capability 7.5, 8.0, 8.6, 8.9 and 12.x only; not on Hopper (9.0)"
 # Function bodies are instantiated once per node with the same local value names: harmless.
 _NOISE = ("already exists, the output tensors of this new instance will not be queryable",)
 
@@ -342,7 +343,15 @@ def make_trt_runner(plan_path: str | os.PathLike, name: str | None = None):
     _select_polygraphy_backend(is_rtx)
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    return TrtRunner(EngineFromBytes(plan_path.read_bytes), name=name or f"trt:{plan_path.name}")
+    def load_engine():
+        # Runs at activate(); Polygraphy reports failure as a bare "Could not deserialize engine".
+        try:
+            return EngineFromBytes(plan_path.read_bytes)()
+        except Exception as exc:  # noqa: BLE001  PolygraphyException, RuntimeError from the bindings
+            hint = RTX_GPUS if is_rtx else "needs an NVIDIA GPU and the TensorRT version that built it"
+            raise EngineError(f"{plan_path}: {trt.__name__} {trt.__version__} cannot load this plan here ({hint}): {_first_line(exc)}") from exc
+
+    return TrtRunner(load_engine, name=name or f"trt:{plan_path.name}")
 
 
 # --------------------------------------------------------------------------- child process entry
