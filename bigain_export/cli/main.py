@@ -15,7 +15,7 @@ import sys
 from ..errors import BigainError
 
 # Data-flow order: what users run first comes first in --help.
-SUBCOMMANDS = ("export", "build", "compare", "validate", "check", "bench", "info")
+SUBCOMMANDS = ("export", "build", "compare", "validate", "check")
 
 
 def _placeholder(subparsers, name: str, reason: str) -> None:
