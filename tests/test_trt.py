@@ -190,6 +190,12 @@ SINGLE = {
                                    {"merged": (F16, [1, 38, 4]), "slot": (I64, [1, 48])}, grid_h=6, grid_w=8, r=10, anchor=2),
         [([1, 38, 4], "HALF"), ([1, 48], "INT64")],
     ),
+    # a 1024 px SD latent level: 128x128 tokens, 12288 sources (TensorRT's TopK stops at K = 3840)
+    "gated_merge_128x128": (
+        lambda: _single_node_model("GatedMerge", {"x": (F32, [1, 16384, 4]), "metric": (F32, [1, 16384, 4])},
+                                   {"merged": (F32, [1, 8192, 4]), "slot": (I64, [1, 16384])}, grid_h=128, grid_w=128, r=8192, anchor=0),
+        [([1, 8192, 4], "FLOAT"), ([1, 16384], "INT64")],
+    ),
     "token_unmerge_fp16": (
         lambda: _single_node_model("TokenUnmerge", {"y": (F16, [2, 44, 8]), "slot": (I64, [2, 64])}, {"out": (F16, [2, 64, 8])}),
         [([2, 64, 8], "HALF")],
@@ -265,6 +271,22 @@ def test_function_bodies_build_without_plugins(single_models, name, tmp_path):
     report = build_plan(single_models[name], tmp_path / "model.plan", use_plugins=False)
     assert report.plugin_layers == 0 and not report.use_plugins
     assert (tmp_path / "model.plan").stat().st_size == report.plan_bytes > 0
+
+
+@pytest.mark.trt
+@requires_trt
+def test_plugin_sorts_past_the_topk_limit(single_models, tmp_path):
+    """128x128 tokens: the plugin builds; the function body cannot (TopK K <= 3840 in TensorRT).
+
+    If the body stops failing here, the GatedMerge body no longer sorts with TopK: update
+    docs/tensorrt.md.
+    """
+    from bigain_export.backends.trt import build_plan
+
+    report = build_plan(single_models["gated_merge_128x128"], tmp_path / "plugin.plan")
+    assert report.plugin_layers == 1 and report.plan_bytes > 0
+    with pytest.raises(EngineError, match=r"K exceeds the maximum value allowed \(3840\)|Unsupported reduction type"):
+        build_plan(single_models["gated_merge_128x128"], tmp_path / "body.plan", use_plugins=False)
 
 
 # --------------------------------------------------------------------------- exported tiny models
