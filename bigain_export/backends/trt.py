@@ -8,7 +8,7 @@ other kind): the precision is the ONNX graph's own, set at export.
 ``bigain.ai`` nodes become PLUGIN_V3 layers when :mod:`bigain_export.plugins` is registered
 (``use_plugins=True``); otherwise the parser imports each node's model-local function body.
 
-TensorRT-RTX wheel defect: the parser ``dlopen``\\ s the unversioned ``libtensorrt_rtx.so`` when
+TensorRT-RTX wheel defect: the parser dlopens the unversioned ``libtensorrt_rtx.so`` when
 it adds a plugin layer, the wheel ships only ``libtensorrt_rtx.so.1``, and the process aborts
 ("terminate called without an active exception") unless a file of the unversioned name is on
 ``LD_LIBRARY_PATH`` when the process starts. :func:`rtx_library_dir` makes that symlink in a
