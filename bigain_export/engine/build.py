@@ -104,7 +104,10 @@ def build_engine(
     inline_copy: bool = False,
     device: str = "cpu",
 ) -> tuple[Engine, Any]:
-    """Export ``denoiser`` with ``config``, build the engine, measure drift; returns (engine, drift report)."""
+    """Export ``denoiser`` with ``config``, build the engine, measure drift; returns (engine, drift report).
+
+    The report is None only for a TensorRT plan that this machine cannot run (the manifest says why).
+    """
     out_dir = Path(out_dir)
     backend = _resolve_backend(backend)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +129,16 @@ def build_engine(
         )
         engine = Engine(staging, manifest)
         log.info("[%s/3] measuring drift against the eager model on %s ...", "3" if backend == "trt" else "2-3", backend)
-        report = measure_drift(denoiser, config, engine, feeds=drift_feeds_count, device=device)
-        manifest.drift = report.to_dict()
+        try:
+            report = measure_drift(denoiser, config, engine, feeds=drift_feeds_count, device=device)
+            manifest.drift = report.to_dict()
+        except EngineError as exc:
+            if backend != "trt":
+                raise
+            # A TensorRT plan can be built where it cannot run (CPU machines, TensorRT-RTX on a
+            # GPU it does not support): keep the engine, record that drift was not measured.
+            log.warning("drift not measured: %s", exc)
+            report, manifest.drift = None, {"measured": False, "reason": str(exc)}
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         _move_into_place(staging, out_dir)
     except BaseException:

@@ -98,11 +98,14 @@ class _Body:
         kind = TensorProto.FLOAT if isinstance(value, float) else TensorProto.INT64
         return self.op("ConstantOfShape", shape, value=helper.make_tensor("v", kind, [1], [value]))
 
+    def range(self, stop: str) -> str:
+        """0..stop-1 (int64) for a 1-element ``stop``."""
+        scalar = lambda t: self.op("Squeeze", t)  # noqa: E731  Range takes 0-d inputs
+        return self.op("Range", scalar(self.ints(0)), scalar(stop), scalar(self.ints(1)))
+
     def arange(self, stop: str, like: str) -> str:
         """0..stop-1 (int64), broadcast to the shape of ``like``."""
-        scalar = lambda t: self.op("Squeeze", t)  # noqa: E731  Range takes 0-d inputs
-        values = self.op("Range", scalar(self.ints(0)), scalar(stop), scalar(self.ints(1)))
-        return self.op("Expand", values, self.op("Shape", like))
+        return self.op("Expand", self.range(stop), self.op("Shape", like))
 
     def concat(self, *parts: str) -> str:
         return self.op("Concat", *parts, axis=0)
@@ -190,15 +193,19 @@ def gated_merge_function() -> onnx.FunctionProto:
     slot = f.op("ScatterElements", f.filled(f.concat(batch, num_tokens), 0), src_idx, src_slot, axis=1)
     f.nodes.append(helper.make_node("ScatterElements", [slot, dst_idx, dst_slot], ["slot"], axis=1))
 
-    # 5. merge: segment mean in float32
-    num_out = f.op("Sub", num_tokens, r)
-    x32 = f.op("Cast", "x", to=TensorProto.FLOAT)
-    index = f.op("Expand", f.op("Unsqueeze", "slot", f.ints(-1)), f.op("Shape", "x"))
-    total = f.op("ScatterElements", f.filled(f.concat(batch, num_out, channels), 0.0), index, x32, axis=1, reduction="add")
-    ones = f.filled(f.op("Shape", "slot"), 1.0)
-    count = f.op("ScatterElements", f.filled(f.concat(batch, num_out), 0.0), "slot", ones, axis=1, reduction="add")
-    mean = f.op("Div", total, f.op("Unsqueeze", count, f.ints(-1)))
-    f.nodes.append(helper.make_node("CastLike", [mean, "x"], ["merged"]))
+    # 5. merge. Kept sources are plain copies (a gather); each anchor row is the mean of the
+    # anchor and the sources merged into it: a one-hot [B, Nd, N] matmul in float32. TensorRT
+    # parses no ScatterElements with a reduction (full TensorRT needs a library plugin for it,
+    # TensorRT-RTX has none), so the body avoids it; the plugins are the fast path.
+    kept_tokens = f.op("GatherElements", src_idx, f.op("Slice", edge_order, r, num_src, f.ints(1)), axis=1)
+    kept_rows = f.op("GatherElements", "x", f.op("Expand", f.op("Unsqueeze", kept_tokens, f.ints(-1)),
+                                                 f.concat(f.op("Shape", kept_tokens), f.dim("x", 2))), axis=1)
+    anchor_slots = f.op("Unsqueeze", f.op("Add", f.range(num_dst), kept), f.ints(-1))  # [Nd, 1]
+    onehot = f.op("Cast", f.op("Equal", f.op("Unsqueeze", "slot", f.ints(1)), anchor_slots), to=TensorProto.FLOAT)
+    total = f.op("MatMul", onehot, f.op("Cast", "x", to=TensorProto.FLOAT))
+    count = f.op("ReduceSum", onehot, f.ints(-1), keepdims=1)
+    anchor_rows = f.op("CastLike", f.op("Div", total, count), "x")
+    f.nodes.append(helper.make_node("Concat", [kept_rows, anchor_rows], ["merged"], axis=1))
     return f.function(["x", "metric"], ["merged", "slot"], ["grid_h", "grid_w", "r", "anchor"])
 
 
