@@ -16,7 +16,8 @@ Training: epsilon-prediction DDPM loss (T = 1000, the schedule in
 so classifier-free guidance works, AdamW with linear warm-up then cosine decay, bf16 autocast on
 CUDA, gradient clipping, and an EMA of the weights, which is what gets saved (fp16). With
 ``--minutes`` the step count is fixed after 300 steps from the measured speed, so the learning-rate
-schedule ends when the time does; the count is recorded, and ``--steps N`` replays it.
+schedule ends when the time does; the count is recorded, and ``--steps N`` replays it
+(``--steps N --max-steps M`` for a run that its clock stopped at step M).
 Everything needed to reproduce a run (command, seed, config, data hash, versions, card, time) is
 written to ``train_log.json`` and ``bigain_model.json`` beside the weights.
 """
@@ -171,7 +172,7 @@ def train(args: argparse.Namespace) -> int:
     perm, cursor, step, stopped_by_clock = torch.randperm(n, device=device), 0, 0, False
     t0 = time.perf_counter()
     t_measure = t0
-    while total is None or step < total:
+    while (total is None or step < total) and (args.max_steps is None or step < args.max_steps):
         elapsed = time.perf_counter() - t0
         if budget is not None and elapsed >= budget:
             stopped_by_clock = True
@@ -222,7 +223,10 @@ def train(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_seconds = time.perf_counter() - t0
-    final_loss = sum(h[1] for h in history[-4:]) / max(1, len(history[-4:]))
+    if history:  # mean of the last four logged windows
+        final_loss = sum(h[1] for h in history[-4:]) / len(history[-4:])
+    else:  # a run shorter than one log window
+        final_loss = loss_acc.item() / max(1, step)
 
     # Sample grid from the EMA weights: one row per class, 10 samples each.
     gen = torch.Generator().manual_seed(args.seed)
@@ -415,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--minutes", type=float, help="wall-clock budget of the training loop")
     p.add_argument("--steps", type=int, help="exact number of steps (overrides the time-based count)")
+    p.add_argument("--max-steps", type=int, help="stop early without changing the schedule of --steps "
+                   "(replays a run that its clock stopped: --steps PLANNED --max-steps DONE)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=int, default=500)
