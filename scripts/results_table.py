@@ -65,9 +65,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--no-engines", action="store_true")
+    parser.add_argument("--no-fid", action="store_true", help="skip generation and FID (smoke runs)")
+    parser.add_argument("--methods", nargs="+", default=None, help="subset of method names")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--sampler", default=None, help="default: ddim for DiT, euler for UNet (the paper's)")
-    parser.add_argument("--guidance", type=float, default=None, help="default: 4.0 DiT, 7.5 UNet (the paper's)")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="default: 1.0 for the built-in models (they saturate above ~1.5, docs/models.md); "
+                        "the paper's 4.0 (DiT) / 7.5 (SD) otherwise")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -78,15 +82,18 @@ def main() -> None:
     denoiser = load_denoiser(args.model, device=args.device)
     is_dit = denoiser.kind == "dit"
     sampler = args.sampler or ("ddim" if is_dit else "euler")
-    guidance = args.guidance if args.guidance is not None else (4.0 if is_dit else 7.5)
+    builtin = args.model.startswith("builtin:")
+    guidance = args.guidance if args.guidance is not None else (1.0 if builtin else 4.0 if is_dit else 7.5)
     test = load_fashion_mnist("test")
     images, labels = test.images[: args.limit], test.labels[: args.limit]
-    fid_ref = reference_statistics(test.images, cache_dir=Path("/tmp/bigain-fid-cache"))
+    fid_ref = None if args.no_fid else reference_statistics(test.images, cache_dir=Path("/tmp/bigain-fid-cache"))
     print(f"[{time.time() - t0:.0f}s] reference statistics of the 10k test images ready", flush=True)
 
     methods, engine_drift = {}, {}
     with contextlib.ExitStack() as stack:
         for name, config in method_configs(args.ratios, args.downsample).items():
+            if args.methods and name not in args.methods:
+                continue
             cls_config, gen_config = config.for_task("classification"), config.for_task("generation")
             if cls_config == gen_config:
                 methods[f"eager:{name}"] = eager_eps(denoiser, config)
@@ -109,8 +116,8 @@ def main() -> None:
 
         settings = validation.ValidationSettings(
             num_classes=denoiser.num_classes, scheduler_config=denoiser.scheduler_config,
-            sampling=SamplingConfig(sampler=sampler, num_steps=50, guidance_scale=guidance,
-                                    null_label=denoiser.null_label, seed=0),
+            sampling=None if args.no_fid else SamplingConfig(sampler=sampler, num_steps=50, guidance_scale=guidance,
+                                                             null_label=denoiser.null_label, seed=0),
             fid_images=args.fid_images, drift_inputs=16, batch_size=args.batch,
         )
         report = validation.validate(
