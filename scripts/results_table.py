@@ -30,7 +30,7 @@ from bigain_export import BiGainConfig, apply_bigain  # noqa: E402
 from bigain_export.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from bigain_export.models.registry import load_denoiser  # noqa: E402
 from bigain_export.validate import run as validation  # noqa: E402
-from bigain_export.validate.fid import reference_statistics  # noqa: E402
+from bigain_export.validate.fid import InceptionFeatures, reference_statistics  # noqa: E402
 from bigain_export.validate.sampling import SamplingConfig  # noqa: E402
 
 
@@ -86,7 +86,8 @@ def main() -> None:
     guidance = args.guidance if args.guidance is not None else (1.0 if builtin else 4.0 if is_dit else 7.5)
     test = load_fashion_mnist("test")
     images, labels = test.images[: args.limit], test.labels[: args.limit]
-    fid_ref = None if args.no_fid else reference_statistics(test.images, cache_dir=Path("/tmp/bigain-fid-cache"))
+    features = InceptionFeatures(device=args.device)
+    fid_ref = None if args.no_fid else reference_statistics(test.images, features, cache_dir=Path("/tmp/bigain-fid-cache"))
     print(f"[{time.time() - t0:.0f}s] reference statistics of the 10k test images ready", flush=True)
 
     methods, engine_drift = {}, {}
@@ -122,7 +123,7 @@ def main() -> None:
         )
         report = validation.validate(
             methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
-            reference_method="eager:none", fid_reference=fid_ref, fid_cache_dir=Path("/tmp/bigain-fid-cache"),
+            reference_method="eager:none", fid_reference=fid_ref, feature_fn=features, fid_cache_dir=Path("/tmp/bigain-fid-cache"),
             metadata=dict(model=args.model, card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                           torch=torch.__version__, date=time.strftime("%Y-%m-%d"), limit=args.limit,
                           sampler=sampler, guidance=guidance, engine_drift=engine_drift),
