@@ -229,10 +229,9 @@ def train(args: argparse.Namespace) -> int:
         final_loss = loss_acc.item() / max(1, step)
 
     # Sample grid from the EMA weights: one row per class, 10 samples each.
-    gen = torch.Generator().manual_seed(args.seed)
     grid_labels = torch.arange(arch.NUM_CLASSES).repeat_interleave(10)
     samples = sample(ema, grid_labels, num_inference_steps=args.grid_steps, guidance_scale=args.grid_guidance,
-                     generator=gen)
+                     seed=args.seed)
     out = Path(args.out)
     record = {
         "model": f"builtin:{MODEL_NAMES[args.model]}",
@@ -372,9 +371,8 @@ def card(args: argparse.Namespace) -> int:
     grid = log["grid"]
     if args.resample or not (folder / GRID_NAME).is_file():
         denoiser = load_folder(folder, name=log["model"])
-        gen = torch.Generator().manual_seed(args.seed)
         labels = torch.arange(denoiser.num_classes).repeat_interleave(10)
-        samples = sample(denoiser, labels, num_inference_steps=args.steps, guidance_scale=args.guidance, generator=gen)
+        samples = sample(denoiser, labels, num_inference_steps=args.steps, guidance_scale=args.guidance, seed=args.seed)
         save_png_grid(samples, folder / GRID_NAME, nrow=10)
         grid = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed,
                 "drawn": "on the CPU from the shipped fp16 weights (computed in fp32)"}
