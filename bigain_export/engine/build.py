@@ -113,13 +113,14 @@ def build_engine(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-"))
     try:
-        log.info("[1/3] exporting %s (%s) to ONNX ...", denoiser.name, config.describe())
+        steps = 3 if backend == "trt" else 2
+        log.info("[1/%d] exporting %s (%s) to ONNX ...", steps, denoiser.name, config.describe())
         exported = export_onnx(denoiser, config, staging / ONNX_NAME, batch=batch, precision=precision, inline_copy=inline_copy)
         files = {ONNX_NAME: file_sha256(exported.path)}
         if backend == "trt":
             from ..backends.trt import build_plan
 
-            log.info("[2/3] building TensorRT plan ...")
+            log.info("[2/3] building the TensorRT plan ...")
             build_plan(exported.path, staging / PLAN_NAME)
             files[PLAN_NAME] = file_sha256(staging / PLAN_NAME)
         manifest = Manifest(
@@ -128,7 +129,7 @@ def build_engine(
             opset=exported.opset, files=files, custom_nodes=exported.custom_nodes,
         )
         engine = Engine(staging, manifest)
-        log.info("[%s/3] measuring drift against the eager model on %s ...", "3" if backend == "trt" else "2-3", backend)
+        log.info("[%d/%d] measuring drift against the eager model on %s ...", steps, steps, backend)
         try:
             report = measure_drift(denoiser, config, engine, feeds=drift_feeds_count, device=device)
             manifest.drift = report.to_dict()
