@@ -185,3 +185,25 @@ def test_inductor_compiled_matches_eager():
     torch._dynamo.reset()
     compiled = torch.compile(dit, fullgraph=True)
     torch.testing.assert_close(run_dit(compiled, inputs), eager, rtol=1e-4, atol=1e-4)
+
+
+def test_pixart_is_patched_like_dit():
+    from diffusers import PixArtTransformer2DModel
+
+    torch.manual_seed(0)
+    pixart = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=12,
+        cross_attention_dim=32, sample_size=16, patch_size=2, caption_channels=24, norm_type="ada_norm_single",
+        use_additional_conditions=False,
+    ).eval()
+    g = torch.Generator().manual_seed(3)
+    inputs = dict(hidden_states=torch.randn(2, 4, 16, 16, generator=g), timestep=torch.tensor([10, 900]),
+                  encoder_hidden_states=torch.randn(2, 5, 24, generator=g))
+    reference = run_dit(pixart, inputs)
+    with bigain_patched(pixart, ratio=0.0):
+        torch.testing.assert_close(run_dit(pixart, inputs), reference)
+    with bigain_patched(pixart, BiGainConfig.preset("bigain-both")) as model:
+        assert len(patch_info(model).target_names) == 10  # the paper's DiT blocks
+        out = run_dit(pixart, inputs)
+        assert torch.isfinite(out).all() and not torch.allclose(out, reference, atol=1e-6)
+    assert torch.equal(run_dit(pixart, inputs), reference)
