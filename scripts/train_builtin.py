@@ -49,9 +49,8 @@ from bigain_export.data.fashion_mnist import (  # noqa: E402
 )
 from bigain_export.data.png import save_png_grid, write_atomic  # noqa: E402
 from bigain_export.models import architectures as arch  # noqa: E402
-from bigain_export.models.class_encoder import ClassTokenEncoder  # noqa: E402
 from bigain_export.models.denoiser import Denoiser  # noqa: E402
-from bigain_export.models.registry import load_folder  # noqa: E402
+from bigain_export.models.registry import load_folder, random_denoiser  # noqa: E402
 from bigain_export.models.sampling import sample  # noqa: E402
 from bigain_export.models.storage import save_denoiser  # noqa: E402
 
@@ -87,21 +86,10 @@ def dit_init_(model: torch.nn.Module) -> None:
 
 def build_denoiser(kind: str) -> Denoiser:
     """A freshly initialised built-in architecture (global RNG: seed before calling)."""
+    denoiser = random_denoiser(kind, name=f"builtin:{MODEL_NAMES[kind]}")
     if kind == "dit":
-        model, encoder = arch.build_dit(), None
-        dit_init_(model)
-    else:
-        model = arch.build_unet()
-        encoder = ClassTokenEncoder(arch.NUM_CLASSES, arch.CLASS_TOKENS, arch.UNET_CONFIG["cross_attention_dim"])
-    return Denoiser(
-        model,
-        num_classes=arch.NUM_CLASSES,
-        sample_shape=arch.SAMPLE_SHAPE,
-        scheduler_config=arch.SCHEDULER_CONFIG,
-        name=f"builtin:{MODEL_NAMES[kind]}",
-        class_names=list(CLASS_NAMES),
-        class_encoder=encoder,
-    )
+        dit_init_(denoiser.model)
+    return denoiser
 
 
 # ----------------------------------------------------------------------------- training

@@ -317,7 +317,7 @@ def exported(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["dit", "unet"])
 def test_exported_model_builds_without_plugins(exported, kind, tmp_path):
     """(a) No plugins: every bigain.ai node is imported from its function body, and the plan builds."""
-    from bigain_export.backends.trt import build_plan, import_tensorrt
+    from bigain_export.backends.trt import build_plan
 
     path, _ = exported(kind)
     report = build_plan(path, tmp_path / "model.plan", use_plugins=False)

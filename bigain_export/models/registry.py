@@ -213,6 +213,31 @@ def load_denoiser(
     return denoiser.to(device=device, dtype=dtype)
 
 
+def random_denoiser(kind: str, *, tiny: bool = False, name: str | None = None) -> Denoiser:
+    """A randomly initialised Denoiser of the built-ins' families (global RNG: seed before calling).
+
+    ``tiny=False`` is the built-in architecture (what ``scripts/train_builtin.py`` trains);
+    ``tiny=True`` the small test models of :func:`tiny_random_denoiser`.
+    """
+    if kind not in ("dit", "unet"):
+        raise UnsupportedModelError(f"model kind {kind!r} is not allowed; allowed: dit, unet")
+    if kind == "dit":
+        model, encoder = arch.build_dit(arch.TINY_DIT_CONFIG if tiny else None), None
+    else:
+        config = arch.TINY_UNET_CONFIG if tiny else arch.UNET_CONFIG
+        model = arch.build_unet(config)
+        encoder = ClassTokenEncoder(arch.NUM_CLASSES, arch.CLASS_TOKENS, config["cross_attention_dim"])
+    return Denoiser(
+        model,
+        num_classes=arch.NUM_CLASSES,
+        sample_shape=arch.SAMPLE_SHAPE,
+        scheduler_config=arch.SCHEDULER_CONFIG,
+        name=name or f"{'tiny-random' if tiny else 'random'}:{kind}",
+        class_names=list(CLASS_NAMES),
+        class_encoder=encoder,
+    )
+
+
 def tiny_random_denoiser(kind: str = "dit", seed: int = 0) -> Denoiser:
     """A very small randomly initialised Denoiser of the built-ins' families, for fast CPU tests.
 
@@ -221,22 +246,7 @@ def tiny_random_denoiser(kind: str = "dit", seed: int = 0) -> Denoiser:
     Both take 1x32x32 samples, 10 classes + null label 10, the built-ins' DDPM schedule. The
     global RNG is left untouched.
     """
-    if kind not in ("dit", "unet"):
-        raise UnsupportedModelError(f"tiny_random_denoiser kind {kind!r} is not allowed; allowed: dit, unet")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if kind == "dit":
-            model, encoder = arch.build_dit(arch.TINY_DIT_CONFIG), None
-        else:
-            model = arch.build_unet(arch.TINY_UNET_CONFIG)
-            encoder = ClassTokenEncoder(arch.NUM_CLASSES, arch.CLASS_TOKENS, arch.TINY_UNET_CONFIG["cross_attention_dim"])
-    denoiser = Denoiser(
-        model,
-        num_classes=arch.NUM_CLASSES,
-        sample_shape=arch.SAMPLE_SHAPE,
-        scheduler_config=arch.SCHEDULER_CONFIG,
-        name=f"tiny-random:{kind}",
-        class_names=list(CLASS_NAMES),
-        class_encoder=encoder,
-    )
+        denoiser = random_denoiser(kind, tiny=True)
     return denoiser.eval().requires_grad_(False)

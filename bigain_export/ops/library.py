@@ -13,7 +13,6 @@ import torch
 
 from ..errors import ConfigError
 from . import reference
-from .reference import scheduled_alpha  # noqa: F401  (re-exported for the processor)
 
 DOMAIN = "bigain.ai"
 ANCHOR_CODES = {"window": 0, "released": 1, "fixed": 2, "random": 3}

@@ -21,6 +21,7 @@ import torch
 from ..config import BiGainConfig
 from ..errors import UnsupportedModelError
 from ..ops import library
+from ..ops.reference import scheduled_alpha
 
 
 class CallState:
@@ -67,7 +68,7 @@ class CallState:
             raise UnsupportedModelError("a scheduled alpha needs the timestep; call the model with timestep=")
         if not isinstance(t, torch.Tensor):
             t = torch.tensor(t, device=device)
-        alpha = library.scheduled_alpha(
+        alpha = scheduled_alpha(
             t.to(device), self.config.alpha_start, self.config.alpha_end, self.num_train_timesteps
         )
         return alpha.reshape(-1, 1, 1).to(dtype)
