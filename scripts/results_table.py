@@ -110,7 +110,7 @@ def main() -> None:
                 engine, report = build_engine(denoiser, exportable(task_config),
                                               args.out / "engines" / f"{name}-{task}", backend=args.backend,
                                               batch=args.batch, drift_feeds_count=2, device=args.device)
-                engine_drift[f"engine:{name}" + ("" if task_config == cls_config and task == "cls" else f"/{task}")] = report.to_dict()
+                engine_drift[f"engine:{name}/{task}"] = report.to_dict()
                 fns.append(stack.enter_context(EngineEpsFn(engine)))
                 print(f"[{time.time() - t0:.0f}s] engine {name}/{task}: {report.summary().splitlines()[-1].strip()}", flush=True)
             methods[f"engine:{name}"] = fns[0] if fns[0] is fns[1] else validation.TaskEps(fns[0], fns[1])
