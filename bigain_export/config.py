@@ -151,13 +151,13 @@ class BiGainConfig:
 
     def for_task(self, task: str) -> "BiGainConfig":
         """The paper's alpha for a task: ``generation`` (scheduled 0.8 -> 1.2) or
-        ``classification`` (fixed 0.9). ToDo keeps alpha = 1."""
-        if task == "generation":
-            return self if self.kv == "todo" else dataclasses.replace(self, alpha=None)
-        if task == "classification":
-            return self if self.kv == "todo" else dataclasses.replace(self, alpha=0.9)
-        _fail("task", task, "generation | classification")
-        raise AssertionError  # unreachable
+        ``classification`` (fixed 0.9). ToDo keeps alpha = 1, and a config without BiGain KV
+        downsampling is returned unchanged (alpha has no effect there: one engine serves both)."""
+        if task not in ("generation", "classification"):
+            _fail("task", task, "generation | classification")
+        if self.kv != "bigain":
+            return self
+        return dataclasses.replace(self, alpha=None if task == "generation" else 0.9)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -1,11 +1,16 @@
 """Accuracy and FID of every method on a built-in model, eager and as an engine (issue 5, item 6).
 
 For each method (none, ToMe, BiGain merging at several ratios, ToDo, BiGain KV downsampling) it
-builds an eager eps function and an engine (ONNX Runtime CUDA when available), then runs
-``bigain_export.validate.validate`` over all of them with the same classifier noise, sampling
-seeds and drift inputs, and writes the report (JSON, Markdown, PNG) plus a compact table.
+measures the eager patched model and its engine (ONNX Runtime CUDA when available), through
+``bigain_export.validate.validate`` with the same classifier noise, sampling seeds and drift
+inputs, and writes the report (JSON, Markdown, PNG) plus ``summary.json``/``summary.md``: the
+table, eager-vs-engine agreement per method and paired McNemar tests between methods.
 
     python scripts/results_table.py --model builtin:fmnist-dit --limit 1000 --device cuda --out results/dit
+
+Each method is built only when its turn comes (engines too) and checkpointed when done
+(``--out``/report/methods): rerun the same command after a timeout and it continues.
+Everything runs in true fp32 (TF32 off in PyTorch and ONNX Runtime; ``backends/precision.py``).
 
 ToMe's eager baseline uses random anchors (as tomesd); its engine uses fixed anchors, since a
 random pattern per call cannot be baked into an engine. BiGain KV downsampling uses the paper's
@@ -27,11 +32,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigain_export import BiGainConfig, apply_bigain  # noqa: E402
+from bigain_export.backends.precision import strict_fp32  # noqa: E402
 from bigain_export.data.fashion_mnist import load_fashion_mnist  # noqa: E402
+from bigain_export.errors import EngineError  # noqa: E402
 from bigain_export.models.registry import load_denoiser  # noqa: E402
 from bigain_export.validate import run as validation  # noqa: E402
 from bigain_export.validate.fid import InceptionFeatures, reference_statistics  # noqa: E402
 from bigain_export.validate.sampling import SamplingConfig  # noqa: E402
+from bigain_export.validate.stats import paired_comparison  # noqa: E402
 
 
 def method_configs(ratios, downsample):
@@ -45,14 +53,97 @@ def method_configs(ratios, downsample):
     return methods
 
 
-def eager_eps(denoiser, config):
-    model = copy.deepcopy(denoiser)
-    apply_bigain(model, config)
-    return model
+def eager_method(denoiser, config: BiGainConfig) -> validation.Deferred:
+    """The patched eager model (a copy), per task when the config's alpha depends on it."""
+
+    @contextlib.contextmanager
+    def open_():
+        fns = {task: copy.deepcopy(denoiser) for task in ("classification", "generation")
+               if task == "classification" or config.for_task(task) != config.for_task("classification")}
+        for task, model in fns.items():
+            apply_bigain(model, config.for_task(task))
+        yield fns["classification"] if len(fns) == 1 else validation.TaskEps(fns["classification"], fns["generation"])
+
+    return validation.Deferred(open_)
 
 
 def exportable(config: BiGainConfig) -> BiGainConfig:
     return BiGainConfig.from_dict({**config.to_dict(), "anchor": "fixed"}) if config.merge == "tome" else config
+
+
+def engine_method(denoiser, name: str, config: BiGainConfig, args, engine_drift: dict) -> validation.Deferred:
+    """The method's engine(s), built (or reused from ``--engine-dir``) when measured; sessions closed after."""
+    from bigain_export.engine.build import EngineEpsFn, build_engine, load_engine
+    from bigain_export.engine.manifest import model_sha256
+
+    @contextlib.contextmanager
+    def open_():
+        tasks = {"cls": exportable(config.for_task("classification")), "gen": exportable(config.for_task("generation"))}
+        if tasks["gen"] == tasks["cls"]:
+            del tasks["gen"]
+        with contextlib.ExitStack() as stack:
+            fns = {}
+            for task, task_config in tasks.items():
+                path = args.engine_dir / f"{name}-{task}"
+                try:  # an engine left by an interrupted run of the same config and weights
+                    engine = load_engine(path, config=task_config, model_hash=model_sha256(denoiser))
+                    drift = engine.manifest.drift
+                except EngineError:
+                    engine, report = build_engine(denoiser, task_config, path, backend=args.backend, batch=args.batch,
+                                                  drift_feeds_count=2, device=args.device)
+                    drift = report.to_dict()
+                engine_drift[f"engine:{name}/{task}"] = drift
+                fns[task] = stack.enter_context(EngineEpsFn(engine))
+                print(f"[engine {name}/{task}] drift vs eager same config: mean abs {drift.get('mean_abs', drift)}", flush=True)
+            yield fns["cls"] if len(fns) == 1 else validation.TaskEps(fns["cls"], fns["gen"])
+
+    return validation.Deferred(open_)
+
+
+def summarise(report: dict, names: list[str]) -> dict:
+    """Table rows per method (eager and engine side by side) and paired tests between methods."""
+    methods = report["methods"]
+
+    def correct(key):
+        c = methods[key]["classification"]
+        return [p == y for p, y in zip(c["predictions"], c["labels"])]
+
+    rows = []
+    for name in names:
+        row = {"method": name}
+        for kind in ("eager", "engine"):
+            entry = methods.get(f"{kind}:{name}")
+            if entry:
+                row[kind] = {k: entry.get(k) for k in ("accuracy", "accuracy_ci95", "fid", "drift")}
+        if "eager" in row and "engine" in row:
+            e, g = methods[f"eager:{name}"]["classification"], methods[f"engine:{name}"]["classification"]
+            row["prediction_agreement"] = sum(a == b for a, b in zip(e["predictions"], g["predictions"])) / len(e["predictions"])
+            row["engine_vs_eager"] = paired_comparison(correct(f"engine:{name}"), correct(f"eager:{name}"))
+        rows.append(row)
+    pairs = {}
+    for kind in ("eager", "engine"):
+        for a, b in (("bigain-merge-0.7", "tome-0.7"), ("bigain-merge-0.5", "tome-0.5"), ("bigain-merge-0.3", "tome-0.3"),
+                     ("bigain-kv-s2", "todo-s2")):
+            if f"{kind}:{a}" in methods and f"{kind}:{b}" in methods:
+                pairs[f"{kind}:{a} vs {kind}:{b}"] = paired_comparison(correct(f"{kind}:{a}"), correct(f"{kind}:{b}"))
+    return {"rows": rows, "paired": pairs}
+
+
+def summary_markdown(summary: dict) -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    ci = lambda c: "-" if not c else f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"  # noqa: E731
+    fid = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    lines = ["| method | eager acc % (95% CI) | engine acc % (95% CI) | same prediction % | eager FID | engine FID |",
+             "|---|---|---|---|---|---|"]
+    for row in summary["rows"]:
+        e, g = row.get("eager", {}), row.get("engine", {})
+        lines.append(f"| {row['method']} | {pct(e.get('accuracy'))} {ci(e.get('accuracy_ci95'))} | "
+                     f"{pct(g.get('accuracy'))} {ci(g.get('accuracy_ci95'))} | {pct(row.get('prediction_agreement'))} | "
+                     f"{fid(e.get('fid'))} | {fid(g.get('fid'))} |")
+    lines += ["", "| paired comparison (A vs B) | images right only under A | only under B | McNemar p |", "|---|---|---|---|"]
+    for label, p in summary["paired"].items():
+        lines.append(f"| {label} | {p['only_a']} | {p['only_b']} | {p['mcnemar_p']:.2g} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -72,10 +163,11 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=None,
                         help="default: 1.0 for the built-in models (they saturate above ~1.5, docs/models.md); "
                         "the paper's 4.0 (DiT) / 7.5 (SD) otherwise")
+    parser.add_argument("--engine-dir", type=Path, default=None, help="where engines are built (default: OUT/engines)")
+    parser.add_argument("--fid-cache", type=Path, default=Path("/tmp/bigain-fid-cache"))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-
-    from bigain_export.engine.build import EngineEpsFn, build_engine
+    args.engine_dir = args.engine_dir or args.out / "engines"
 
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -87,50 +179,43 @@ def main() -> None:
     test = load_fashion_mnist("test")
     images, labels = test.images[: args.limit], test.labels[: args.limit]
     features = InceptionFeatures(device=args.device)
-    fid_ref = None if args.no_fid else reference_statistics(test.images, features, cache_dir=Path("/tmp/bigain-fid-cache"))
+    fid_ref = None if args.no_fid else reference_statistics(test.images, features, cache_dir=args.fid_cache)
     print(f"[{time.time() - t0:.0f}s] reference statistics of the 10k test images ready", flush=True)
 
-    methods, engine_drift = {}, {}
-    with contextlib.ExitStack() as stack:
-        for name, config in method_configs(args.ratios, args.downsample).items():
-            if args.methods and name not in args.methods:
-                continue
-            cls_config, gen_config = config.for_task("classification"), config.for_task("generation")
-            if cls_config == gen_config:
-                methods[f"eager:{name}"] = eager_eps(denoiser, config)
-            else:
-                methods[f"eager:{name}"] = validation.TaskEps(eager_eps(denoiser, cls_config), eager_eps(denoiser, gen_config))
-            if args.no_engines:
-                continue
-            fns = []
-            for task, task_config in (("cls", cls_config), ("gen", gen_config)):
-                if task == "gen" and task_config == cls_config:
-                    fns.append(fns[0])
-                    continue
-                engine, report = build_engine(denoiser, exportable(task_config),
-                                              args.out / "engines" / f"{name}-{task}", backend=args.backend,
-                                              batch=args.batch, drift_feeds_count=2, device=args.device)
-                engine_drift[f"engine:{name}/{task}"] = report.to_dict()
-                fns.append(stack.enter_context(EngineEpsFn(engine)))
-                print(f"[{time.time() - t0:.0f}s] engine {name}/{task}: {report.summary().splitlines()[-1].strip()}", flush=True)
-            methods[f"engine:{name}"] = fns[0] if fns[0] is fns[1] else validation.TaskEps(fns[0], fns[1])
+    drift_file = args.out / "engine_drift.json"
+    engine_drift = json.loads(drift_file.read_text()) if drift_file.is_file() else {}
+    names = [n for n in method_configs(args.ratios, args.downsample) if not args.methods or n in args.methods]
+    methods = {}
+    for name in names:  # eager and engine of one method next to each other: a resumed run has whole pairs
+        config = method_configs(args.ratios, args.downsample)[name]
+        methods[f"eager:{name}"] = eager_method(denoiser, config)
+        if not args.no_engines:
+            methods[f"engine:{name}"] = engine_method(denoiser, name, config, args, engine_drift)
 
-        settings = validation.ValidationSettings(
-            num_classes=denoiser.num_classes, scheduler_config=denoiser.scheduler_config,
-            sampling=None if args.no_fid else SamplingConfig(sampler=sampler, num_steps=50, guidance_scale=guidance,
-                                                             null_label=denoiser.null_label, seed=0),
-            fid_images=args.fid_images, drift_inputs=16, batch_size=args.batch,
-        )
-        report = validation.validate(
-            methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
-            reference_method="eager:none", fid_reference=fid_ref, feature_fn=features, fid_cache_dir=Path("/tmp/bigain-fid-cache"),
-            metadata=dict(model=args.model, card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                          torch=torch.__version__, date=time.strftime("%Y-%m-%d"), limit=args.limit,
-                          sampler=sampler, guidance=guidance, engine_drift=engine_drift),
-        )
-    (args.out / "engine_drift.json").write_text(json.dumps(engine_drift, indent=1))
+    settings = validation.ValidationSettings(
+        num_classes=denoiser.num_classes, scheduler_config=denoiser.scheduler_config,
+        sampling=None if args.no_fid else SamplingConfig(sampler=sampler, num_steps=50, guidance_scale=guidance,
+                                                         null_label=denoiser.null_label, seed=0),
+        fid_images=args.fid_images, drift_inputs=16, batch_size=args.batch,
+    )
+    metadata = dict(model=args.model, card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                    torch=torch.__version__, date=time.strftime("%Y-%m-%d"), limit=args.limit,
+                    sampler=sampler, guidance=guidance, precision="fp32 (TF32 off)", engine_drift=engine_drift)
+    try:
+        with strict_fp32():
+            report = validation.validate(
+                methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
+                reference_method=next(iter(methods)), fid_reference=fid_ref, feature_fn=features,
+                fid_cache_dir=args.fid_cache, metadata=metadata, resume=True,
+            )
+    finally:
+        drift_file.write_text(json.dumps(engine_drift, indent=1))
+    summary = summarise(report, names)
+    summary["settings"] = {k: metadata[k] for k in ("model", "card", "torch", "date", "limit", "sampler", "guidance", "precision")}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (args.out / "summary.md").write_text(summary_markdown(summary))
     print(f"[{time.time() - t0:.0f}s] done; report in {args.out / 'report'}")
-    print(json.dumps(report.get("methods", report), indent=None)[:6000])
+    print(summary_markdown(summary))
 
 
 if __name__ == "__main__":

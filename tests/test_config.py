@@ -56,6 +56,9 @@ def test_defaults_and_derived_values():
     assert BiGainConfig.preset("bigain-kv").fixed_alpha is None
     assert BiGainConfig.preset("bigain-kv").for_task("classification").fixed_alpha == 0.9
     assert BiGainConfig.preset("bigain-kv", alpha=0.9).for_task("generation").fixed_alpha is None
+    for name in ("none", "tome", "bigain-merge", "todo"):  # alpha does nothing there: one config serves both
+        config = BiGainConfig.preset(name)
+        assert config.for_task("classification") == config.for_task("generation") == config
     # r = int(N * ratio), capped at the number of sources (N - anchors)
     assert BiGainConfig(ratio=0.5).merged_count(4096, 64, 64) == 2048
     assert BiGainConfig(ratio=0.75).merged_count(35, 5, 7) == 26

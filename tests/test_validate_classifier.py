@@ -186,3 +186,17 @@ def test_input_errors_name_the_bad_value():
     with pytest.raises(ValidationError, match="eps function returned"):
         classify(lambda x, t, y: x[:1], protos[:1], torch.tensor([0]), num_classes=3,
                  scheduler_config=SCHEDULER_CONFIG, batch_size=4)
+
+
+def test_mcnemar_exact_p_values():
+    from bigain_export.validate.stats import mcnemar_exact, paired_comparison
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(10, 0) == pytest.approx(2 / 2**10)  # all 10 discordant images favour A
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 2**10)  # P(X<=1), X~Bin(10, 1/2), two-sided
+    assert mcnemar_exact(3, 12) == mcnemar_exact(12, 3)
+    got = paired_comparison([1, 1, 0, 0, 1], [1, 0, 1, 0, 0])
+    assert got == {"images": 5, "only_a": 2, "only_b": 1, "mcnemar_p": 1.0}
+    with pytest.raises(ValueError, match="the same images"):
+        paired_comparison([1], [1, 0])

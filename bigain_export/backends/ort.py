@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..errors import EngineError
+from .precision import ORT_CUDA_STRICT_FP32
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def best_backend() -> str:
     return "ort-cuda" if cuda_available() else "ort-cpu"
 
 
-def make_session(onnx_path: Path, backend: str):
+def make_session(onnx_path: Path, backend: str, precision: str = "fp32"):
+    """An ONNX Runtime session on ``backend``; fp32 CUDA sessions run without TF32 (``precision.py``)."""
     import onnxruntime as ort
 
     if backend not in PROVIDERS:
@@ -45,14 +47,17 @@ def make_session(onnx_path: Path, backend: str):
         raise EngineError("backend 'ort-cuda' needs onnxruntime-gpu and a CUDA device (pip install 'bigain-export[gpu]')")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    providers = list(PROVIDERS[backend])
+    if backend == "ort-cuda" and precision == "fp32":
+        providers[0] = (providers[0], dict(ORT_CUDA_STRICT_FP32))
     try:
-        return ort.InferenceSession(str(onnx_path), sess_options=options, providers=PROVIDERS[backend])
+        return ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
     except Exception as exc:
         raise EngineError(f"{onnx_path}: ONNX Runtime cannot load it: {str(exc).strip().splitlines()[0][:300]}") from exc
 
 
-def make_ort_runner(onnx_path: Path, backend: str, name: str | None = None):
+def make_ort_runner(onnx_path: Path, backend: str, name: str | None = None, precision: str = "fp32"):
     """A Polygraphy OnnxrtRunner over our session (so our provider choice and errors apply)."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    return OnnxrtRunner(lambda: make_session(onnx_path, backend), name=name or backend)
+    return OnnxrtRunner(lambda: make_session(onnx_path, backend, precision), name=name or backend)

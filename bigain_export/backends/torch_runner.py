@@ -3,6 +3,7 @@ compared with engines by the same Comparator as any other backend."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 
@@ -14,6 +15,7 @@ from polygraphy.common import TensorMetadata
 from ..config import BiGainConfig
 from ..export.spec import DenoiserSpec
 from ..patch import apply_bigain, remove_bigain
+from .precision import strict_fp32
 
 
 class TorchRunner(BaseRunner):
@@ -47,7 +49,9 @@ class TorchRunner(BaseRunner):
     def infer_impl(self, feed_dict):
         args = [torch.as_tensor(np.asarray(feed_dict[s.name])).to(self.device) for s in self.spec.inputs]
         start = time.perf_counter()
-        eps = self._model(*args).float().cpu().numpy()
+        # An fp32 reference is true fp32 (no TF32), like the fp32 engines it is compared with.
+        with strict_fp32() if self.dtype == torch.float32 else contextlib.nullcontext():
+            eps = self._model(*args).float().cpu().numpy()
         self.inference_time = time.perf_counter() - start  # Polygraphy's BaseRunner reads it
         return OrderedDict(eps=eps)
 

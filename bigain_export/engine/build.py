@@ -53,7 +53,8 @@ class Engine:
             return make_trt_runner(self.path / PLAN_NAME, name=name or f"engine:{backend}")
         from ..backends.ort import make_ort_runner
 
-        return make_ort_runner(self.path / ONNX_NAME, backend, name=name or f"engine:{backend}")
+        return make_ort_runner(self.path / ONNX_NAME, backend, name=name or f"engine:{backend}",
+                               precision=self.spec.precision)
 
 
 def load_engine(path: str | os.PathLike, *, config: BiGainConfig | None = None, model_hash: str | None = None) -> Engine:

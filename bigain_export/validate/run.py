@@ -4,21 +4,29 @@ Each method is an eps function (eager model, BiGain-patched eager model, torch.c
 Runtime or TensorRT engine). All methods see exactly the same classifier noise, the same sampling
 seeds and the same drift inputs, so their differences are the methods' own. Works single-process
 or under ``torchrun`` (images are sharded, rank 0 computes FID and writes the report).
+
+Methods are measured one at a time (drift, classifier, generation, FID), so a method can be
+:class:`Deferred`: built (an engine exported and loaded, say) only when its turn comes and
+released right after. With ``resume=True`` each finished method is checkpointed in
+``<out_dir>/methods/`` and a rerun with the same settings skips it (``checkpoint.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Mapping
 
 import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ValidationError
 from .batching import EpsFn, check_batch_size
+from .checkpoint import MethodCheckpoints, fingerprint
 from .distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
 from .drift import DriftInputs, drift, eps_outputs
 from .fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, frechet_distance, reference_statistics
@@ -42,7 +50,22 @@ class TaskEps:
     generate: EpsFn
 
 
-Method = EpsFn | TaskEps
+@dataclass(frozen=True)
+class Deferred:
+    """A method built only when it is measured: ``open()`` returns a context manager yielding an
+    eps function or :class:`TaskEps` (e.g. build an engine, open its session, close it after).
+
+    A resumed run never opens the methods it has checkpoints for.
+    """
+
+    open: Callable[[], ContextManager["EpsFn | TaskEps"]]
+
+
+Method = EpsFn | TaskEps | Deferred
+
+
+def _opened(method: Method) -> ContextManager[EpsFn | TaskEps]:
+    return method.open() if isinstance(method, Deferred) else contextlib.nullcontext(method)
 
 
 def _for_task(method: Method, task: str) -> EpsFn:
@@ -120,12 +143,13 @@ def validate(
     fid_cache_dir: str | os.PathLike | None = None,
     metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Measure every method and (on rank 0) write the report into ``out_dir``.
 
     Args:
-        methods: name -> eps function (or :class:`TaskEps`), e.g.
-            ``{"eager-none": f0, "eager-same-config": f1, "engine": f2}``.
+        methods: name -> eps function, :class:`TaskEps` or :class:`Deferred`, e.g.
+            ``{"eager-none": f0, "eager-same-config": f1, "engine": Deferred(open_engine)}``.
         images: ``[N, C, H, W]`` validation images in [-1, 1] (also the FID reference set unless
             ``fid_reference`` is given).
         labels: ``[N]`` long true classes.
@@ -137,6 +161,8 @@ def validate(
         feature_fn: FID features (default: the Inception network); injectable for tests.
         metadata: free-form facts recorded under ``settings.run`` (model spec, config, engine path).
         progress: tqdm bars.
+        resume: checkpoint each finished method in ``<out_dir>/methods/`` and reuse checkpoints of
+            an earlier run with the same settings, images and FID reference (needs ``out_dir``).
 
     Returns:
         The report dict (see ``report.py``), on every rank.
@@ -152,66 +178,96 @@ def validate(
             f"images {tuple(images.shape)} and labels {tuple(torch.as_tensor(labels).shape)} do not match; "
             "allowed: [N, C, H, W] and [N]"
         )
+    if resume and out_dir is None:
+        raise ValidationError("resume=True needs out_dir (checkpoints live in <out_dir>/methods)")
     labels = torch.as_tensor(labels, dtype=torch.long)
     sample_shape = tuple(images.shape[1:])
     device = images.device
     main = is_main_process()
-    # Every key present for every method (null when not measured): one shape for readers.
-    results: dict[str, dict[str, Any]] = {
-        name: {"fid": None, "fid_num_images": None, "drift": None, "seconds": {}} for name in names
-    }
+    fid_count = min(settings.fid_images or images.shape[0], images.shape[0])
 
-    # 1. eps drift on fixed inputs, against the reference method.
+    # FID reference first (rank 0): every method's FID is computed as soon as its samples exist.
+    reference, reference_seconds = None, None
+    if main and settings.sampling is not None:
+        if feature_fn is None:
+            feature_fn = InceptionFeatures(device=device)  # on the model's device: ~10x faster on a GPU
+        start = time.perf_counter()
+        reference = fid_reference or reference_statistics(images.cpu(), feature_fn, fid_cache_dir)
+        reference_seconds = time.perf_counter() - start
+
+    checkpoints = None
+    if resume:
+        run_fingerprint = fingerprint(settings.to_dict(), images, labels, {
+            "reference_method": reference_method,
+            "fid_reference": None if reference is None else [reference.key, reference.num_images,
+                                                              float(reference.mu.sum())],
+        })
+        # Rank 0 decides: every rank must skip the same methods.
+        checkpoints = MethodCheckpoints(Path(out_dir) / "methods", gather(run_fingerprint)[0])
+
+    # Drift reference outputs: fixed random inputs through the reference method.
+    inputs = ref_out = None
     if settings.drift_inputs:
         inputs = DriftInputs.random(settings.drift_inputs, sample_shape, settings.num_classes,
                                     settings.num_train_timesteps, settings.drift_seed, device)
-        ref_out = eps_outputs(_for_task(methods[reference_method], "classify"), inputs, settings.batch_size)
-        for name in names:
-            # The reference is called again too: a nonzero self-drift exposes a non-deterministic model.
-            result = drift(eps_outputs(_for_task(methods[name], "classify"), inputs, settings.batch_size), ref_out)
-            results[name]["drift"] = {**result.to_dict(), "reference": reference_method}
 
-    # 2. diffusion classifier, 3. generation.
-    samples: dict[str, torch.Tensor] = {}
-    fid_count = min(settings.fid_images or images.shape[0], images.shape[0])
+    results: dict[str, dict[str, Any]] = {}
+    grids: dict[str, torch.Tensor] = {}
     for name in tqdm(names, desc="methods", disable=not (progress and main), leave=False):
-        logger.info("validate %s: diffusion classifier on %d images", name, images.shape[0])
-        start = time.perf_counter()
-        cls = classify_sharded(
-            _for_task(methods[name], "classify"), images, labels, num_classes=settings.num_classes,
-            scheduler_config=settings.scheduler_config, schedule=settings.schedule,
-            batch_size=settings.batch_size, generator=settings.classifier_seed, progress=progress and main,
-        )
-        results[name]["seconds"]["classify"] = time.perf_counter() - start
-        results[name].update(
-            accuracy=cls.accuracy, accuracy_ci95=list(cls.interval), correct=cls.correct,
-            num_images=cls.num_images, eps_calls=cls.eps_calls, classification=cls.to_dict(per_image=True),
-        )
-        if settings.sampling is not None:
-            logger.info("validate %s: sampling %d images (%s)", name, fid_count, settings.sampling.sampler)
+        saved = checkpoints.load(name) if checkpoints is not None else None
+        if gather(saved is not None)[0]:  # rank 0's view decides; only rank 0's results are reported
+            logger.info("validate %s: from checkpoint", name)
+            results[name], grid = saved or ({}, None)
+            if grid is not None:
+                grids[name] = grid
+            continue
+        if inputs is not None and ref_out is None:
+            with _opened(methods[reference_method]) as ref:
+                ref_out = eps_outputs(_for_task(ref, "classify"), inputs, settings.batch_size)
+        with _opened(methods[name]) as method:
+            # Every key present for every method (null when not measured): one shape for readers.
+            entry: dict[str, Any] = {"fid": None, "fid_num_images": None, "drift": None, "seconds": {}}
+            # 1. eps drift. The reference is called again too: a nonzero self-drift exposes a
+            # non-deterministic model.
+            if inputs is not None:
+                result = drift(eps_outputs(_for_task(method, "classify"), inputs, settings.batch_size), ref_out)
+                entry["drift"] = {**result.to_dict(), "reference": reference_method}
+            # 2. diffusion classifier.
+            logger.info("validate %s: diffusion classifier on %d images", name, images.shape[0])
             start = time.perf_counter()
-            samples[name] = sample_sharded(
-                _for_task(methods[name], "generate"), labels[:fid_count], scheduler_config=settings.scheduler_config,
-                sample_shape=sample_shape, config=settings.sampling, batch_size=settings.batch_size,
-                device=device, progress=progress and main,
+            cls = classify_sharded(
+                _for_task(method, "classify"), images, labels, num_classes=settings.num_classes,
+                scheduler_config=settings.scheduler_config, schedule=settings.schedule,
+                batch_size=settings.batch_size, generator=settings.classifier_seed, progress=progress and main,
             )
-            results[name]["seconds"]["sample"] = time.perf_counter() - start
+            entry["seconds"]["classify"] = time.perf_counter() - start
+            entry.update(
+                accuracy=cls.accuracy, accuracy_ci95=list(cls.interval), correct=cls.correct,
+                num_images=cls.num_images, eps_calls=cls.eps_calls, classification=cls.to_dict(per_image=True),
+            )
+            # 3. generation, 4. FID (rank 0: the Inception network needs no sharding here).
+            if settings.sampling is not None:
+                logger.info("validate %s: sampling %d images (%s)", name, fid_count, settings.sampling.sampler)
+                start = time.perf_counter()
+                samples = sample_sharded(
+                    _for_task(method, "generate"), labels[:fid_count], scheduler_config=settings.scheduler_config,
+                    sample_shape=sample_shape, config=settings.sampling, batch_size=settings.batch_size,
+                    device=device, progress=progress and main,
+                )
+                entry["seconds"]["sample"] = time.perf_counter() - start
+                grids[name] = samples[:SAMPLES_PER_METHOD].cpu()
+                if main:
+                    start = time.perf_counter()
+                    stats = compute_statistics(samples, feature_fn)
+                    entry["fid"] = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+                    entry["fid_num_images"] = stats.num_images
+                    entry["seconds"]["fid"] = time.perf_counter() - start
+        results[name] = entry
+        if checkpoints is not None and main:
+            checkpoints.save(name, entry, grids.get(name))
 
-    # 4. FID (rank 0 only: the Inception network is the slow part and needs no sharding here).
     report = None
     if main:
-        if feature_fn is None:
-            feature_fn = InceptionFeatures(device=device)  # on the model's device: ~10x faster on a GPU
-        if settings.sampling is not None:
-            start = time.perf_counter()
-            reference = fid_reference or reference_statistics(images.cpu(), feature_fn, fid_cache_dir)
-            reference_seconds = time.perf_counter() - start
-            for name in names:
-                start = time.perf_counter()
-                stats = compute_statistics(samples[name], feature_fn)
-                results[name]["fid"] = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
-                results[name]["fid_num_images"] = stats.num_images
-                results[name]["seconds"]["fid"] = time.perf_counter() - start
         run_settings = {
             **settings.to_dict(),
             "data": {"num_images": int(images.shape[0]), "image_shape": list(sample_shape)},
@@ -227,7 +283,7 @@ def validate(
         report = build_report(results, reference_method=reference_method, settings=run_settings,
                               tolerances=settings.tolerances)
         if out_dir is not None:
-            write_report(report, out_dir, {n: s[:SAMPLES_PER_METHOD] for n, s in samples.items()})
+            write_report(report, out_dir, grids)
     report = gather(report)[0]
     barrier()
     return report
