@@ -6,6 +6,7 @@ import importlib.util
 import sys
 import time
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -61,16 +62,90 @@ def pytorch_fid_module(monkeypatch):
         sys.modules.pop(name, None)
 
 
-@pytest.mark.parametrize("n, d", [(40, 16), (10, 32)])  # full-rank and rank-deficient covariances
-def test_frechet_distance_matches_pytorch_fid(pytorch_fid_module, n, d):
+# Full-rank covariances (N > D) agree with scipy's sqrtm to round-off. Rank-deficient ones
+# (N <= D) have D - N + 1 eigenvalues that are 0 in exact arithmetic but ~1e-16 * scale in the
+# float64 matrices; their square roots (~1e-8) are where the two algorithms part, by ~2e-8
+# relative here. (Against a 40-digit mpmath evaluation from the features, N=10, D=32: ours
+# -7.7e-9, sqrtm -1.5e-8.)
+FULL_RANK, RANK_DEFICIENT = 1e-12, 1e-7
+
+
+@pytest.mark.parametrize(
+    "n, d, shift, rel",
+    [
+        (40, 16, 0.2, FULL_RANK),
+        (10, 32, 0.2, RANK_DEFICIENT),
+        (100, 256, 0.2, RANK_DEFICIENT),
+        (1000, 256, 0.2, FULL_RANK),
+        (100, 256, 5.0, RANK_DEFICIENT),  # clearly shifted mean: ||mu1 - mu2||^2 dominates
+        (1000, 256, 5.0, FULL_RANK),
+    ],
+)
+def test_frechet_distance_matches_pytorch_fid(pytorch_fid_module, n, d, shift, rel):
     rng = np.random.default_rng(n + d)
     a = rng.normal(size=(n, d))
-    b = rng.normal(size=(n, d)) * 1.3 + 0.2
+    b = rng.normal(size=(n, d)) * 1.3 + shift
     sa, sb = F.feature_statistics(a), F.feature_statistics(b)
     ours = F.frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
-    theirs = pytorch_fid_module.calculate_frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
-    assert ours == pytest.approx(float(theirs), rel=1e-9, abs=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pytorch-fid passes sqrtm's deprecated disp
+        theirs = pytorch_fid_module.calculate_frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
+    assert ours == pytest.approx(float(theirs), rel=rel, abs=1e-9)
+    if shift > 1:
+        assert np.sum((sa.mu - sb.mu) ** 2) > 0.9 * ours
     np.testing.assert_allclose(sa.sigma, np.cov(a, rowvar=False))
+
+
+@pytest.mark.parametrize("n, d", [(100, 256), (1000, 256)])
+def test_cached_reference_root_gives_the_same_value(n, d):
+    rng = np.random.default_rng(7)
+    stats = F.feature_statistics(np.maximum(rng.normal(size=(n, d)), 0))
+    reference = F.feature_statistics(np.maximum(rng.normal(size=(n, d)) + 0.1, 0))
+    plain = F.frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+    assert F.fid_against(stats, reference) == plain  # bit-identical, not just close
+    root = reference.sigma_sqrt
+    assert F.fid_against(stats, reference) == plain and reference.sigma_sqrt is root  # computed once
+    assert F.frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma, sigma2_sqrt=root) == plain
+    np.testing.assert_allclose(root, root.T, atol=1e-12)
+    np.testing.assert_allclose(root @ root, reference.sigma, atol=1e-10)
+    assert F.frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma, eps=1.0) == plain  # eps: unused
+
+
+def test_fid_of_images_uses_the_cached_reference_root():
+    features = PixelFeatures()
+    reference = F.compute_statistics(_images(64), features)
+    value = F.fid(_images(64, shift=0.2), reference, features)
+    assert "sigma_sqrt" in vars(reference)
+    stats = F.compute_statistics(_images(64, shift=0.2), features)
+    assert value == F.frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+
+
+@pytest.mark.parametrize("n, d", [(100, 256), (1000, 256)])  # rank-deficient and full rank
+def test_identical_statistics_give_zero(n, d):
+    stats = F.feature_statistics(np.random.default_rng(n).normal(size=(n, d)) ** 2)
+    value = F.frechet_distance(stats.mu, stats.sigma, stats.mu, stats.sigma)
+    assert abs(value) < 1e-6 * np.trace(stats.sigma)
+    assert F.fid_against(stats, stats) == value
+
+
+def test_frechet_distance_rejects_invalid_covariances():
+    good = np.eye(3)
+    bad = np.diag([1.0, 1.0, -0.5])
+    with pytest.raises(ValidationError, match="sigma2 is not positive semi-definite"):
+        F.frechet_distance(np.zeros(3), good, np.zeros(3), bad)
+    with pytest.raises(ValidationError, match="sigma1 is not positive semi-definite"):
+        F.frechet_distance(np.zeros(3), bad, np.zeros(3), good)
+    with pytest.raises(ValidationError, match="sigma is not positive semi-definite"):
+        F.FIDStats(mu=np.zeros(3), sigma=bad, num_images=10).sigma_sqrt
+    with pytest.raises(ValidationError, match="not finite"):
+        F.frechet_distance(np.zeros(3), good, np.array([0.0, np.nan, 0.0]), good)
+    with pytest.raises(ValidationError, match="sigma2_sqrt"):
+        F.frechet_distance(np.zeros(3), good, np.zeros(3), good, sigma2_sqrt=np.eye(4))
+    # round-off negatives (as in a covariance of fewer than D + 1 points) are clipped, not errors
+    q = np.linalg.qr(np.random.default_rng(0).normal(size=(8, 8)))[0]
+    singular = (q * [2.0, 1.0, 0.5, 0, 0, 0, 0, -1e-13]) @ q.T
+    assert F.frechet_distance(np.zeros(8), singular, np.zeros(8), singular) == pytest.approx(0, abs=1e-6)
+    assert F.frechet_distance(np.zeros(8), singular, np.zeros(8), np.eye(8)) > 0
 
 
 def test_frechet_distance_rejects_mismatched_statistics():
@@ -116,8 +191,8 @@ def test_inception_input_quantises_greys_and_resizes():
 
 
 def test_inception_network_on_a_few_images():
-    # The real network: ~0.15 s per image on 2 cores. The Frechet distance of its 2048-d
-    # features is left out on purpose: scipy's sqrtm of a 2048x2048 matrix alone takes 15-30 s.
+    # The real network: ~0.15 s per image on 2 cores. The Frechet distance of 5 images' 2048-d
+    # features would say nothing more than the tests above (rank-deficient covariances, D=256).
     extractor = F.InceptionFeatures(batch_size=3)
     images = torch.cat([_images(3), -_images(2, seed=9)])
     start = time.perf_counter()

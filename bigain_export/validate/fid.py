@@ -18,8 +18,13 @@ it can):
    re-quantisation afterwards). Small images are upsampled ~9x here, so the resampler matters less
    than being fixed; bilinear matches pytorch-fid's own resize.
 
-Everything downstream of the features is float64 numpy; the Frechet distance follows
-``pytorch_fid.fid_score.calculate_frechet_distance`` (same algorithm, tested for parity).
+Everything downstream of the features is float64 numpy. The Frechet distance computes the same
+quantity as ``pytorch_fid.fid_score.calculate_frechet_distance`` but not with its algorithm:
+``Tr sqrt(S1 S2)`` comes from symmetric eigendecompositions (``R = sqrt(S2)`` by ``eigh``, then the
+eigenvalues of ``R S1 R``) instead of scipy's general ``sqrtm`` of the non-symmetric product. The
+two agree to ~1e-8 relative (tested), and for D = 2048 the eigen form takes ~1.7 s instead of
+~11 s. Validation computes many FIDs against one reference, so :func:`fid_against` reuses the
+reference's square root (:attr:`FIDStats.sigma_sqrt`, computed once per statistics object).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -127,12 +132,24 @@ class InceptionFeatures:
 
 @dataclass(frozen=True)
 class FIDStats:
-    """Gaussian statistics of a feature set: ``mu [D]``, ``sigma [D, D]`` (float64)."""
+    """Gaussian statistics of a feature set: ``mu [D]``, ``sigma [D, D]`` (float64).
+
+    Treat the arrays as read-only: :attr:`sigma_sqrt` is computed from ``sigma`` once and cached.
+    """
 
     mu: np.ndarray
     sigma: np.ndarray
     num_images: int
     key: str = ""
+
+    @cached_property
+    def sigma_sqrt(self) -> np.ndarray:
+        """:func:`sqrt_psd` of ``sigma``, computed on first use and kept (FIDs against a reference).
+
+        ``cached_property`` stores the value in the instance ``__dict__``, which a frozen dataclass
+        without ``slots`` still has; it is not a field, so ``save``/``load``/``repr`` ignore it.
+        """
+        return sqrt_psd(self.sigma)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write ``.npz`` atomically (temp file in the same folder, then ``os.replace``)."""
@@ -159,36 +176,99 @@ def feature_statistics(features: np.ndarray, key: str = "") -> FIDStats:
     return FIDStats(mu=features.mean(axis=0), sigma=np.cov(features, rowvar=False), num_images=features.shape[0], key=key)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6) -> float:
+# Eigenvalues below -PSD_TOLERANCE * scale are an error (the matrix is not a covariance); those
+# above are round-off (eigvalsh is accurate to ~1e-16 * scale, matrix products to ~D * 1e-16) and
+# are clipped at 0. Rank-deficient covariances (fewer than D + 1 images) have many such.
+PSD_TOLERANCE = 1e-6
+
+
+def _symmetric(m: np.ndarray) -> np.ndarray:
+    return (m + m.T) / 2
+
+
+def _clip_psd(eigenvalues: np.ndarray, scale: float, what: str) -> np.ndarray:
+    """Eigenvalues clipped at 0; a clearly negative one raises (``what`` names the matrix)."""
+    if eigenvalues.size and eigenvalues[0] < -PSD_TOLERANCE * max(scale, 0.0):
+        raise ValidationError(
+            f"FID: {what} is not positive semi-definite (eigenvalue {eigenvalues[0]:.3g}, "
+            f"largest {eigenvalues[-1]:.3g}); allowed: covariance matrices"
+        )
+    return np.clip(eigenvalues, 0.0, None)
+
+
+def sqrt_psd(sigma: np.ndarray, what: str = "sigma") -> np.ndarray:
+    """Symmetric PSD square root ``R`` (``R @ R == sigma``) of a covariance ``[D, D]``, by ``eigh``.
+
+    The input is symmetrised first; round-off negative eigenvalues are clipped at 0, a clearly
+    negative one raises :class:`ValidationError` (``what`` names the matrix in the message).
+    """
+    sigma = np.atleast_2d(np.asarray(sigma, np.float64))
+    if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1] or not np.isfinite(sigma).all():
+        raise ValidationError(f"FID covariance of shape {sigma.shape} is not allowed; allowed: finite [D, D]")
+    w, v = np.linalg.eigh(_symmetric(sigma))  # ascending
+    w = _clip_psd(w, float(np.abs(w).max(initial=0.0)), what)
+    return (v * np.sqrt(w)) @ v.T
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6,
+    *, sigma2_sqrt: np.ndarray | None = None,
+) -> float:
     """``||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))`` in float64.
 
-    Same algorithm as pytorch-fid: when the product is too singular for ``sqrtm`` (non-finite
-    result), ``eps`` is added to both diagonals; a small imaginary part from round-off is dropped,
-    a large one (diagonal imag > 1e-3) is an error.
-    """
-    from scipy import linalg  # only needed here
+    Algorithm (symmetric eigen form): with ``R = sqrt(sigma2)`` the symmetric PSD square root
+    (:func:`sqrt_psd`), ``sigma1 sigma2 = R^-1 (R sigma1 R) R`` on the range of ``R``, so it has
+    the eigenvalues of the symmetric PSD matrix ``R sigma1 R`` and ``Tr sqrt(sigma1 sigma2) =
+    sum(sqrt(eigvalsh(R sigma1 R)))``. Both covariances are symmetrised (``(S + S.T) / 2``) and
+    negative eigenvalues from round-off are clipped at 0; a clearly negative one (a matrix that is
+    not a covariance) is a :class:`ValidationError`.
 
+    The value agrees with pytorch-fid's ``calculate_frechet_distance`` (``scipy.linalg.sqrtm`` of
+    the product) to ~1e-8 relative: to round-off (~1e-14) for full-rank covariances, to a few
+    1e-8 for rank-deficient ones (fewer than D + 1 images), whose exactly-zero eigenvalues are
+    ~1e-16 in float64 and contribute square roots of ~1e-8 to either algorithm. It replaces
+    ``sqrtm`` for speed: for D = 2048 on two cores, ``sqrtm`` (a complex Schur decomposition of a
+    non-symmetric matrix) takes ~11 s, ``eigh`` + ``eigvalsh`` ~1.7 s, and with ``sigma2_sqrt``
+    given (:func:`fid_against`) one ``eigvalsh`` and two matrix products, ~0.7 s.
+
+    Args:
+        eps: kept for signature compatibility with pytorch-fid and ignored. pytorch-fid adds it
+            to both diagonals when ``sqrtm`` of a singular product fails; the eigen form handles
+            singular covariances exactly (clipping at 0) and needs no offset.
+        sigma2_sqrt: ``sqrt_psd(sigma2)`` if already known (e.g. :attr:`FIDStats.sigma_sqrt` of
+            a reference), so that many distances to one reference decompose it only once. It is
+            trusted, not recomputed; with it the result is bit-identical to the plain call.
+    """
+    del eps  # see the docstring
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
         raise ValidationError(
             f"FID statistics disagree: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
+    if not all(np.isfinite(x).all() for x in (mu1, mu2, sigma1, sigma2)):
+        raise ValidationError("FID statistics are not finite (NaN or inf in mu or sigma)")
+    if sigma2_sqrt is None:
+        sigma2_sqrt = sqrt_psd(sigma2, "sigma2")
+    elif np.shape(sigma2_sqrt) != sigma2.shape:
+        raise ValidationError(f"FID sigma2_sqrt of shape {np.shape(sigma2_sqrt)} does not match sigma2 {sigma2.shape}")
+    sigma1 = _symmetric(sigma1)
     diff = mu1 - mu2
-    with warnings.catch_warnings():
-        # Covariances of fewer than D + 1 images are singular by construction; sqrtm warns about
-        # it every time (pytorch-fid silences the same warning with disp=False).
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1.dot(sigma2))
-        if not np.isfinite(covmean).all():
-            logger.warning("FID: singular covariance product; adding %g to the diagonals", eps)
-            offset = np.eye(sigma1.shape[0]) * eps
-            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValidationError(f"FID: sqrtm has an imaginary component of {np.max(np.abs(covmean.imag)):.3g}")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    w = np.linalg.eigvalsh(_symmetric(sigma2_sqrt @ sigma1 @ sigma2_sqrt))
+    # Exact eigenvalues are >= 0 if sigma1 is PSD. Round-off is relative to ||R||^2 ||sigma1||,
+    # not to ||R sigma1 R|| (~0 for covariances with nearly disjoint supports); the product of the
+    # Frobenius norms bounds it from above (by at most a factor D).
+    scale = float(np.linalg.norm(sigma1) * np.linalg.norm(sigma2))
+    w = _clip_psd(w, scale, "sigma1")
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(w).sum())
+
+
+def fid_against(stats: FIDStats, reference: FIDStats) -> float:
+    """Frechet distance of ``stats`` to ``reference``, reusing ``reference.sigma_sqrt``.
+
+    The first call against a reference pays its ``eigh``; later calls cost one ``eigvalsh``.
+    """
+    return frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma, sigma2_sqrt=reference.sigma_sqrt)
 
 
 def data_key(images: torch.Tensor, feature_key: str) -> str:
@@ -235,5 +315,4 @@ def reference_statistics(
 
 def fid(images: torch.Tensor, reference: FIDStats, feature_fn: FeatureFn | None = None) -> float:
     """FID of ``images [N, C, H, W]`` in [-1, 1] against reference statistics."""
-    stats = compute_statistics(images, feature_fn)
-    return frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+    return fid_against(compute_statistics(images, feature_fn), reference)
