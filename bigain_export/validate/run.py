@@ -29,7 +29,7 @@ from .batching import EpsFn, check_batch_size
 from .checkpoint import MethodCheckpoints, fingerprint
 from .distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
 from .drift import DriftInputs, drift, eps_outputs
-from .fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, frechet_distance, reference_statistics
+from .fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, fid_against, reference_statistics
 from .report import SAMPLES_PER_METHOD, build_report, write_report
 from .sampling import SamplingConfig
 from .schedule import ClassifierSchedule
@@ -259,7 +259,7 @@ def validate(
                 if main:
                     start = time.perf_counter()
                     stats = compute_statistics(samples, feature_fn)
-                    entry["fid"] = frechet_distance(stats.mu, stats.sigma, reference.mu, reference.sigma)
+                    entry["fid"] = fid_against(stats, reference)  # the reference's sqrt is computed once
                     entry["fid_num_images"] = stats.num_images
                     entry["seconds"]["fid"] = time.perf_counter() - start
         results[name] = entry
