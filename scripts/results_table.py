@@ -157,7 +157,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--no-engines", action="store_true")
     parser.add_argument("--no-fid", action="store_true", help="skip generation and FID (smoke runs)")
-    parser.add_argument("--methods", nargs="+", default=None, help="subset of method names")
+    parser.add_argument("--methods", nargs="+", default=None, help="subset of method names, measured in this order")
+    parser.add_argument("--engine-methods", nargs="+", default=None, help="engines only for these methods (default: all)")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--sampler", default=None, help="default: ddim for DiT, euler for UNet (the paper's)")
     parser.add_argument("--guidance", type=float, default=None,
@@ -184,12 +185,16 @@ def main() -> None:
 
     drift_file = args.out / "engine_drift.json"
     engine_drift = json.loads(drift_file.read_text()) if drift_file.is_file() else {}
-    names = [n for n in method_configs(args.ratios, args.downsample) if not args.methods or n in args.methods]
+    configs = method_configs(args.ratios, args.downsample)
+    for name in (args.methods or []) + (args.engine_methods or []):
+        if name not in configs:
+            parser.error(f"method {name!r} is not known; allowed: {', '.join(configs)}")
+    names = args.methods or list(configs)  # in the order given: what matters most can go first
     methods = {}
     for name in names:  # eager and engine of one method next to each other: a resumed run has whole pairs
-        config = method_configs(args.ratios, args.downsample)[name]
+        config = configs[name]
         methods[f"eager:{name}"] = eager_method(denoiser, config)
-        if not args.no_engines:
+        if not args.no_engines and (args.engine_methods is None or name in args.engine_methods):
             methods[f"engine:{name}"] = engine_method(denoiser, name, config, args, engine_drift)
 
     settings = validation.ValidationSettings(

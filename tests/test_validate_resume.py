@@ -100,3 +100,13 @@ def test_resume_needs_an_output_folder():
     images, labels, methods = toy_problem()
     with pytest.raises(ValidationError, match="resume=True needs out_dir"):
         validate(methods, images, labels, SETTINGS, None, progress=False, resume=True)
+
+
+def test_method_names_that_differ_after_a_dot_get_their_own_checkpoints(tmp_path):
+    images, labels, methods = toy_problem()
+    dotted = {"tome-0.3": methods["exact"], "tome-0.7": methods["offset"]}
+    first = validate(dotted, images, labels, SETTINGS, tmp_path, feature_fn=PixelFeatures(), progress=False, resume=True)
+    assert len(list((tmp_path / "methods").glob("*.json"))) == 2
+    never = {name: Deferred(Opener(None, fail=True)) for name in dotted}
+    second = validate(never, images, labels, SETTINGS, tmp_path, feature_fn=PixelFeatures(), progress=False, resume=True)
+    assert _measured(second) == _measured(first)

@@ -69,7 +69,7 @@ class MethodCheckpoints:
             logger.warning("checkpoint %s is from other settings or data: measuring %s again", path, name)
             return None
         samples = None
-        grid = path.with_suffix(".npz")
+        grid = self.folder / f"{_file_stem(name)}.npz"
         if data.get("has_samples") and grid.is_file():
             with np.load(grid, allow_pickle=False) as npz:
                 samples = torch.from_numpy(npz["samples"])
@@ -77,10 +77,12 @@ class MethodCheckpoints:
 
     def save(self, name: str, result: Mapping[str, Any], samples: torch.Tensor | None) -> None:
         """Write ``name``'s result (and its grid samples) atomically; the JSON last, as the commit."""
+        # Names like "tome-0.7" contain dots: build file names by concatenation (a suffix
+        # replacement would cut "0.7-<hash>" and make tome-0.3/0.5/0.7 share one file).
         stem = self.folder / _file_stem(name)
         if samples is not None:
-            with atomic_path(stem.with_suffix(".npz")) as tmp, open(tmp, "wb") as handle:
+            with atomic_path(f"{stem}.npz") as tmp, open(tmp, "wb") as handle:
                 np.savez(handle, samples=samples.detach().to(torch.float32).cpu().numpy())
         record = {"name": name, "fingerprint": self.fingerprint, "has_samples": samples is not None,
                   "result": dict(result)}
-        atomic_write(stem.with_suffix(".json"), json.dumps(record, allow_nan=True) + "\n")
+        atomic_write(f"{stem}.json", json.dumps(record, allow_nan=True) + "\n")
