@@ -58,6 +58,9 @@ def eager_method(denoiser, config: BiGainConfig) -> validation.Deferred:
 
     @contextlib.contextmanager
     def open_():
+        # ToMe's random anchors draw from the global RNG: seed it so a rerun draws the same anchors
+        # (two unseeded runs of DiT ToMe 0.7 gave 66.6% and 60.8%: docs/results.md).
+        torch.manual_seed(0)
         fns = {task: copy.deepcopy(denoiser) for task in ("classification", "generation")
                if task == "classification" or config.for_task(task) != config.for_task("classification")}
         for task, model in fns.items():
@@ -93,6 +96,8 @@ def engine_method(denoiser, name: str, config: BiGainConfig, args, engine_drift:
                                                   drift_feeds_count=2, device=args.device)
                     drift = report.to_dict()
                 engine_drift[f"engine:{name}/{task}"] = drift
+                # Written at once: a run killed by a time limit skips `finally` blocks.
+                (args.out / "engine_drift.json").write_text(json.dumps(engine_drift, indent=1))
                 fns[task] = stack.enter_context(EngineEpsFn(engine))
                 print(f"[engine {name}/{task}] drift vs eager same config: mean abs {drift.get('mean_abs', drift)}", flush=True)
             yield fns["cls"] if len(fns) == 1 else validation.TaskEps(fns["cls"], fns["gen"])
