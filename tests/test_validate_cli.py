@@ -33,7 +33,7 @@ def tiny_model_and_data(tmp_path_factory):
 
 
 def _validate(model, data, out, config, *extra):
-    # FID off: scipy's sqrtm of the 2048-d covariances alone takes 15-30 s on 2 cores.
+    # FID off: the Inception network takes seconds per call on 2 cores.
     batch = [] if "--batch-size" in extra else ["--batch-size", "20"]
     return main([
         "validate", "--model", model, "--data", data, "--config", config, "--limit", "2", "--out", str(out),
@@ -101,3 +101,18 @@ def test_validate_an_onnx_runtime_engine(tiny_model_and_data, tmp_path, capsys):
     # an engine's static batch is the only batch size it takes
     assert _validate(model, data, tmp_path / "r2", "bigain-merge", "--engine", str(engine_dir), "--batch-size", "20") == 2
     assert "--batch-size 20 is not allowed with this engine; allowed: 8" in capsys.readouterr().err
+
+
+def test_validate_resume_reuses_checkpoints(tiny_model_and_data, tmp_path):
+    model, data = tiny_model_and_data
+    out = tmp_path / "report"
+    assert _validate(model, data, out, "bigain-merge", "--resume") == 0
+    first = json.loads((out / "report.json").read_text())
+    checkpoints = sorted(p.name for p in (out / "methods").glob("*.json"))
+    assert len(checkpoints) == 2
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()}
+    assert _validate(model, data, out, "bigain-merge", "--resume") == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "methods").iterdir()} == stamps  # nothing re-measured
+    second = json.loads((out / "report.json").read_text())
+    for name in first["methods"]:
+        assert second["methods"][name]["classification"] == first["methods"][name]["classification"]

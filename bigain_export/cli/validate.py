@@ -45,6 +45,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "(or uint8) and 'labels' [N]")
     parser.add_argument("--limit", type=int, default=100, metavar="N", help="first N images (default 100)")
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="checkpoint each finished method in DIR/methods and reuse checkpoints of an "
+                        "earlier run with the same settings (rerun after a timeout to continue)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     parser.add_argument("--batch-size", type=int, default=None,
@@ -245,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         report = validate(
             methods, images.to(device), labels, settings, args.out, reference_method=reference,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
+            resume=args.resume,
         )
     if int(os.environ.get("RANK", "0")) == 0:
         for name, m in report["methods"].items():
