@@ -99,7 +99,8 @@ def engine_method(denoiser, name: str, config: BiGainConfig, args, engine_drift:
                 # Written at once: a run killed by a time limit skips `finally` blocks.
                 (args.out / "engine_drift.json").write_text(json.dumps(engine_drift, indent=1))
                 fns[task] = stack.enter_context(EngineEpsFn(engine))
-                print(f"[engine {name}/{task}] drift vs eager same config: mean abs {drift.get('mean_abs', drift)}", flush=True)
+                errors = [o["mean_abs"] for o in (drift or {}).get("outputs", [])]
+                print(f"[engine {name}/{task}] drift vs eager same config: mean abs {errors or drift}", flush=True)
             yield fns["cls"] if len(fns) == 1 else validation.TaskEps(fns["cls"], fns["gen"])
 
     return validation.Deferred(open_)
