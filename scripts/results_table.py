@@ -70,6 +70,11 @@ def eager_method(denoiser, config: BiGainConfig) -> validation.Deferred:
     return validation.Deferred(open_)
 
 
+def drift_file(args) -> Path:
+    """Build-time drift of every engine, kept across resumed runs."""
+    return args.out / "engine_drift.json"
+
+
 def exportable(config: BiGainConfig) -> BiGainConfig:
     return BiGainConfig.from_dict({**config.to_dict(), "anchor": "fixed"}) if config.merge == "tome" else config
 
@@ -97,7 +102,7 @@ def engine_method(denoiser, name: str, config: BiGainConfig, args, engine_drift:
                     drift = report.to_dict()
                 engine_drift[f"engine:{name}/{task}"] = drift
                 # Written at once: a run killed by a time limit skips `finally` blocks.
-                (args.out / "engine_drift.json").write_text(json.dumps(engine_drift, indent=1))
+                drift_file(args).write_text(json.dumps(engine_drift, indent=1))
                 fns[task] = stack.enter_context(EngineEpsFn(engine))
                 errors = [o["mean_abs"] for o in (drift or {}).get("outputs", [])]
                 print(f"[engine {name}/{task}] drift vs eager same config: mean abs {errors or drift}", flush=True)
@@ -189,8 +194,7 @@ def main() -> None:
     fid_ref = None if args.no_fid else reference_statistics(test.images, features, cache_dir=args.fid_cache)
     print(f"[{time.time() - t0:.0f}s] reference statistics of the 10k test images ready", flush=True)
 
-    drift_file = args.out / "engine_drift.json"
-    engine_drift = json.loads(drift_file.read_text()) if drift_file.is_file() else {}
+    engine_drift = json.loads(drift_file(args).read_text()) if drift_file(args).is_file() else {}
     configs = method_configs(args.ratios, args.downsample)
     for name in (args.methods or []) + (args.engine_methods or []):
         if name not in configs:
@@ -212,15 +216,12 @@ def main() -> None:
     metadata = dict(model=args.model, card=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                     torch=torch.__version__, date=time.strftime("%Y-%m-%d"), limit=args.limit,
                     sampler=sampler, guidance=guidance, precision="fp32 (TF32 off)", engine_drift=engine_drift)
-    try:
-        with strict_fp32():
-            report = validation.validate(
-                methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
-                reference_method=next(iter(methods)), fid_reference=fid_ref, feature_fn=features,
-                fid_cache_dir=args.fid_cache, metadata=metadata, resume=True,
-            )
-    finally:
-        drift_file.write_text(json.dumps(engine_drift, indent=1))
+    with strict_fp32():
+        report = validation.validate(
+            methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
+            reference_method=next(iter(methods)), fid_reference=fid_ref, feature_fn=features,
+            fid_cache_dir=args.fid_cache, metadata=metadata, resume=True,
+        )
     summary = summarise(report, names)
     summary["settings"] = {k: metadata[k] for k in ("model", "card", "torch", "date", "limit", "sampler", "guidance", "precision")}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigain_export import BiGainConfig, apply_bigain  # noqa: E402
+from bigain_export.engine.build import drift_feeds  # noqa: E402
 from bigain_export.export.onnx_export import export_onnx  # noqa: E402
 from bigain_export.export.spec import DenoiserSpec  # noqa: E402
 from bigain_export.models.registry import load_denoiser  # noqa: E402
@@ -41,8 +42,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     path = export_onnx(denoiser, config, args.out / "model.onnx", batch=args.batch).path
     spec = DenoiserSpec(args.batch, tuple(denoiser.sample_shape))
-    feeds = [{k: v.numpy() for k, v in spec.sample_inputs(seed=1000 + i, num_classes=denoiser.num_classes).items()}
-             for i in range(3)]
+    feeds = drift_feeds(spec, 3, denoiser.num_classes)  # the feeds build_engine's drift check uses
     model = denoiser.to("cuda").eval()
     apply_bigain(model, config)
 
