@@ -113,55 +113,43 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             add(f"reference path compiled {ratio}", cuda_ms(lambda: compiled(x, metric, side, side, r)))
             compiled_kernel = torch.compile(kernel_path, fullgraph=True)
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
-        if name == "sd2-1024":
+        if name in ("sd2-1024", "dit-xl2-512"):
             rows.extend(plan_breakdown(name, metric, side, 0.7))
     return rows
 
 
 def plan_breakdown(name, metric, side, ratio) -> list[dict]:
-    """Each kernel of the plan alone (launch.merge_plan's sequence, timed stage by stage)."""
-    from bigain_export.kernels import launch, triton_kernels as k
+    """CUDA time of each kernel of one plan (torch.profiler), and the plan's time for several
+    tile shapes of the similarity kernel (set through the launch module's constants)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    b, n, c = metric.shape
-    hs = ws = side // 2
-    nd, ns = hs * ws, n - hs * ws
+    from bigain_export.kernels import launch
+
+    n = metric.shape[1]
     r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
-    score = torch.empty(b, n, device="cuda")
-    offsets = torch.empty(b, nd, dtype=torch.int32, device="cuda")
-    row = torch.empty(b, n, dtype=torch.int32, device="cuda")
-    src_tok = torch.empty(b, ns, dtype=torch.int32, device="cuda")
-    slot = torch.empty(b, n, dtype=torch.int64, device="cuda")
-    units = torch.empty_like(metric)
-    stages = {
-        "laplacian": lambda: k.laplacian_score_kernel[(-(-n // 64), b)](metric, score, n, c, side, side, BLOCK_T=64, BLOCK_C=64),
-        "window argmin": lambda: k.window_offsets_kernel[(-(-nd // 256), b)](score, offsets, n, side, hs, ws, RELEASED=False, BLOCK=256),
-        "bipartite rows": lambda: k.bipartite_rows_kernel[(b,)](offsets, nd, row, src_tok, slot, n, side, hs, ws, ns - r, BLOCK=1024, num_warps=4),
-        "unit rows": lambda: k.unit_rows_kernel[(-(-n // 32), b)](metric, row, units, n, c, BLOCK_T=32, BLOCK_C=64),
-    }
+    plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
     out = []
-    for stage, fn in stages.items():
-        fn()
-    for stage, fn in stages.items():
-        out.append(dict(shape=name, what=f"plan stage {stage}", ms=round(cuda_ms(fn), 4)))
-    m_tiles = -(-ns // launch.SIM_BLOCK_M)
-    for bm, bn, bk, warps, stages_n in [(128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (128, 128, 32, 8, 4), (64, 64, 64, 4, 4)]:
-        for splits in (1, 2, 4, 8):
-            per_split = -(-(-(-nd // splits)) // bn) * bn
-            ns_ = -(-nd // per_split)
-            sim = torch.empty(b, ns_, ns, device="cuda")
-            idx = torch.empty(b, ns_, ns, dtype=torch.int32, device="cuda")
-            grid = (-(-ns // bm), ns_, b)
-            fn = lambda: k.best_anchor_kernel[grid](units, sim, idx, n, c, ns, nd, per_split, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,  # noqa: E731
-                                                    IEEE=False, num_warps=warps, num_stages=stages_n)
-            try:
-                ms = cuda_ms(fn)
-            except Exception as exc:  # a config that does not fit shared memory
-                ms = float("nan")
-                print(f"  config {bm}x{bn}x{bk} w{warps} s{stages_n}: {type(exc).__name__}")
-            sel = lambda: k.select_kernel[(b,)](sim, idx, src_tok, slot, n, ns, ns_, r, BLOCK=2048, num_warps=8)  # noqa: E731
-            out.append(dict(shape=name, what=f"plan stage similarity {bm}x{bn}x{bk} w{warps} s{stages_n} splits{ns_}",
-                            ms=round(ms, 4), select_ms=round(cuda_ms(sel), 4)))
-    del m_tiles
+    for _ in range(3):
+        plan()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            plan()
+        torch.cuda.synchronize()
+    for event in prof.key_averages():
+        if event.device_time_total > 0:
+            out.append(dict(shape=name, what=f"plan kernel {event.key[:60]}", ms=round(event.device_time_total / 10 / 1000, 4)))
+    default = (launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES)
+    for config in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 256, 32, 8, 4), (128, 128, 64, 4, 4),
+                   (64, 256, 64, 4, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4)]:
+        launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES = config
+        try:
+            ms = cuda_ms(plan)
+        except Exception as exc:  # a tile shape that does not fit shared memory
+            ms = float("nan")
+            print(f"  config {config}: {type(exc).__name__}: {str(exc)[:100]}")
+        out.append(dict(shape=name, what="plan with similarity tiles M%d N%d K%d w%d s%d" % config, ms=round(ms, 4)))
+    launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES = default
     return out
 
 
@@ -181,7 +169,7 @@ def main() -> None:
                 date=time.strftime("%Y-%m-%d"), dtype="bf16", timing="CUDA events, median of 50 after 5 warm-up")
     (args.out / "bench_kernels.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [json.dumps(meta), "", "| shape | what | ms |", "|---|---|---|"]
-    lines += [f"| {r['shape']} | {r['what']} | {r['ms']:.4f}" + (f" (select {r['select_ms']:.4f})" if "select_ms" in r else "") + " |" for r in rows]
+    lines += [f"| {r['shape']} | {r['what']} | {r['ms']:.4f} |" for r in rows]
     (args.out / "bench_kernels.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -116,7 +116,9 @@ def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype)
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
     slot = ref.token_merge_plan(_tokens(2, n, 70, seed=2), h, w, r)
     tol = dict(rtol=0, atol=0) if dtype == torch.float32 else dict(rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(interpreted.merge(x, slot, n - r, nd), ref.merge(x, slot, n - r), **tol)
+    merged = interpreted.merge(x, slot, n - r, nd)
+    torch.testing.assert_close(merged, ref.merge(x, slot, n - r), **tol)
+    assert torch.equal(interpreted.unmerge(merged, slot), ref.unmerge(merged, slot))
     if h % 2 == 0 and w % 2 == 0:
         alpha = torch.tensor([0.8, 1.2])
         want = ref.kv_downsample(x, alpha.reshape(2, 1, 1), h, w, 2)
@@ -134,6 +136,7 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(library.merge_plan_op, (metric, torch.zeros(1, 3, 4, dtype=torch.long), h, w, r, False))
     slot = library.merge_plan_op(metric, None, h, w, r, False)
     torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12))
+    torch.library.opcheck(library.token_unmerge_op, (x[:, : n - r].contiguous(), slot))
     torch.library.opcheck(library.kv_pool_op, (x, torch.tensor([0.9]), h, w, 2))
 
 
@@ -146,6 +149,12 @@ def test_float64_stays_on_the_reference():
 # --------------------------------------------------------------------------- GPU
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run with -m gpu on the GPU machine)")
+
+
+def _groups(slot, kept):
+    """Token -> group id: the slot for anchors and merged sources, -(token + 1) for kept ones."""
+    tokens = torch.arange(slot.shape[1], device=slot.device).expand_as(slot)
+    return torch.where(slot >= kept, slot, -(tokens + 1))
 
 
 def _check_valid_plan(slot, metric, dst_idx, r, atol):
@@ -191,7 +200,9 @@ def test_gpu_plan_is_a_correct_plan(h, w, c, dtype, anchor):
     dst_idx = ref.anchor_tokens(offsets, h, w)
     _check_valid_plan(slot, metric, dst_idx, r, atol=1e-3 if dtype != torch.float32 else 1e-5)
     want = ref.merge_plan(metric, dst_idx, r)
-    assert (slot == want).float().mean() > 0.99  # near-ties may differ, never more
+    # a near-tie flip at the top-r boundary renumbers every later kept source, so compare the
+    # partitions (each token's group = its anchor if merged, else itself): only flips differ
+    assert (_groups(slot, want.shape[1] - r - dst_idx.shape[1]) == _groups(want, want.shape[1] - r - dst_idx.shape[1])).float().mean() > 0.999
 
 
 @gpu

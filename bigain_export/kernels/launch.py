@@ -52,6 +52,13 @@ SIM_BLOCK_M, SIM_BLOCK_N, SIM_BLOCK_K = 128, 128, 64
 SIM_WARPS, SIM_STAGES = 8, 3
 
 
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+SELECT_BLOCK = 1024  # sources per program of the radix select
+
+
 def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, grid_w: int, r: int,
                released: bool = False) -> torch.Tensor:
     """Slot map ``[B, N]`` int64, equal to :func:`~bigain_export.ops.reference.merge_plan` of the
@@ -65,25 +72,26 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     num_dst = hs * ws
     num_src = n - num_dst
     kept = num_src - r
+    # 1. anchors per window and the top-row prefix counts that place every source without a scan
+    window_offsets = torch.empty(b, num_dst, dtype=torch.int32, device=device)
+    top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)
     if offsets is None:
         score = torch.empty(b, n, dtype=torch.float32, device=device)
         k.laplacian_score_kernel[(_cdiv(n, 64), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=64, BLOCK_C=64)
-        offsets = torch.empty(b, num_dst, dtype=torch.int32, device=device)
-        k.window_offsets_kernel[(_cdiv(num_dst, 256), b)](score, offsets, n, grid_w, hs, ws, RELEASED=released, BLOCK=256)
-        offsets_stride = num_dst
+        given, given_stride, mode = score, 0, 1 if released else 0
     else:
-        offsets = offsets.reshape(offsets.shape[0], num_dst).to(torch.int32).contiguous()
-        offsets_stride = 0 if offsets.shape[0] == 1 else num_dst
-    row = torch.empty(b, n, dtype=torch.int32, device=device)
+        given = offsets.reshape(offsets.shape[0], num_dst).to(torch.int32).contiguous()
+        score, given_stride, mode = given, (0 if given.shape[0] == 1 else num_dst), 2
+    k.anchor_rows_kernel[(hs, b)](score, given, given_stride, window_offsets, top, n, grid_w, hs, ws,
+                                  MODE=mode, BLOCK_W=_pow2(ws))
+    # 2. unit rows in [sources | anchors] order, each source's token, the anchors' slots
+    units = torch.empty_like(metric)
     src_tok = torch.empty(b, num_src, dtype=torch.int32, device=device)
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
-    k.bipartite_rows_kernel[(b,)](offsets, offsets_stride, row, src_tok, slot, n, grid_w, hs, ws, kept,
-                                  BLOCK=1024, num_warps=4)
-    units = torch.empty_like(metric)
-    k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, row, units, n, c, BLOCK_T=32, BLOCK_C=64)
-
+    k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
+                                          kept, BLOCK_T=32, BLOCK_C=64)
+    # 3. best anchor of every source, the anchors split so that the grid fills the GPU
     m_tiles = _cdiv(num_src, SIM_BLOCK_M)
-    # Split the anchors so that the grid fills the GPU a few times over (B is small).
     splits = max(1, min(_cdiv(num_dst, 4 * SIM_BLOCK_N), _cdiv(4 * _sm_count(device), m_tiles * b)))
     per_split = _cdiv(_cdiv(num_dst, splits), SIM_BLOCK_N) * SIM_BLOCK_N
     splits = _cdiv(num_dst, per_split)
@@ -93,8 +101,28 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     if device.type == "cuda":
         launch.update(num_warps=SIM_WARPS, num_stages=SIM_STAGES)
     k.best_anchor_kernel[(m_tiles, splits, b)](units, sim, idx, n, c, num_src, num_dst, per_split, **launch)
-    k.select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=2048, num_warps=8)
+    # 4. radix select of the r most similar sources (4 digit passes), then their slots
+    chunks = _cdiv(num_src, SELECT_BLOCK)
+    hist = torch.zeros(b, 4, 256, dtype=torch.int32, device=device)
+    for p in range(4):
+        k.radix_hist_kernel[(chunks, b)](sim, idx, hist, num_src, splits, r, PASS=p, BLOCK=SELECT_BLOCK)
+    counts = torch.empty(b, 2, chunks, dtype=torch.int32, device=device)
+    k.tie_count_kernel[(chunks, b)](sim, hist, counts, num_src, splits, r, chunks, BLOCK=SELECT_BLOCK)
+    k.source_slots_kernel[(chunks, b)](sim, idx, hist, counts, src_tok, slot, n, num_src, splits, r, chunks,
+                                       BLOCK=SELECT_BLOCK, MAX_CHUNKS=_pow2(chunks))
     return slot
+
+
+def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """``[B, N - r, C]`` -> ``[B, N, C]``: token n takes row ``slot[n]``."""
+    k = _triton()
+    y, slot = y.contiguous(), slot.contiguous()
+    b, num_in, c = y.shape
+    n = slot.shape[1]
+    out = torch.empty(b, n, c, dtype=y.dtype, device=y.device)
+    block_c = 128 if c > 64 else 64
+    k.gather_rows_kernel[(_cdiv(n, 32), _cdiv(c, block_c), b)](y, slot, out, n, c, num_in, BLOCK_T=32, BLOCK_C=block_c)
+    return out
 
 
 def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:

@@ -5,12 +5,12 @@
 * ``token_unmerge(y, slot)``: one gather;
 * ``kv_pool(x, alpha, ...)``: IE-KVD.
 
-Three custom ops (``torch.library``, one schema each, with fake implementations so
+Four custom ops (``torch.library``, one schema each, with fake implementations so
 ``torch.compile(fullgraph=True)`` traces them as opaque nodes with static shapes) hold the work:
-``bigain::merge_plan``, ``bigain::token_merge`` and ``bigain::kv_pool``. Each runs the Triton
-kernels of :mod:`bigain_export.kernels` when the tensor can take them (CUDA, Triton installed) and
-:mod:`bigain_export.ops.reference` otherwise; both write the same canonical slot map. Unmerge stays
-plain ``torch.gather``: it is one kernel already, and Inductor fuses it into the residual add.
+``bigain::merge_plan``, ``bigain::token_merge``, ``bigain::token_unmerge`` and ``bigain::kv_pool``.
+Each runs the Triton kernels of :mod:`bigain_export.kernels` when the tensor can take them (CUDA,
+Triton installed) and :mod:`bigain_export.ops.reference` otherwise; both write the same canonical
+slot map.
 
 During ``torch.onnx.export`` each operator becomes ONE node of the ``bigain.ai`` domain (see
 :mod:`bigain_export.export.onnx_ops`), whose attributes carry the static configuration and which a
@@ -76,6 +76,20 @@ def _(x, slot, num_out, num_dst):
     return x.new_empty(x.shape[0], num_out, x.shape[2])
 
 
+@torch.library.custom_op("bigain::token_unmerge", mutates_args=())
+def token_unmerge_op(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """``[B, N - r, C]`` -> ``[B, N, C]``: every token takes its slot's row."""
+    launch = _kernels()
+    if launch.available(y):
+        return launch.unmerge(y, slot)
+    return reference.unmerge(y, slot)
+
+
+@token_unmerge_op.register_fake
+def _(y, slot):
+    return y.new_empty(y.shape[0], slot.shape[1], y.shape[2])
+
+
 @torch.library.custom_op("bigain::kv_pool", mutates_args=())
 def kv_pool_op(x: torch.Tensor, alpha: torch.Tensor, grid_h: int, grid_w: int, s: int) -> torch.Tensor:
     """IE-KVD ``[B, N, C]`` -> ``[B, N / s^2, C]``; ``alpha`` float32 with 1 or B elements."""
@@ -138,7 +152,7 @@ def token_unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         from ..export.onnx_ops import emit_token_unmerge
 
         return emit_token_unmerge(y, slot)
-    return reference.unmerge(y, slot)
+    return token_unmerge_op(y, slot)
 
 
 def kv_pool(
