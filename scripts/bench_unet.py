@@ -160,7 +160,9 @@ def main() -> None:
     parser.add_argument("--model", default="sd2", choices=("sd2", "dit-xl2"))
     parser.add_argument("--res", type=int, nargs="+", default=[512, 768, 1024])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--modes", nargs="+", default=["compile"], choices=["eager", "compile"])
+    parser.add_argument("--modes", nargs="+", default=["compile"], choices=["eager", "compile", "cudagraphs"],
+                        help="compile = torch.compile default mode; cudagraphs = mode='reduce-overhead' "
+                        "(CUDA graphs: no CPU launch cost, as in a deployed engine)")
     parser.add_argument("--eager-only", nargs="*", default=["tomesd r=0.5", "tomesd r=0.7"], metavar="METHOD",
                         help="methods timed eagerly only (tomesd's Python-side plan breaks compiled graphs)")
     parser.add_argument("--batch", type=int, default=2)
@@ -185,9 +187,9 @@ def main() -> None:
             for mode in modes:
                 patch(bench.model, method)
                 model = bench.model
-                if mode == "compile":
+                if mode in ("compile", "cudagraphs"):
                     torch._dynamo.reset()
-                    model = torch.compile(bench.model)
+                    model = torch.compile(bench.model, mode="reduce-overhead" if mode == "cudagraphs" else None)
                 t0 = time.time()
                 try:
                     with torch.inference_mode():
