@@ -46,6 +46,11 @@ class CallState:
         self.plans: dict[int, torch.Tensor] = {}  # num_tokens -> slot map (plan_reuse only)
 
     def start_call(self, sample_hw: tuple[int, int], timestep: Any) -> None:
+        # A Python-number timestep becomes a tensor here: torch.compile treats an int stored on
+        # an object as a constant (one graph per timestep), a stored tensor as a graph input.
+        # (scalar_tensor keeps a dynamic int symbolic; as_tensor/tensor specialise on its value)
+        if timestep is not None and not isinstance(timestep, torch.Tensor):
+            timestep = torch.scalar_tensor(timestep, dtype=torch.float32)
         self.sample_hw, self.timestep, self.plans = sample_hw, timestep, {}
 
     def end_call(self) -> None:
@@ -78,10 +83,6 @@ class CallState:
         t = self.timestep
         if t is None:
             raise UnsupportedModelError("a scheduled alpha needs the timestep; call the model with timestep=")
-        if not isinstance(t, torch.Tensor):
-            # as_tensor of a Python number: under torch.compile a dynamic int stays symbolic
-            # (torch.tensor(t) baked each value in and recompiled per timestep)
-            t = torch.as_tensor(t, dtype=torch.float32, device=device)
         alpha = scheduled_alpha(
             t.to(device), self.config.alpha_start, self.config.alpha_end, self.num_train_timesteps
         )
