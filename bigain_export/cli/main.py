@@ -15,7 +15,7 @@ import sys
 from ..errors import BigainError
 
 # Data-flow order: what users run first comes first in --help.
-SUBCOMMANDS = ("export", "build", "compare", "validate", "check")
+SUBCOMMANDS = ("export", "build", "compare", "validate", "check", "sweep")
 
 
 def _placeholder(subparsers, name: str, reason: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,34 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _check_writable(out: Path) -> None:
+    """Fail at once (not after hours of measuring) when ``out`` cannot hold the results."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ValidationError(f"--out {str(out)!r} is not a writable folder ({exc.strerror or exc})") from None
+
+
+@torch.no_grad()
+def preflight(opener: PointOpener, points: Sequence[SweepPoint], sample_shape: tuple[int, ...], device) -> None:
+    """One batch-1 call of every point's eager patched model per task, before any long work: a
+    config the model cannot take (blocks it lacks, a factor that does not divide its token grid)
+    fails here with its one-line error."""
+    x = torch.zeros((1, *sample_shape), device=device)
+    t = torch.full((1,), 500, dtype=torch.long, device=device)
+    y = torch.zeros((1,), dtype=torch.long, device=device)
+    seen = set()
+    for point in points:
+        for task in ("classification", "generation"):
+            key = (point.entry, repr(opener.config_for(point, task)))
+            if key not in seen:
+                seen.add(key)
+                with opener.eager(point, task) as model:
+                    model(x, t, y)
+
+
 def run_sweep(
     denoiser,
     points: Sequence[SweepPoint],
@@ -154,6 +183,7 @@ def run_sweep(
     device = images.device
     out = Path(out_dir) if out_dir is not None else None
     if main and out is not None:
+        _check_writable(out)
         remove_report(out)  # a killed run must not leave the previous report looking current
     records = PointRecords(out / "points") if out is not None else None
     has_engines = any(p.mode == "engine" for p in points)
@@ -162,6 +192,8 @@ def run_sweep(
                          engine_dir=None if out is None else out / "engines",
                          engine_backend=_resolve_backend(engine_backend) if has_engines else engine_backend,
                          batch=val.batch_size, device=str(device), compile_backend=compile_backend)
+
+    preflight(opener, points, tuple(images.shape[1:]), device)
 
     # -- facts: everything a part's result depends on --------------------------------------------
     world = rank_and_world()[1]
