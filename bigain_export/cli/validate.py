@@ -23,6 +23,7 @@ from typing import Any
 
 
 DATA_CHOICES = ("fmnist-test", "fmnist-train")
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -175,7 +176,7 @@ def _cache_dir(arg: str | None) -> Path:
     return Path(base) / "bigain-export" / "fid"
 
 
-def _settings(args, denoiser, schedule, batch_size: int, has_engine: bool):
+def _settings(args, denoiser, schedule, batch_size: int):
     from ..validate.run import ValidationSettings
     from ..validate.sampling import SamplingConfig
 
@@ -184,10 +185,6 @@ def _settings(args, denoiser, schedule, batch_size: int, has_engine: bool):
         tolerances["drift_max_abs"] = args.drift_max_abs
     if args.drift_rel_l2 is not None:
         tolerances["drift_rel_l2"] = args.drift_rel_l2
-    if tolerances:
-        # Drift tolerances judge the engine against the eager model with the same config; the
-        # eager methods differ from each other by design (that is what BiGain changes).
-        tolerances["drift_methods"] = ["engine"] if has_engine else []
     sampling = None
     if not args.no_fid:
         guided = args.guidance != 1
@@ -212,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
     from ..models.registry import load_denoiser
+    from ..validate.provenance import Provenance, engine_facts, method_facts, model_facts
     from ..validate.run import TaskEps, validate
     from ..validate.schedule import ClassifierSchedule
 
@@ -231,6 +229,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             methods["eager-same-config"] = _patched_eps(denoiser, config)
     reference = "eager-same-config" if "eager-same-config" in methods else "eager-none"
+    dtype = args.dtype
+    facts = {"eager-none": method_facts(None, dtype=dtype)}
+    if "eager-same-config" in methods:
+        facts["eager-same-config"] = method_facts(
+            {"classify": config.for_task("classification"), "generate": config.for_task("generation")}
+            if args.paper_alpha else config, dtype=dtype)
     metadata = {
         "model": args.model, "config": config.to_dict(), "config_label": config.describe(),
         "engine": args.engine, "paper_alpha": args.paper_alpha, "data": args.data, "limit": args.limit,
@@ -241,14 +245,19 @@ def run(args: argparse.Namespace) -> int:
         batch_size = args.batch_size
         if args.engine:
             methods["engine"], engine_batch = _open_engine(args.engine, config, stack)
+            engine = methods["engine"].engine
+            facts["engine"] = method_facts(config, backend=engine.manifest.backend,
+                                           dtype=PRECISION_DTYPES[engine.spec.precision], engine=engine_facts(engine))
             if batch_size not in (None, engine_batch):
                 raise ConfigError(f"--batch-size {batch_size} is not allowed with this engine; allowed: {engine_batch}")
             batch_size = engine_batch
-        settings = _settings(args, denoiser, schedule, batch_size or 32, bool(args.engine))
+        settings = _settings(args, denoiser, schedule, batch_size or 32)
         report = validate(
             methods, images.to(device), labels, settings, args.out, reference_method=reference,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
-            resume=args.resume,
+            resume=args.resume, provenance=Provenance(
+                model=model_facts(denoiser, args.model), methods=facts, data_source=args.data,
+                data_limit=args.limit, device=device),
         )
     if int(os.environ.get("RANK", "0")) == 0:
         for name, m in report["methods"].items():
