@@ -130,7 +130,7 @@ def test_resume_skips_finished_points_and_remeasures_changed_ones(tmp_path, monk
     caplog.set_level(logging.WARNING, logger="bigain_export.sweep.records")
     changed = sweep(tmp_path, grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"], resume=True)
     assert counter.classified == [1] and counter.sampled == [0, 1]
-    assert "sweep point m: classify was measured with other settings (point.config.ratio: 0.5 -> 0.7)" in caplog.text
+    assert "sweep point m: classify was measured with other settings (method.config.classify.ratio 0.5 vs 0.7)" in caplog.text
     assert changed["points"][1]["config"]["ratio"] == 0.7
     fresh = sweep(tmp_path / "fresh", grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"])
     assert _numbers(changed) == _numbers(fresh)

@@ -31,7 +31,7 @@ from ..errors import EngineError
 from ..patch import bigain_patched
 from ..validate.checkpoint import _file_stem
 from ..validate.distributed import barrier, is_main_process
-from .grid import SweepPoint
+from .grid import SweepPoint, is_random
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +66,26 @@ class PointOpener:
     def config_for(self, point: SweepPoint, task: str) -> BiGainConfig:
         return point.config.for_task(task) if self.paper_alpha else point.config
 
-    def recipe(self, point: SweepPoint) -> dict[str, Any]:
-        """What the point runs, per task (checkpoint facts): configs, and the engine build settings."""
-        out: dict[str, Any] = {task: self.config_for(point, task).to_dict() for task in TASKS}
+    def method_facts(self, point: SweepPoint, sharding: int = 1) -> dict[str, Any]:
+        """What the point runs (``provenance.method_facts``): config per task, backend, dtype, the
+        engine it builds, and for ToMe's random anchors their seed and the process count (the
+        draws follow the call order, which sharding changes)."""
+        from ..validate.provenance import method_facts, planned_engine_facts
+
+        configs = {"classify": self.config_for(point, "classification"), "generate": self.config_for(point, "generation")}
+        dtype = str(self.denoiser.dtype).replace("torch.", "")
+        extra: dict[str, Any] = {}
+        if is_random(point.config):
+            extra.update(anchor_seed=point.seed, processes=sharding)
         if point.mode == "engine":
-            out["engine"] = {"backend": self.engine_backend, "batch": self.batch, "precision": "fp32"}
+            engines = {task: planned_engine_facts(self.model_hash, config, backend=self.engine_backend, precision="fp32",
+                                                  batch=self.batch, sample_shape=self.denoiser.sample_shape)
+                       for task, config in configs.items()}
+            return method_facts(configs, backend=self.engine_backend, dtype="float32", engine=engines, **extra)
         if point.mode == "compile":
-            out["compile"] = {"backend": self.compile_backend, "fullgraph": True}
-        return out
+            extra["compile"] = {"backend": self.compile_backend, "fullgraph": True}
+        unpatched = {task: (config if config.enabled else None) for task, config in configs.items()}
+        return method_facts(unpatched, backend=point.mode, dtype=dtype, **extra)
 
     @contextlib.contextmanager
     def eager(self, point: SweepPoint, task: str) -> Iterator[torch.nn.Module]:

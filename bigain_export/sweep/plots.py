@@ -58,7 +58,7 @@ def plot_tradeoff(report: Mapping[str, Any], quality: str) -> bytes:
                   f"{report['run']['device_name']})")
     ax.set_ylabel("top-1 accuracy (%)" if quality == "accuracy" else "FID (lower is better)")
     ax.set_title(f"{'accuracy' if quality == 'accuracy' else 'FID'} vs latency "
-                 f"({report['run']['model']['spec']}; star = uncompressed)", fontsize=10)
+                 f"({report['run']['model']['id']}; star = uncompressed)", fontsize=10)
     ax.grid(alpha=0.3)
     if points:
         ax.legend(fontsize=7, loc="best")

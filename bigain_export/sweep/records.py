@@ -2,11 +2,12 @@
 
 A point is measured in **parts** (``classify``, ``fid@<seed>``, ``drift``, ``latency``, ``flops``),
 so a run cut off mid-point (a 600 s GPU call, a preemption) loses at most one part. Each part is
-saved with its **facts**: everything that can change its result (model identity and weight hash,
-the point's full config, mode and seed, the engine recipe, the data digest, the protocol,
-device, package versions). A part is reused only when the facts of the new run are identical;
-otherwise it is measured again and the log names the first setting that differs, so a
-checkpoint never vouches for something it did not measure.
+saved with its **facts**, ``validate.provenance.measured_facts`` (model identity and weight hash,
+the point's full config per task, backend, dtype, planned engine, seed, data bytes, device,
+package versions, drift reference) narrowed to the settings that part depends on (``run.py``). A
+part is reused only when the new run's facts are identical (``provenance.fingerprint``);
+otherwise it is measured again and the log names the first fact that differs, so a checkpoint
+never vouches for something it did not measure.
 
 Layout: ``<out>/points/<stem>.json`` (``validate.checkpoint``'s file names), written atomically
 after every part::
@@ -17,7 +18,6 @@ after every part::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from ..validate.atomic import atomic_write
 from ..validate.checkpoint import _file_stem
+from ..validate.provenance import compare_paths, fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +34,12 @@ SCHEMA = "bigain-export/sweep-point"
 VERSION = 1
 
 
-def facts_fingerprint(facts: Mapping[str, Any]) -> str:
-    """sha256 of the facts as canonical JSON (sorted keys)."""
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def first_difference(old: Any, new: Any, path: str = "") -> str | None:
-    """``"config.ratio: 0.5 -> 0.7"`` for the first differing leaf of two fact trees, else None."""
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        for key in sorted(set(old) | set(new), key=str):
-            found = first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if found:
-                return found
-        return None
-    if old != new:
-        show = lambda v: json.dumps(v, default=str)[:60]  # noqa: E731
-        return f"{path or 'facts'}: {show(old)} -> {show(new)}"
-    return None
+def first_difference(old: Any, new: Any) -> str | None:
+    """``"method.config.classify.ratio 0.5 vs 0.7"`` for the first differing fact, else None."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return None if old == new else "the facts"
+    lines = compare_paths(old, new, [(key,) for key in sorted(set(old) | set(new))])
+    return lines[0] if lines else None
 
 
 class PointRecords:
@@ -81,8 +71,8 @@ class PointRecords:
         saved = self._read(name).get(part)
         if not isinstance(saved, dict):
             return None
-        facts = json.loads(json.dumps(facts, default=str))  # the form it was saved in
-        if saved.get("fingerprint") != facts_fingerprint(facts) or saved.get("facts") != facts:
+        facts = json.loads(json.dumps(facts))  # the form it was saved in
+        if saved.get("fingerprint") != fingerprint(facts) or saved.get("facts") != facts:
             logger.warning("sweep point %s: %s was measured with other settings (%s): measuring it again",
                            name, part, first_difference(saved.get("facts"), facts) or "fingerprint differs")
             return None
@@ -91,7 +81,7 @@ class PointRecords:
     def save(self, name: str, part: str, facts: Mapping[str, Any], result: Mapping[str, Any]) -> None:
         """Add (or replace) ``part`` in ``name``'s record; the file is rewritten atomically."""
         parts = self._read(name)
-        facts = json.loads(json.dumps(facts, default=str))
-        parts[part] = {"fingerprint": facts_fingerprint(facts), "facts": facts, "result": dict(result)}
+        facts = json.loads(json.dumps(facts))
+        parts[part] = {"fingerprint": fingerprint(facts), "facts": facts, "result": dict(result)}
         record = {"schema": SCHEMA, "version": VERSION, "name": name, "parts": parts}
         atomic_write(self._path(name), json.dumps(record, allow_nan=True) + "\n")

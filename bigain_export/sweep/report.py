@@ -10,7 +10,9 @@ Layout of ``<out>/``::
     engines/                   engines built for engine points
 
 ``sweep.json``: ``{"schema": "bigain-export/sweep-report", "schema_version": 1, "created",
-"reference": name, "settings", "run", "labels": [N], "points": [{name, group, entry, mode, seed,
+"reference": name, "settings", "run": {model, device_name, world_size, metadata},
+"provenance": {"run": validate.provenance run facts, "methods": {point: method facts},
+"fid_reference": facts}, "labels": [N], "points": [{name, group, entry, mode, seed,
 config, label, accuracy, accuracy_ci95, correct, num_images, eps_calls, predictions, fid, fid_std,
 fid_per_seed, fid_num_images, drift, latency, flops_per_call, flops_per_image, engine, seconds,
 vs_reference: {acc_drop, fid_rise, fid_rise_pct, speedup, mcnemar}, pareto: {accuracy, fid}}],
@@ -110,7 +112,7 @@ def _seed_groups(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def build_sweep_report(
     points: Sequence[SweepPoint], measured: Mapping[str, Mapping[str, Mapping[str, Any]]], *,
     settings: Mapping[str, Any], labels: Sequence[int], run: Mapping[str, Any],
-    budget: Budget | None = None, skipped: Sequence[Mapping[str, str]] = (),
+    provenance: Mapping[str, Any] | None = None, budget: Budget | None = None, skipped: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Assemble the report dict (module docstring) from each point's part results."""
     entries = [_point_entry(p, measured[p.name]) for p in points]
@@ -136,7 +138,8 @@ def build_sweep_report(
     report = {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "reference": reference["name"], "settings": dict(settings), "run": dict(run), "labels": list(labels),
+        "reference": reference["name"], "settings": dict(settings), "run": dict(run),
+        "provenance": dict(provenance or {}), "labels": list(labels),
         "points": entries, "pareto": fronts, "seed_groups": _seed_groups(entries), "paired": paired,
         "skipped": list(skipped),
         "answer": fastest_within(entries, reference, budget) if budget is not None and budget.active else None,
@@ -158,7 +161,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     """A person's view of the report: the trade-off table first, the answer, then the details."""
     ref = report["reference"]
     lines = ["# Sweep: accuracy, FID and latency per configuration", "",
-             f"Created {report['created']}; model `{report['run']['model']['spec']}`; measured on "
+             f"Created {report['created']}; model `{report['run']['model']['id']}`; measured on "
              f"{report['run']['device_name']}; reference `{ref}` (uncompressed, eager). "
              "P = on the Pareto front (acc: accuracy vs latency, fid: FID vs latency).", "",
              "| point | mode | accuracy % (95% CI) | vs ref (points) | FID (sd over seeds) | eps drift rel L2 "
@@ -194,7 +197,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for s in report.get("skipped") or []:
         lines += ["", f"Skipped {s['point']}: {s['reason']}."]
     lines += ["", "![accuracy vs latency](accuracy_vs_latency.png)", "", "![FID vs latency](fid_vs_latency.png)",
-              "", "## Settings", "", "```json", json.dumps({"settings": report["settings"], "run": report["run"]},
+              "", "## Settings", "", "```json", json.dumps({"settings": report["settings"], "run": report["run"],
+                                                                          "packages": report["provenance"]["run"]["packages"]},
                                                               indent=2), "```", ""]
     return "\n".join(lines)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .. import __version__
 from ..errors import ValidationError
-from ..validate.checkpoint import fingerprint
+from ..validate.atomic import check_writable
 from ..validate.distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
 from ..validate.drift import DriftInputs, drift, eps_outputs
-from ..validate.fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, data_key, fid_against
-from ..validate.fid import reference_statistics
+from ..validate.fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, fid_against, reference_statistics
+from ..validate.provenance import Provenance, fid_reference_facts, measured_facts, model_facts, run_facts
 from ..validate.run import ValidationSettings
-from .grid import SweepPoint, is_random
+from .grid import SweepPoint
 from .latency import LatencySettings, device_name, flops_per_call, latency_inputs, measure_latency
 from .methods import PointOpener
 from .pareto import Budget
@@ -99,16 +97,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-def _check_writable(out: Path) -> None:
-    """Fail at once (not after hours of measuring) when ``out`` cannot hold the results."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ValidationError(f"--out {str(out)!r} is not a writable folder ({exc.strerror or exc})") from None
-
-
 @torch.no_grad()
 def preflight(opener: PointOpener, points: Sequence[SweepPoint], sample_shape: tuple[int, ...], device) -> None:
     """One batch-1 call of every point's eager patched model per task, before any long work: a
@@ -146,6 +134,8 @@ def run_sweep(
     budget: Budget | None = None,
     skipped: Sequence[Mapping[str, str]] = (),
     metadata: Mapping[str, Any] | None = None,
+    data_source: str | None = None,
+    data_limit: int | None = None,
 ) -> dict[str, Any]:
     """Measure every point (reusing checkpointed parts when ``resume``) and write the report.
 
@@ -162,12 +152,13 @@ def run_sweep(
         resume: reuse the finished parts of an earlier run with identical facts.
         budget: the ``--max-acc-drop`` / ``--max-fid-rise`` question to answer.
         skipped: points the grid could not include, with reasons (reported).
+        data_source, data_limit: where the images came from and the ``--limit`` (recorded in the
+            provenance, ``validate``'s ``Provenance`` fields).
 
     Returns:
         The sweep report dict (``report.py``), on every rank.
     """
     from ..engine.build import _resolve_backend
-    from ..engine.manifest import model_sha256
 
     points = list(points)
     if not points or points[0].mode != "eager" or not points[0].uncompressed:
@@ -179,66 +170,60 @@ def run_sweep(
         raise ValidationError(f"images {tuple(images.shape)} / labels {tuple(labels.shape)} do not fit the model; "
                               f"allowed: [N, {', '.join(map(str, denoiser.sample_shape))}] and [N]")
     val = settings.validation
+    lat = settings.latency
     main = is_main_process()
     device = images.device
     out = Path(out_dir) if out_dir is not None else None
     if main and out is not None:
-        _check_writable(out)
+        check_writable(out, what="--out")
         remove_report(out)  # a killed run must not leave the previous report looking current
     records = PointRecords(out / "points") if out is not None else None
     has_engines = any(p.mode == "engine" for p in points)
-    model_hash = model_sha256(denoiser)
-    opener = PointOpener(denoiser, model_hash=model_hash, paper_alpha=settings.paper_alpha,
+    model = model_facts(denoiser, model_spec)
+    opener = PointOpener(denoiser, model_hash=model["sha256"], paper_alpha=settings.paper_alpha,
                          engine_dir=None if out is None else out / "engines",
                          engine_backend=_resolve_backend(engine_backend) if has_engines else engine_backend,
                          batch=val.batch_size, device=str(device), compile_backend=compile_backend)
-
     preflight(opener, points, tuple(images.shape[1:]), device)
 
-    # -- facts: everything a part's result depends on --------------------------------------------
+    # -- facts (validate.provenance): everything a part's result depends on -----------------------
     world = rank_and_world()[1]
-    run_facts = {
-        "package": __version__, "torch": torch.__version__, "device": device.type,
-        "model": {"spec": model_spec, "name": denoiser.name, "sha256": model_hash, "dtype": str(denoiser.dtype),
-                  "sample_shape": list(denoiser.sample_shape), "num_classes": denoiser.num_classes},
-        "batch_size": val.batch_size,
-    }
-    data_digest = fingerprint({}, images, labels, {})
+    methods = {p.name: opener.method_facts(p, sharding=world) for p in points}
+    provenance = Provenance(model=model, methods=methods, data_source=data_source, data_limit=data_limit,
+                            device=str(device))
+    validation_facts = val.to_dict()
     fid_count = min(val.fid_images or images.shape[0], images.shape[0])
-    if val.sampling is not None and main and feature_fn is None:
-        feature_fn = InceptionFeatures(device=device)
-    feature_key = getattr(feature_fn, "key", None)
-    ref_images = images if fid_reference is None else fid_reference
-    if val.sampling is None:
-        fid_ref_key = None
-    elif isinstance(ref_images, FIDStats):
-        fid_ref_key = [ref_images.key, ref_images.num_images]
-    else:
-        fid_ref_key = data_key(ref_images.cpu(), str(feature_key))
-    fid_ref_key = gather(fid_ref_key)[0]
+    # Shared by every part; each part adds the settings it depends on (an added FID seed, say,
+    # leaves the classification parts valid).
+    run = run_facts(provenance, {k: validation_facts[k] for k in ("num_classes", "scheduler_config", "batch_size")},
+                    images, labels)
 
-    def point_facts(point: SweepPoint) -> dict[str, Any]:
-        facts = {**run_facts, "point": point.identity(), "recipe": opener.recipe(point)}
-        if is_random(point.config) or point.mode == "engine":
-            facts["world_size"] = world  # the random draws (and engine padding) follow the call order
-        return facts
+    # The FID reference (rank 0, like validate): statistics first, their content is a fact.
+    reference_stats = None
+    if val.sampling is not None and main:
+        if feature_fn is None:
+            feature_fn = InceptionFeatures(device=device)
+        reference_stats = fid_reference if isinstance(fid_reference, FIDStats) else reference_statistics(
+            (images if fid_reference is None else fid_reference).cpu(), feature_fn, fid_cache_dir)
+    fid_facts = fid_reference_facts(reference_stats, getattr(feature_fn, "key", None))
 
     def part_facts(point: SweepPoint, part: str) -> dict[str, Any]:
-        facts = point_facts(point)
+        part_settings, drift_reference, part_run = dict(run["settings"]), None, dict(run)
         if part == "classify":
-            facts.update(data=data_digest, num_images=int(images.shape[0]), scheduler=val.to_dict()["scheduler_config"],
-                         classifier=val.to_dict()["classifier"])
+            part_settings["classifier"] = validation_facts["classifier"]
         elif part.startswith("fid@"):
-            sampling = dataclasses.replace(val.sampling, seed=int(part[4:]))
-            facts.update(data=data_digest, fid_images=fid_count, sampling=sampling.to_dict(),
-                         scheduler=val.to_dict()["scheduler_config"], fid_reference=fid_ref_key, features=feature_key)
+            part_settings.update(sampling=dataclasses.replace(val.sampling, seed=int(part[4:])).to_dict(),
+                                 fid_images=fid_count)
+            part_run["fid_reference"] = fid_facts
         elif part == "drift":
-            facts.update(drift=val.to_dict()["drift"], reference="uncompressed eager model, same weights")
+            part_settings["drift"] = validation_facts["drift"]
+            drift_reference = methods[points[0].name]
         elif part == "latency":
-            facts.update(latency=settings.latency.to_dict(), device_name=device_name(device))
-        elif part == "flops":
-            facts.update(latency_batch=settings.latency.batch, timestep=settings.latency.timestep)
-        return facts
+            part_settings["latency"] = {**lat.to_dict(), "device": device_name(device)}
+        else:
+            part_settings["flops"] = {"batch": lat.batch, "timestep": lat.timestep}
+        part_run["settings"] = part_settings
+        return {"part": part, **measured_facts(part_run, methods[point.name], drift_reference)}
 
     parts = ["classify"]
     if val.sampling is not None:
@@ -249,7 +234,6 @@ def run_sweep(
 
     calls_per_image = val.schedule.calls_per_image(val.num_classes)
     steps_rows = 0 if val.sampling is None else val.sampling.num_steps * (2 if val.sampling.guided else 1)
-    lat = settings.latency
 
     def work(part: str) -> float:
         if part == "classify":
@@ -273,14 +257,6 @@ def run_sweep(
                 cache["drift"] = (inputs, eps_outputs(ref, inputs, val.batch_size))
         return cache["drift"]
 
-    def fid_stats() -> FIDStats:
-        if "fid" not in cache:
-            if isinstance(ref_images, FIDStats):
-                cache["fid"] = ref_images
-            else:
-                cache["fid"] = reference_statistics(ref_images.cpu(), feature_fn, fid_cache_dir)
-        return cache["fid"]
-
     # -- one part of one point ---------------------------------------------------------------------
     def measure(point: SweepPoint, part: str) -> dict[str, Any]:
         start = time.perf_counter()
@@ -300,7 +276,7 @@ def run_sweep(
                                          batch_size=val.batch_size, device=device, progress=progress and main)
             result = {"fid": None, "fid_num_images": fid_count}
             if main:
-                result["fid"] = fid_against(compute_statistics(samples, feature_fn), fid_stats())
+                result["fid"] = fid_against(compute_statistics(samples, feature_fn), reference_stats)
         elif part == "drift":
             inputs, ref_out = drift_reference()
             with opener.open(point, "classification") as (fn, _):
@@ -349,8 +325,8 @@ def run_sweep(
     if main:
         report = build_sweep_report(
             points, measured, settings=settings.to_dict(), budget=budget, skipped=skipped,
-            labels=labels.tolist(), run={**run_facts, "device_name": device_name(device), "world_size": world,
-                                         "data": data_digest, "metadata": dict(metadata or {})},
+            labels=labels.tolist(), provenance={"run": run, "methods": methods, "fid_reference": fid_facts},
+            run={"model": model, "device_name": device_name(device), "world_size": world, "metadata": dict(metadata or {})},
         )
         if out is not None:
             write_sweep_report(report, out)
