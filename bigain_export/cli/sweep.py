@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
         denoiser, points, images.to(device), labels, settings, args.out, model_spec=args.model,
         fid_reference=fid_reference, fid_cache_dir=_cache_dir(args.fid_cache), engine_backend=args.backend,
         resume=args.resume, progress=not args.no_progress, budget=budget, skipped=skipped,
-        metadata={"data": args.data, "limit": args.limit, "fid_reference": args.fid_reference or "the --data images"},
+        metadata={"fid_reference": args.fid_reference or "the --data images"},
+        data_source=args.data, data_limit=args.limit,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         table = render_markdown(report).split("\n## ")[0]  # the table and the answer

@@ -137,7 +137,7 @@ def fastest_within(points: Sequence[Point], reference: Point, budget: Budget) ->
     if speedup is not None:
         facts.append(f"{speedup:.2f}x the speed of {reference['name']}")
     if change["acc_drop"] is not None:
-        facts.append(f"accuracy {100 * best['accuracy']:.1f}% ({-change['acc_drop']:+.1f} points)")
+        facts.append(f"accuracy {100 * best['accuracy']:.1f}% ({0.0 - change['acc_drop'] + 0.0:+.1f} points)")
     if change["fid_rise"] is not None:
         facts.append(f"FID {best['fid']:.2f} ({change['fid_rise']:+.2f})")
     if best["name"] == reference["name"]:
