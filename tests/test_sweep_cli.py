@@ -115,6 +115,7 @@ def test_engine_points_build_onnx_runtime_engines(model_and_data, tmp_path):
     assert engine["latency"]["timer"] == "perf_counter" and engine["flops_per_call"] == by_name["m"]["flops_per_call"]
     assert engine["predictions"] == by_name["m"]["predictions"]  # the engine classifies like eager
     assert engine["drift"]["reference"] == "none"
+    assert engine["vs_eager"]["point"] == "m" and engine["vs_eager"]["same_prediction"] == 1.0
     built = sorted(p.name for p in (out / "engines").iterdir())
     assert len(built) == 2
     assert _sweep(model, data, out, *args) == 0  # resumed: nothing rebuilt

@@ -15,7 +15,8 @@ Layout of ``<out>/``::
 "fid_reference": facts}, "labels": [N], "points": [{name, group, entry, mode, seed,
 config, label, accuracy, accuracy_ci95, correct, num_images, eps_calls, predictions, fid, fid_std,
 fid_per_seed, fid_num_images, drift, latency, flops_per_call, flops_per_image, engine, seconds,
-vs_reference: {acc_drop, fid_rise, fid_rise_pct, speedup, mcnemar}, pareto: {accuracy, fid}}],
+vs_reference: {acc_drop, fid_rise, fid_rise_pct, speedup, mcnemar}, vs_eager: {point, same_prediction,
+mcnemar} | null (compile and engine points), pareto: {accuracy, fid}}],
 "pareto": {"accuracy": [names], "fid": [names]}, "seed_groups": {group: {...}}, "paired": [...],
 "skipped": [...], "answer": {...} | null}``. Metrics not measured are ``null``.
 """
@@ -126,6 +127,14 @@ def build_sweep_report(
             **change, "speedup": ref_lat / lat if lat and ref_lat else None,
             "mcnemar": paired_comparison(correct, ref_correct) if correct and ref_correct else None,
         }
+    eager = {(e["entry"], e["seed"]): e for e in entries if e["mode"] == "eager"}
+    for e in entries:  # engines and compiled models against the eager model they come from
+        twin = eager.get((e["entry"], e["seed"])) if e["mode"] != "eager" else None
+        preds, twin_preds = e.get("predictions"), twin and twin.get("predictions")
+        e["vs_eager"] = None if not (preds and twin_preds) else {
+            "point": twin["name"], "same_prediction": sum(a == b for a, b in zip(preds, twin_preds)) / len(preds),
+            "mcnemar": paired_comparison(_correct(e, labels), _correct(twin, labels)),
+        }
     fronts = {"accuracy": pareto_front(entries, "accuracy", True), "fid": pareto_front(entries, "fid", False)}
     for e in entries:
         e["pareto"] = {key: e["name"] in names for key, names in fronts.items()}
@@ -189,6 +198,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {group} | {', '.join(map(str, g['seeds']))} | {_pct(g['accuracy_mean'])} ± "
                          f"{_pct(g['accuracy_std'])} [{_pct(g['accuracy_min'])}, {_pct(g['accuracy_max'])}] | "
                          f"{_num(g['fid_mean'], '.2f')} ± {_num(g['fid_std'], '.2f')} |")
+    twins = [e for e in report["points"] if e.get("vs_eager")]
+    if twins:
+        lines += ["", "## Compiled models and engines vs their eager model", "",
+                  "| point | eager point | same prediction % | right only here / only eager | p |", "|---|---|---:|---:|---:|"]
+        for e in twins:
+            v = e["vs_eager"]
+            lines.append(f"| {e['name']} | {v['point']} | {_pct(v['same_prediction'])} | "
+                         f"{v['mcnemar']['only_a']} / {v['mcnemar']['only_b']} | {v['mcnemar']['mcnemar_p']:.2g} |")
     if report["paired"]:
         lines += ["", "## Paired comparisons (McNemar, same images and noise)", "",
                   "| A vs B | right only under A | only under B | p |", "|---|---:|---:|---:|"]

@@ -16,6 +16,7 @@ and writes the report. Every point sees the same classifier noise, sampling seed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..backends.precision import strict_fp32
 from ..errors import ValidationError
 from ..validate.atomic import check_writable
 from ..validate.distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
@@ -184,13 +186,20 @@ def run_sweep(
                          engine_dir=None if out is None else out / "engines",
                          engine_backend=_resolve_backend(engine_backend) if has_engines else engine_backend,
                          batch=val.batch_size, device=str(device), compile_backend=compile_backend)
-    preflight(opener, points, tuple(images.shape[1:]), device)
+    with strict_fp32():
+        preflight(opener, points, tuple(images.shape[1:]), device)
+
+    # fp32 means fp32 (backends/precision.py): eager models without TF32, like fp32 engines.
+    fp32 = denoiser.dtype == torch.float32
+
+    def precision():
+        return strict_fp32() if fp32 else contextlib.nullcontext()
 
     # -- facts (validate.provenance): everything a part's result depends on -----------------------
     world = rank_and_world()[1]
     methods = {p.name: opener.method_facts(p, sharding=world) for p in points}
     provenance = Provenance(model=model, methods=methods, data_source=data_source, data_limit=data_limit,
-                            device=str(device))
+                            device=str(device), extra={"tf32": "off" if fp32 else "default"})
     validation_facts = val.to_dict()
     fid_count = min(val.fid_images or images.shape[0], images.shape[0])
     # Shared by every part; each part adds the settings it depends on (an added FID seed, say,
@@ -311,7 +320,8 @@ def run_sweep(
                 measured[point.name][part] = saved
                 tracker.advance(work(part), None)
                 continue
-            result = measure(point, part)
+            with precision():
+                result = measure(point, part)
             if main and records is not None:
                 records.save(point.name, part, facts, result)
             measured[point.name][part] = result
