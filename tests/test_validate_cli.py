@@ -63,7 +63,7 @@ def test_validate_then_check(tiny_model_and_data, tmp_path, capsys):
 def test_json_config_and_bad_config(tiny_model_and_data, tmp_path, capsys):
     model, data = tiny_model_and_data
     config = json.dumps({"preset": "bigain-kv", "downsample": 2})
-    assert _validate(model, data, tmp_path / "r", config, "--paper-alpha") == 0
+    assert _validate(model, data, tmp_path / "r", config, "--alpha", "paper") == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["settings"]["run"]["config"]["kv"] == "bigain"
     assert report["settings"]["run"]["paper_alpha"] is True

@@ -1,13 +1,17 @@
 """``bigain-export check REPORT --baseline BASELINE``: the CI gate over validation reports.
 
-Exit status: 0 with one ``PASS`` line; 1 with one ``FAIL`` line per violated tolerance; 2 when a
-file is unreadable or not a report (the dispatcher prints the error naming the file).
+Exit status: 0 with one ``PASS`` line; 1 with one ``FAIL`` line per violated tolerance (or per
+baseline method missing from the report, or engine without measured drift); 2 when a file is
+unreadable, not a consistent report, or the two reports were measured on different models, data,
+settings, configs or engine builds (one line naming the differences; see ``validate/gate.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from .args import add_drift_limit_args, nonnegative_float
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -20,19 +24,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("report", metavar="REPORT", help="report.json (or its folder) to judge")
     parser.add_argument("--baseline", required=True, metavar="BASELINE", help="trusted report.json (or folder)")
     parser.add_argument(
-        "--max-acc-drop", type=float, default=0.5, metavar="PP",
+        "--max-acc-drop", type=nonnegative_float, default=0.5, metavar="PP",
         help="allowed accuracy drop in percentage points (default 0.5)",
     )
     parser.add_argument(
         "--max-fid-rise", default="1%", metavar="X[%]",
         help="allowed FID rise: absolute (0.5) or relative to the baseline (1%%, the default)",
     )
-    parser.add_argument("--drift-max-abs", type=float, default=None, metavar="X",
-                        help="max |eps_engine - eps_eager| allowed for engine methods (on top of the report's tolerance)")
-    parser.add_argument("--drift-rel-l2", type=float, default=None, metavar="X",
-                        help="max relative L2 engine drift allowed (on top of the report's tolerance)")
-    parser.add_argument("--drift-mean-abs", type=float, default=None, metavar="X",
-                        help="max mean |eps_engine - eps_eager| (default: the report's, 1e-4 for fp32 engines, 1e-2 fp16/bf16)")
+    add_drift_limit_args(parser, recorded=False)
     parser.add_argument("--method", action="append", default=None, metavar="NAME",
                         help="report method to check (repeatable; default: all)")
     parser.add_argument("--baseline-method", default=None, metavar="NAME",
