@@ -35,7 +35,7 @@ def published_args(model: str, fid: bool = True, grid: bool = True) -> list[str]
     sampler = "euler" if "unet" in model else "ddim"
     args = ["--grid-file", str(GRID)] if grid else []
     args += ["--modes", "eager", "engine", "--seeds", "0", "1", "2", "--sampler", sampler,
-            "--guidance", "1", "--paper-alpha", "--batch-size", "250", "--max-acc-drop", "1.0", "--resume"]
+            "--guidance", "1", "--alpha", "paper", "--batch-size", "250", "--max-acc-drop", "1.0", "--resume"]
     if fid:
         args += ["--fid-seeds", "0", "1", "2", "--fid-reference", "fmnist-test", "--max-fid-rise", "5%"]
     return args

@@ -49,6 +49,18 @@ def test_sweep_answers_the_budget_and_resumes(model_and_data, tmp_path, capsys):
     assert again["points"][1]["seconds"] == report["points"][1]["seconds"]  # loaded, not measured
 
 
+def test_alpha_paper_gives_kv_points_the_papers_alpha_per_task(model_and_data, tmp_path):
+    model, data = model_and_data
+    assert _sweep(model, data, tmp_path, "--grid", "none", "kv=bigain-kv", "todo", "--alpha", "paper", "--no-fid") == 0
+    methods = json.loads((tmp_path / "sweep.json").read_text())["provenance"]["methods"]
+    assert methods["kv"]["config"]["classify"]["alpha"] == 0.9 and methods["kv"]["config"]["generate"]["alpha"] is None
+    assert methods["todo"]["config"]["classify"] == methods["todo"]["config"]["generate"]  # alpha is ToDo's 1
+    assert methods["none"]["config"] == {"classify": None, "generate": None}  # unpatched
+    assert _sweep(model, data, tmp_path / "fixed", "--grid", "kv=bigain-kv", "--alpha", "0.5", "--no-fid") == 0
+    fixed = json.loads((tmp_path / "fixed" / "sweep.json").read_text())["provenance"]["methods"]["kv"]["config"]
+    assert fixed["classify"]["alpha"] == fixed["generate"]["alpha"] == 0.5
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--grid", "fastest"], "--grid entry 'fastest': preset 'fastest' is not known"),
     (["--no-fid", "--max-fid-rise", "5%"], "--no-fid cannot be combined with --fid-seeds or --max-fid-rise"),
@@ -56,6 +68,8 @@ def test_sweep_answers_the_budget_and_resumes(model_and_data, tmp_path, capsys):
     (["--grid", "none", "tome", "--modes", "warp"], None),  # argparse: invalid choice, exit 2
     (["--grid", "bad=bigain-merge:dit_blocks=[7]", "--no-fid"], "dit_blocks has [7], but the model has 3 blocks"),
     (["--grid", "kv=bigain-kv:downsample=3", "--no-fid"], "downsample=3 does not divide the 8x8 token grid"),
+    (["--paper-alpha", "--no-fid"], "--paper-alpha was renamed; use --alpha paper"),
+    (["--device", "cuda:7", "--no-fid"], "--device 'cuda:7' is not available here"),
 ])
 def test_bad_arguments_fail_at_once_with_one_line(model_and_data, tmp_path, capsys, extra, message):
     model, data = model_and_data

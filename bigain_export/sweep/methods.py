@@ -122,7 +122,7 @@ class PointOpener:
         from ..engine.build import build_engine, load_engine
 
         try:  # an engine left by an earlier (possibly interrupted) run of the same recipe
-            engine = load_engine(path, config=config, model_hash=self.model_hash)
+            engine = load_engine(path, config=config, model_hash=self.model_hash, denoiser=self.denoiser)
             if engine.spec.batch == self.batch and engine.manifest.backend == self.engine_backend:
                 return engine
         except EngineError:
@@ -144,7 +144,7 @@ class PointOpener:
         if is_main_process():
             self._load_or_build(config, path)
         barrier()  # the other ranks load what rank 0 built
-        engine = load_engine(path, config=config, model_hash=self.model_hash)
+        engine = load_engine(path, config=config, model_hash=self.model_hash, denoiser=self.denoiser)
         info = {"path": str(path), "backend": engine.manifest.backend,
                 "manifest_sha256": file_sha256(path / MANIFEST_NAME), "build_drift": engine.manifest.drift}
         torch.manual_seed(point.seed)
