@@ -46,13 +46,14 @@ def data(n: int = 4):
     return torch.rand(n, 1, 32, 32, generator=g) * 2 - 1, torch.tensor([0, 3, 9, 1, 5, 7][:n])
 
 
-def settings(fid_seeds=(0, 1), **changes) -> SweepSettings:
+def settings(fid_seeds=(0, 1), chunk=500, **changes) -> SweepSettings:
     validation = ValidationSettings(
         num_classes=10, scheduler_config=arch.SCHEDULER_CONFIG, schedule=ClassifierSchedule.uniform(2),
         sampling=SamplingConfig(num_steps=3, guidance_scale=2.0, null_label=10), drift_inputs=3, batch_size=8,
     )
     validation = dataclasses.replace(validation, **changes)
-    return SweepSettings(validation, fid_seeds=fid_seeds, latency=LatencySettings(batch=8, warmup=1, repeats=2))
+    return SweepSettings(validation, fid_seeds=fid_seeds, latency=LatencySettings(batch=8, warmup=1, repeats=2),
+                         classify_chunk=chunk)
 
 
 GRID = ["none", "m=bigain-merge:ratio=0.5", "kv=bigain-kv"]
@@ -130,7 +131,7 @@ def test_resume_skips_finished_points_and_remeasures_changed_ones(tmp_path, monk
     caplog.set_level(logging.WARNING, logger="bigain_export.sweep.records")
     changed = sweep(tmp_path, grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"], resume=True)
     assert counter.classified == [1] and counter.sampled == [0, 1]
-    assert "sweep point m: classify was measured with other settings (method.config.classify.ratio 0.5 vs 0.7)" in caplog.text
+    assert "sweep point m: classify@0 was measured with other settings (method.config.classify.ratio 0.5 vs 0.7)" in caplog.text
     assert changed["points"][1]["config"]["ratio"] == 0.7
     fresh = sweep(tmp_path / "fresh", grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"])
     assert _numbers(changed) == _numbers(fresh)
@@ -155,6 +156,23 @@ def test_resume_never_reuses_another_models_or_datas_points(tmp_path, monkeypatc
     counter.classified.clear()
     sweep(tmp_path, denoiser=micro_dit(seed=1), images=(imgs * 0.5, labels), s=settings(classifier_seed=1), resume=True)
     assert len(counter.classified) == 3
+
+
+def test_classification_in_chunks_equals_one_pass_and_a_larger_limit_reuses_them(tmp_path, monkeypatch):
+    whole = sweep(tmp_path / "whole", images=data(5), s=settings(sampling=None))
+    counter = Counter(monkeypatch)
+    chunked = sweep(tmp_path / "chunked", images=data(5), s=settings(sampling=None, chunk=2), resume=True)
+    assert len(counter.classified) == 3 * 3  # 3 points x chunks [0:2], [2:4], [4:5]
+    assert _numbers(chunked) == _numbers(whole)
+    assert [p["num_images"] for p in chunked["points"]] == [5, 5, 5]
+    assert chunked["points"][1]["accuracy_ci95"] == whole["points"][1]["accuracy_ci95"]
+
+    # Six images: only the new chunk [4:6] is classified; drift, latency and FLOPs are kept.
+    counter.classified.clear()
+    grown = sweep(tmp_path / "chunked", images=data(6), s=settings(sampling=None, chunk=2), resume=True)
+    assert len(counter.classified) == 3 * 1
+    assert [p["seconds"]["latency"] for p in grown["points"]] == [p["seconds"]["latency"] for p in chunked["points"]]
+    assert _numbers(grown) == _numbers(sweep(tmp_path / "six", images=data(6), s=settings(sampling=None)))
 
 
 def test_seeds_make_random_tome_reproducible_and_give_its_spread(tmp_path):
@@ -191,7 +209,7 @@ def _worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        report = sweep(out_dir, images=data(5), resume=True)
+        report = sweep(out_dir, images=data(5), s=settings(chunk=2), resume=True)  # chunks cross the shards
         if rank == 1:  # every rank holds the report
             torch.save(report, result_file)
     finally:

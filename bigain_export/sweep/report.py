@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 
 from ..validate.atomic import atomic_write
 from ..validate.report import _finite_or_none
-from ..validate.stats import paired_comparison
+from ..validate.stats import paired_comparison, wilson_interval
 from .grid import SweepPoint
 from .pareto import Budget, fastest_within, latency_ms, pareto_front, quality_change
 from .plots import plot_tradeoff
@@ -47,8 +47,20 @@ def remove_report(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _classification(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The classification chunks (``classify@<first image>``) of a point merged, in image order."""
+    chunks = sorted(((int(k.split("@")[1]), r) for k, r in parts.items() if k.startswith("classify@")),
+                    key=lambda c: c[0])
+    if not chunks:
+        return {}
+    correct, total = sum(r["correct"] for _, r in chunks), sum(r["num_images"] for _, r in chunks)
+    return {"accuracy": correct / total if total else None, "accuracy_ci95": list(wilson_interval(correct, total)),
+            "correct": correct, "num_images": total, "eps_calls": sum(r["eps_calls"] for _, r in chunks),
+            "predictions": [p for _, r in chunks for p in r["predictions"]], "engine": chunks[0][1].get("engine")}
+
+
 def _point_entry(point: SweepPoint, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    cls = parts.get("classify", {})
+    cls = _classification(parts)
     fids = {key[4:]: r.get("fid") for key, r in parts.items() if key.startswith("fid@")}
     values = [v for v in fids.values() if v is not None]
     flops = parts.get("flops", {})

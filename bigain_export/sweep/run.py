@@ -2,7 +2,8 @@
 
 Per point, in parts (each checkpointed, see ``records.py``):
 
-1. ``classify``: diffusion-classifier accuracy with its Wilson interval (``classify_sharded``);
+1. ``classify@<first image>``: diffusion-classifier predictions of a chunk of images
+   (``classify_sharded``); the report merges the chunks into accuracy and its Wilson interval;
 2. ``fid@<seed>`` for each sampling seed: samples (``sample_sharded``) and their FID against the
    reference statistics (rank 0), so FID gets error bars over seeds;
 3. ``drift``: eps drift against the uncompressed eager model on fixed random inputs;
@@ -33,7 +34,8 @@ from ..validate.atomic import check_writable
 from ..validate.distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
 from ..validate.drift import DriftInputs, drift, eps_outputs
 from ..validate.fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, fid_against, reference_statistics
-from ..validate.provenance import Provenance, fid_reference_facts, measured_facts, model_facts, run_facts
+from ..validate.provenance import (Provenance, data_facts, fid_reference_facts, measured_facts, model_facts,
+                                   run_facts, tensor_sha256)
 from ..validate.run import ValidationSettings
 from .grid import SweepPoint
 from .latency import LatencySettings, device_name, flops_per_call, latency_inputs, measure_latency
@@ -43,6 +45,8 @@ from .records import PointRecords
 from .report import build_sweep_report, remove_report, write_sweep_report
 
 logger = logging.getLogger(__name__)
+
+CLASSIFY_CHUNK = 500  # images per classification part (500 x 125 denoiser rows with 10 classes)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,15 @@ class SweepSettings:
         fid_seeds: sampling seeds; each gives one FID per point (mean and spread are reported).
         latency: how latency is measured (default: at ``validation.batch_size``).
         paper_alpha: BiGain KV downsampling with the paper's per-task alpha.
+        classify_chunk: images per classification part: a part fits one time-limited call, and
+            a run on more images (a larger ``--limit``) reuses the chunks it shares with a smaller one.
     """
 
     validation: ValidationSettings
     fid_seeds: tuple[int, ...] = (0,)
     latency: LatencySettings | None = None
     paper_alpha: bool = False
+    classify_chunk: int = CLASSIFY_CHUNK
 
     def __post_init__(self) -> None:
         seeds = tuple(self.fid_seeds)
@@ -69,12 +76,14 @@ class SweepSettings:
             raise ValidationError(f"--fid-seeds {' '.join(map(str, seeds)) or '(none)'} is not allowed; "
                                   "allowed: distinct integers")
         object.__setattr__(self, "fid_seeds", seeds)
+        if isinstance(self.classify_chunk, bool) or not isinstance(self.classify_chunk, int) or self.classify_chunk < 1:
+            raise ValidationError(f"classify_chunk={self.classify_chunk!r} is not allowed; allowed: an integer >= 1")
         if self.latency is None:
             object.__setattr__(self, "latency", LatencySettings(batch=self.validation.batch_size))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.validation.to_dict(), "fid_seeds": list(self.fid_seeds),
-                "latency": self.latency.to_dict(), "paper_alpha": self.paper_alpha}
+        return {**self.validation.to_dict(), "fid_seeds": list(self.fid_seeds), "latency": self.latency.to_dict(),
+                "paper_alpha": self.paper_alpha, "classify_chunk": self.classify_chunk}
 
 
 class _Progress:
@@ -216,15 +225,26 @@ def run_sweep(
             (images if fid_reference is None else fid_reference).cpu(), feature_fn, fid_cache_dir)
     fid_facts = fid_reference_facts(reference_stats, getattr(feature_fn, "key", None))
 
+    # Classification in chunks of images: each its own part, keyed on its own images' bytes and
+    # global offset (the noise seeds), so a larger --limit reuses the chunks already measured.
+    n = images.shape[0]
+    chunks = {f"classify@{a}": (a, min(a + settings.classify_chunk, n)) for a in range(0, n, settings.classify_chunk)}
+    chunk_data = {part: {**data_facts(images[a:b], labels[a:b], source=data_source), "offset": a}
+                  for part, (a, b) in chunks.items()}
+    # Generation sees only the first fid_count labels (and the FID reference, a fact of its own).
+    fid_data = {"source": data_source, "labels_sha256": tensor_sha256(labels[:fid_count]), "num_images": fid_count}
+
     def part_facts(point: SweepPoint, part: str) -> dict[str, Any]:
-        part_settings, drift_reference, part_run = dict(run["settings"]), None, dict(run)
-        if part == "classify":
+        """The facts ``part`` of ``point`` depends on: the run's, narrowed to what the part uses."""
+        part_settings, drift_reference, part_run = dict(run["settings"]), None, {**run, "data": None}
+        if part in chunks:
             part_settings["classifier"] = validation_facts["classifier"]
+            part_run["data"] = chunk_data[part]
         elif part.startswith("fid@"):
             part_settings.update(sampling=dataclasses.replace(val.sampling, seed=int(part[4:])).to_dict(),
                                  fid_images=fid_count)
-            part_run["fid_reference"] = fid_facts
-        elif part == "drift":
+            part_run.update(data=fid_data, fid_reference=fid_facts)
+        elif part == "drift":  # drift, latency and FLOPs see no data
             part_settings["drift"] = validation_facts["drift"]
             drift_reference = methods[points[0].name]
         elif part == "latency":
@@ -234,7 +254,7 @@ def run_sweep(
         part_run["settings"] = part_settings
         return {"part": part, **measured_facts(part_run, methods[point.name], drift_reference)}
 
-    parts = ["classify"]
+    parts = list(chunks)
     if val.sampling is not None:
         parts += [f"fid@{s}" for s in settings.fid_seeds]
     if val.drift_inputs:
@@ -245,8 +265,8 @@ def run_sweep(
     steps_rows = 0 if val.sampling is None else val.sampling.num_steps * (2 if val.sampling.guided else 1)
 
     def work(part: str) -> float:
-        if part == "classify":
-            return images.shape[0] * calls_per_image
+        if part in chunks:
+            return (chunks[part][1] - chunks[part][0]) * calls_per_image
         if part.startswith("fid@"):
             return fid_count * steps_rows
         if part == "drift":
@@ -269,9 +289,10 @@ def run_sweep(
     # -- one part of one point ---------------------------------------------------------------------
     def measure(point: SweepPoint, part: str) -> dict[str, Any]:
         start = time.perf_counter()
-        if part == "classify":
+        if part in chunks:
+            a, b = chunks[part]
             with opener.open(point, "classification") as (fn, info):
-                cls = classify_sharded(fn, images, labels, num_classes=val.num_classes,
+                cls = classify_sharded(fn, images[a:b], labels[a:b], num_classes=val.num_classes, offset=a,
                                        scheduler_config=val.scheduler_config, schedule=val.schedule,
                                        batch_size=val.batch_size, generator=val.classifier_seed, progress=progress and main)
             result = {"accuracy": cls.accuracy, "accuracy_ci95": list(cls.interval), "correct": cls.correct,
@@ -347,8 +368,8 @@ def run_sweep(
 
 def _summary(part: str, result: Mapping[str, Any]) -> str:
     """A few words of a part's result for the progress log."""
-    if part == "classify":
-        return f"accuracy {100 * result['accuracy']:.1f}%"
+    if part.startswith("classify@"):
+        return f"accuracy {100 * result['accuracy']:.1f}% of {result['num_images']} images"
     if part.startswith("fid@") and result.get("fid") is not None:
         return f"FID {result['fid']:.2f}"
     if part == "drift":
