@@ -149,3 +149,10 @@ def test_one_vocabulary_across_subcommands():
         assert len(defaults) == 1, f"{flag} has defaults {defaults} across {commands}"
     for old in ("--feeds", "--dtype", "--batch", "--task", "--paper-alpha", "--max-drift-abs"):
         assert all(old not in options(c) for c in subparsers), f"{old} is still a documented flag"
+
+
+def test_the_parser_repeats_the_registry_names_exactly():
+    from bigain_export.cli import args
+    from bigain_export.models import registry
+
+    assert args.BUILTIN_MODELS == registry.BUILTIN_MODELS and args.DEFAULT_MODEL == registry.DEFAULT_MODEL
