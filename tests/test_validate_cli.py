@@ -9,17 +9,8 @@ import pytest
 import torch
 
 from bigain_export.cli.main import main
-from bigain_export.models import Denoiser, save_denoiser
-from bigain_export.models import architectures as arch
-
-
-def micro_dit() -> Denoiser:
-    """3 blocks on 8x8 tokens: the cheapest DiT that BiGain still patches (blocks 1 and 2)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = arch.build_dit({**arch.TINY_DIT_CONFIG, "num_layers": 3, "patch_size": 4})
-    return Denoiser(model, num_classes=10, sample_shape=(1, 32, 32), scheduler_config=arch.SCHEDULER_CONFIG,
-                    name="micro-dit").eval()
+from bigain_export.models import save_denoiser
+from tiny import micro_dit
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,10 @@ from typing import Any
 from ..config import PRESETS, BiGainConfig
 from ..errors import ConfigError
 
+# The registry's names, repeated so that building the parser imports no model code (diffusers
+# takes seconds to import; `--help`, `check` and `info` need none of it). A test keeps them equal.
+BUILTIN_MODELS = ("builtin:fmnist-dit", "builtin:fmnist-unet")
+DEFAULT_MODEL = "builtin:fmnist-dit"
 DEFAULT_CONFIG = "bigain-merge"
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_DRIFT_INPUTS = 16
@@ -100,8 +104,6 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_model_args(parser: argparse.ArgumentParser, *, from_engine: bool = False) -> None:
-    from ..models.registry import BUILTIN_MODELS, DEFAULT_MODEL
-
     default = f"the engine's model, else {DEFAULT_MODEL}" if from_engine else DEFAULT_MODEL
     parser.add_argument("--model", default=None, metavar="SPEC",
                         help=f"{' | '.join(BUILTIN_MODELS)} or a local diffusers folder (default: {default})")

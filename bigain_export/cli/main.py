@@ -42,8 +42,16 @@ def _unavailable(name: str, reason: str) -> int:
     return 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line, ``bigain-export CMD: error: ...`` (exit 2), like every other error;
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bigain-export",
         description="Bake BiGain token compression into diffusion-model engines (ONNX Runtime, "
         "TensorRT) and validate them against the eager PyTorch model.",
