@@ -229,8 +229,9 @@ def run(args: argparse.Namespace) -> int:
             check_writable(_cache_dir(args.fid_cache), what="--fid-cache")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     denoiser = load_denoiser(model, device, dtype)
-    if engine is not None:
-        engine = load_engine(args.engine, config=config, denoiser=denoiser)  # the engine belongs to this model
+    model_provenance = model_facts(denoiser, model)  # hashes the weights once, for the engine check too
+    if engine is not None:  # the engine belongs to this model: weights, shapes, classes, config
+        engine = load_engine(args.engine, config=config, denoiser=denoiser, model_hash=model_provenance["sha256"])
     images, labels = _load_data(args.data, args.limit, denoiser.sample_shape, denoiser.num_classes)
 
     dtype_name = PRECISION_DTYPES[args.precision]
@@ -262,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             methods, images.to(device), labels, settings, args.out, reference_method=reference,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
             resume=args.resume, provenance=Provenance(
-                model=model_facts(denoiser, model), methods=facts, data_source=args.data,
+                model=model_provenance, methods=facts, data_source=args.data,
                 data_limit=args.limit, device=device),
         )
     if int(os.environ.get("RANK", "0")) == 0:
