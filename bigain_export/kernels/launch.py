@@ -3,7 +3,8 @@
 :func:`available` says whether a tensor can take the kernel path: Triton importable, the tensor on
 a CUDA device (or Triton's CPU interpreter switched on with ``TRITON_INTERPRET=1``, which the CPU
 tests use) and a dtype the kernels handle (float16, bfloat16, float32; float64 stays on the
-reference). Nothing here is called directly by models: :mod:`bigain_export.ops.library` picks.
+reference; ``BIGAIN_KERNELS=reference`` forces the reference). Nothing here is called directly
+by models: :mod:`bigain_export.ops.library` picks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def interpreting() -> bool:
 
 
 def available(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` takes the kernels; ``BIGAIN_KERNELS=reference`` forces the reference
+    ops everywhere (to compare, or to rule the kernels out when debugging)."""
+    if os.environ.get("BIGAIN_KERNELS") == "reference":
+        return False
     if tensor.dtype not in KERNEL_DTYPES:
         return False
     if not (tensor.is_cuda or interpreting()):
