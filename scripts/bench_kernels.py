@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,9 @@ from bigain_export.config import BiGainConfig  # noqa: E402
 from bigain_export.ops import library  # noqa: E402
 from bigain_export.ops import reference as ref  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_unet import cuda_median_ms  # noqa: E402
+
 SHAPES = {  # name: (batch, grid side, channels, heads)
     "sd2-512": (2, 64, 320, 5),
     "sd2-768": (2, 96, 320, 5),
@@ -41,18 +43,7 @@ SHAPES = {  # name: (batch, grid side, channels, heads)
 
 
 def cuda_ms(fn, warmup: int = 5, iters: int = 50) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return cuda_median_ms(fn, warmup, iters)
 
 
 class Attention(torch.nn.Module):
