@@ -153,7 +153,9 @@ class BiGainConfig:
     def merged_count(self, num_tokens: int, grid_h: int, grid_w: int) -> int:
         """r: tokens removed from a layer of ``num_tokens`` tokens (a static Python int)."""
         num_dst = (grid_h // 2) * (grid_w // 2)
-        return min(int(num_tokens * self.ratio), num_tokens - num_dst) if self.merges else 0
+        if not self.merges or num_dst == 0:  # a grid of one row or column has no 2x2 window to merge into
+            return 0
+        return min(int(num_tokens * self.ratio), num_tokens - num_dst)
 
     # -- construction helpers -------------------------------------------------------------------
     @classmethod

@@ -132,3 +132,12 @@ def test_kv_downsample_per_sample_alpha():
 def test_scheduled_alpha_endpoints():
     alpha = ops.scheduled_alpha(torch.tensor([999, 0, 499.5]), 0.8, 1.2)
     torch.testing.assert_close(alpha, torch.tensor([0.8, 1.2, 1.0]))
+
+
+@pytest.mark.parametrize("h,w", [(1, 9), (7, 1), (1, 1)])
+def test_grids_without_a_window_merge_nothing(h, w):
+    x = _random_tokens(2, h, w, 3, seed=2)
+    r = BiGainConfig(ratio=0.7).merged_count(h * w, h, w)
+    assert r == 0
+    slot = ops.token_merge_plan(x, h, w, r, "window")
+    assert torch.equal(ops.unmerge(ops.merge(x, slot, h * w), slot), x)

@@ -270,3 +270,14 @@ def test_switches_refuse_models_without_the_layer():
     with pytest.raises(UnsupportedModelError, match="merge_crossattn=True, but block transformer_blocks.1 has no cross-attention"):
         apply_bigain(dit, BiGainConfig.preset("bigain-merge", merge_crossattn=True))
     assert patch_info(dit) is None
+
+
+def test_a_level_too_small_to_merge_passes_through_with_every_switch():
+    """A 1-token-wide level has no 2x2 window: r = 0, the block runs unmerged (no plan, no error),
+    with the crossattn/mlp switches too."""
+    unet = tiny_unet(sample_size=1)  # 1x1 latent: level 0 has a 1x1 token grid
+    sample, t, context = unet_inputs(size=1)
+    plain = run_unet(unet, (sample, t, context))
+    config = BiGainConfig.preset("bigain-merge", ratio=0.7, merge_crossattn=True, merge_mlp=True, plan_reuse=True)
+    with bigain_patched(unet, config):
+        torch.testing.assert_close(run_unet(unet, (sample, t, context)), plain)

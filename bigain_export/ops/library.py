@@ -49,7 +49,7 @@ def merge_plan_op(
     """Slot map ``[B, N]`` int64. ``offsets [B|1, H/2, W/2]``: given anchors (ToMe); ``None``: the
     Laplacian gate (``released`` picks the official code's grouping)."""
     launch = _kernels()
-    if launch.available(metric):
+    if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
         return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released)
     if offsets is None:
         score = reference.laplacian_score(metric, grid_h, grid_w)

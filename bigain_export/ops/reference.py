@@ -184,10 +184,12 @@ def merge_plan(metric: torch.Tensor, dst_idx: torch.Tensor, r: int) -> torch.Ten
     is_anchor = torch.zeros(b, n, dtype=torch.int8, device=metric.device).scatter_(1, dst_idx, 1)
     # Stable: sources first, in token order.
     src_idx = torch.argsort(is_anchor, dim=1, stable=True)[:, :num_src]
-    best_sim, best_dst = best_anchor(metric, src_idx, dst_idx)
-    edge_order = torch.argsort(best_sim, dim=1, descending=True, stable=True)
     merged = torch.zeros(b, num_src, dtype=torch.bool, device=metric.device)
-    merged.scatter_(1, edge_order[:, :r], True)
+    best_dst = torch.zeros(b, num_src, dtype=torch.long, device=metric.device)
+    if r > 0:  # (r = 0 also covers grids without a 2x2 window: nothing to compare with)
+        best_sim, best_dst = best_anchor(metric, src_idx, dst_idx)
+        edge_order = torch.argsort(best_sim, dim=1, descending=True, stable=True)
+        merged.scatter_(1, edge_order[:, :r], True)
     kept = num_src - r
     kept_pos = torch.cumsum((~merged).long(), dim=1) - 1
     src_slot = torch.where(merged, kept + best_dst, kept_pos)

@@ -94,7 +94,7 @@ def apply_bigain(obj: Any, config: BiGainConfig | None = None, **overrides: Any)
         if config.merges and config.merge_mlp:
             record.handles.append(block.ff.register_forward_pre_hook(lambda m, args, plan=plan: (plan.merge(args[0]), *args[1:])))
             record.handles.append(block.ff.register_forward_hook(lambda m, args, out, plan=plan: plan.unmerge(out)))
-        record.handles.append(block.register_forward_hook(lambda m, args, out, plan=plan: setattr(plan, "slot", None)))
+        record.handles.append(block.register_forward_hook(lambda m, args, out, plan=plan: plan.clear()))
     setattr(model, _RECORD, record)
     return model
 

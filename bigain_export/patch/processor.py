@@ -96,15 +96,21 @@ class BlockPlan:
     def __init__(self) -> None:
         self.slot: torch.Tensor | None = None
         self.grid: tuple[int, int] = (0, 0)
-        self.r = 0
+        self.r = -1  # -1: not set in this call; 0: nothing merged (identity)
+
+    def set(self, slot: torch.Tensor | None, grid: tuple[int, int], r: int) -> None:
+        self.slot, self.grid, self.r = slot, grid, r
+
+    def clear(self) -> None:
+        self.set(None, (0, 0), -1)
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
-        if self.slot is None:
+        if self.r < 0:
             raise UnsupportedModelError("block plan missing: the block's self-attention did not run first")
-        return library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r)
+        return x if self.r == 0 else library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
-        return library.token_unmerge(y, self.slot)
+        return y if self.r == 0 else library.token_unmerge(y, self.slot)
 
 
 class MergedQueryProcessor:
@@ -156,8 +162,8 @@ class BiGainAttnProcessor:
         grid_h, grid_w = self.state.grid_for(num_tokens)
 
         queries, slot = hidden_states, None
-        if config.merges:
-            r = config.merged_count(num_tokens, grid_h, grid_w)
+        r = config.merged_count(num_tokens, grid_h, grid_w)
+        if r > 0:
             reused = self.state.plans.get(num_tokens) if config.plan_reuse else None
             if reused is not None:
                 slot = reused
@@ -169,7 +175,7 @@ class BiGainAttnProcessor:
                 queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor)
                 if config.plan_reuse:
                     self.state.plans[num_tokens] = slot
-            self.plan.slot, self.plan.grid, self.plan.r = slot, (grid_h, grid_w), r
+        self.plan.set(slot, (grid_h, grid_w), r)
         keys_values = None
         if config.pools_kv:
             alpha = self.state.alpha(hidden_states.dtype, hidden_states.device)
