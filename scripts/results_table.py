@@ -233,6 +233,7 @@ def main() -> None:
             methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
             reference_method=next(iter(methods)), fid_reference=fid_ref, feature_fn=features,
             fid_cache_dir=args.fid_cache, metadata=metadata, resume=True,
+            drift_references={n: "eager:" + n.split(":", 1)[1] for n in methods if n.startswith("engine:")},
             provenance=provenance.Provenance(model=model, methods=facts, data_source="fmnist-test",
                                              data_limit=args.limit, device=args.device),
         )
