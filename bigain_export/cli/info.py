@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         "outputs:    " + ", ".join(f"{t.name} {list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in spec.outputs),
         f"bigain.ai:  {manifest.custom_nodes or 'no custom nodes'}",
         f"drift:      {_drift_text(manifest.drift)}",
-        f"built with: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())),
+        "built with: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())),
         "files:",
     ]
     lines += [f"  {name:<22} sha256 {f['sha256'][:16]}…  {'verified' if f['verified'] else 'NOT VERIFIED'}"
