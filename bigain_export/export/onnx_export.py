@@ -48,14 +48,18 @@ def custom_node_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainConfig) -> onnx.ModelProto:
-    """Patch, trace and unpatch; returns the in-memory model with local functions attached."""
+    """Patch, trace and unpatch; returns the in-memory model with local functions attached.
+
+    What is traced is the denoiser's network (``Denoiser.network_module``): its inputs are the
+    spec's, i.e. class labels or a text pipeline's embeddings (and SDXL's added conditions).
+    """
     inputs = spec.sample_inputs()
     args = tuple(inputs[t.name] for t in spec.inputs)
     apply_bigain(denoiser, config)
     try:
         with torch.no_grad():
             program = torch.onnx.export(
-                denoiser, args, dynamo=True, opset_version=STANDARD_OPSET,
+                denoiser.network_module(), args, dynamo=True, opset_version=STANDARD_OPSET,
                 input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
                 external_data=False, verbose=False,
             )
@@ -121,7 +125,7 @@ def export_onnx(
             f"anchor={config.anchor!r} draws a new random pattern at every call and cannot be baked into "
             f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
         )
-    spec = DenoiserSpec(batch, tuple(denoiser.sample_shape), precision)
+    spec = DenoiserSpec.for_denoiser(denoiser, batch, precision)
     original = (denoiser.device, denoiser.dtype)
     # Trace on the CPU: the fake outputs of torch.onnx.ops.symbolic are CPU tensors (torch 2.11
     # on CUDA failed with "found two different devices cpu, cuda:0"); tracing computes nothing.
