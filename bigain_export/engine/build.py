@@ -5,6 +5,7 @@ An engine is a directory::
     <engine>/model.onnx        bigain.ai nodes + local functions (any ONNX runtime runs it)
     <engine>/model.plan        TensorRT only: the serialized engine
     <engine>/manifest.json     config, model id and hash, shapes, precision, opset, versions, drift
+    <engine>/config.json       the network's diffusers config (EngineUNet / EngineTransformer read it)
 
 It is assembled in a temporary sibling directory and moved into place only when complete, so a
 failed build leaves nothing half-written and never damages an existing engine.
@@ -118,6 +119,9 @@ def build_engine(
         log.info("[1/%d] exporting %s (%s) to ONNX ...", steps, denoiser.name, config.describe())
         exported = export_onnx(denoiser, config, staging / ONNX_NAME, batch=batch, precision=precision, inline_copy=inline_copy)
         files = {ONNX_NAME: file_sha256(exported.path)}
+        from .diffusers_modules import write_network_config
+
+        files.update(write_network_config(denoiser, staging, exported))
         if backend == "trt":
             from ..backends.trt import build_plan
 
@@ -126,8 +130,8 @@ def build_engine(
             files[PLAN_NAME] = file_sha256(staging / PLAN_NAME)
         manifest = Manifest(
             model=denoiser.name, model_sha256=model_sha256(denoiser), config=config.to_dict(),
-            spec=DenoiserSpec(batch, tuple(denoiser.sample_shape), precision).to_dict(), backend=backend,
-            opset=exported.opset, files=files, custom_nodes=exported.custom_nodes,
+            spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
+            opset=exported.opset, files=files, custom_nodes=exported.custom_nodes, patched=exported.patched,
         )
         engine = Engine(staging, manifest)
         log.info("[%d/%d] measuring drift against the eager model on %s ...", steps, steps, backend)
@@ -170,9 +174,11 @@ class EngineEpsFn:
             eps = eps_fn(sample, timestep, labels)
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, condition=None):
         self.engine = engine
         self.batch = engine.spec.batch
+        # labels -> the engine's conditioning inputs (Denoiser.condition); default: labels as they are
+        self.condition = condition or (lambda labels: {"class_labels": labels})
         self._runner = None
 
     def __enter__(self) -> "EngineEpsFn":
@@ -196,8 +202,10 @@ class EngineEpsFn:
         feed = {
             "sample": sample.detach().float().cpu().numpy(),
             "timestep": timestep.detach().long().cpu().numpy(),
-            "class_labels": torch.as_tensor(class_labels).detach().long().cpu().numpy(),
         }
+        dtypes = {c.name: c.torch_dtype for c in self.engine.spec.conditions}
+        for name, value in self.condition(torch.as_tensor(class_labels)).items():
+            feed[name] = value.detach().to(dtypes.get(name, value.dtype)).cpu().numpy()
         self.engine.spec.check_feed(feed, str(self.engine.path))
         eps = self._runner.infer(feed)["eps"]
         return torch.from_numpy(np.asarray(eps)).to(sample.device)

@@ -69,6 +69,7 @@ class Manifest:
     custom_nodes: dict[str, int]
     versions: dict[str, str] = field(default_factory=versions)
     drift: dict[str, Any] | None = None
+    patched: dict[str, Any] | None = None  # blocks and UNet levels patched (unet_levels=None resolved)
     manifest_version: int = MANIFEST_VERSION
 
     @property
@@ -77,7 +78,7 @@ class Manifest:
 
     @property
     def denoiser_spec(self) -> DenoiserSpec:
-        return DenoiserSpec(self.spec["batch"], tuple(self.spec["sample_shape"]), self.spec["precision"])
+        return DenoiserSpec.from_dict(self.spec)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -37,6 +37,7 @@ class ExportResult:
     inlined_path: Path | None
     custom_nodes: dict[str, int]  # op_type -> count
     opset: int
+    patched: dict | None = None  # {"blocks": [...], "unet_levels": [...] or None}: what the config resolved to
 
 
 def custom_node_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -146,4 +147,14 @@ def export_onnx(
     if inline_copy:
         inlined = path.with_suffix(".inlined.onnx")
         save_model_atomically(onnx.inliner.inline_local_functions(model), inlined)
-    return ExportResult(path, inlined, counts, STANDARD_OPSET)
+    return ExportResult(path, inlined, counts, STANDARD_OPSET, patched_blocks(denoiser, config))
+
+
+def patched_blocks(denoiser: torch.nn.Module, config: BiGainConfig) -> dict:
+    """The blocks (and UNet levels) ``config`` patches in ``denoiser``: ``unet_levels=None`` resolved."""
+    from ..patch.adapters import layout_of
+    from ..patch.apply import resolve_model
+
+    layout = layout_of(resolve_model(denoiser), config)
+    levels = None if layout.unet_levels is None else list(layout.unet_levels)
+    return {"blocks": [t.name for t in layout.targets], "unet_levels": levels}
