@@ -3,7 +3,7 @@
 Each builder writes ``model_index.json`` plus one subfolder per component with ``save_pretrained``
 (safetensors), like ``stable-diffusion-2-base``, ``stable-diffusion-xl-base-1.0`` and
 ``DiT-XL-2-256`` on disk, only a few channels wide: images 32x32 RGB, latents 4x16x16 (a VAE
-with one downsampling), CLIP text encoders with 8 tokens of width 16 and a byte-level vocabulary
+with one downsampling), CLIP text encoders with 32 tokens of width 16 and a byte-level vocabulary
 written here (no merges), so every prompt tokenises without downloading anything.
 
 * ``write_sd(folder)``: SD 2-style. UNet with cross-attention at level 0 (16x16 = 256 tokens).
@@ -24,7 +24,7 @@ import torch
 
 IMAGE_SIZE = 32
 LATENT_SIZE = 16
-MAX_TOKENS = 16
+MAX_TOKENS = 32
 DIT_LABELS = {"0": "tabby, tabby cat", "1": "golden retriever", "2": "goldfish", "3": "school bus"}
 
 

@@ -215,3 +215,36 @@ def bind_labels(denoiser: Denoiser, class_names: list[str]) -> Denoiser:
     )
     bound.label_names = known
     return bound
+
+
+def bind_classes(
+    denoiser: Denoiser,
+    class_names: list[str],
+    *,
+    prompts: list[str] | None = None,
+    prompt_template: str = DEFAULT_TEMPLATE,
+) -> Denoiser:
+    """The same network with candidates ``class_names``: prompts re-encoded (text) or labels matched.
+
+    Raises a one-line error for prompts given to a class-conditional model, or a text model
+    without its pipeline (nothing to encode prompts with).
+    """
+    if denoiser.conditioning.kind == "labels":
+        if prompts:
+            raise DataError(f"{denoiser.name} is class-conditional (labels, not text): the classes file's prompts "
+                            "cannot condition it; allowed: class names only")
+        if denoiser.class_names is not None and list(class_names) == list(denoiser.class_names):
+            return denoiser
+        return bind_labels(denoiser, list(class_names))
+    if denoiser.pipeline is None:
+        raise UnsupportedModelError(f"{denoiser.name}: no pipeline to encode class prompts with")
+    texts = list(prompts) if prompts else [prompt_template.format(name) for name in class_names]
+    if len(texts) != len(class_names):
+        raise DataError(f"{len(texts)} prompts for {len(class_names)} classes; allowed: one prompt per class")
+    resolution = denoiser.image_shape[-1]
+    return Denoiser(
+        denoiser.model, num_classes=len(class_names), sample_shape=denoiser.sample_shape,
+        scheduler_config=denoiser.scheduler_config, name=denoiser.name, class_names=list(class_names),
+        conditioning=encode_prompts(denoiser.pipeline, texts, resolution), space=denoiser.space,
+        pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
+    ).eval().requires_grad_(False)

@@ -144,6 +144,7 @@ def validate(
     metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
     resume: bool = False,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Measure every method and (on rank 0) write the report into ``out_dir``.
 
@@ -163,6 +164,9 @@ def validate(
         progress: tqdm bars.
         resume: checkpoint each finished method in ``<out_dir>/methods/`` and reuse checkpoints of
             an earlier run with the same settings, images and FID reference (needs ``out_dir``).
+        decode: model space -> images in [-1, 1] (``Denoiser.decode``: the VAE of a latent model),
+            applied to generated samples before FID and the sample grids. With it, ``images`` are
+            latents and ``fid_reference`` (statistics of real pixels) is required.
 
     Returns:
         The report dict (see ``report.py``), on every rank.
@@ -180,6 +184,8 @@ def validate(
         )
     if resume and out_dir is None:
         raise ValidationError("resume=True needs out_dir (checkpoints live in <out_dir>/methods)")
+    if decode is not None and fid_reference is None and settings.sampling is not None:
+        raise ValidationError("decode= (a latent model) needs fid_reference: statistics of real images, not latents")
     labels = torch.as_tensor(labels, dtype=torch.long)
     sample_shape = tuple(images.shape[1:])
     device = images.device
@@ -254,6 +260,8 @@ def validate(
                     sample_shape=sample_shape, config=settings.sampling, batch_size=settings.batch_size,
                     device=device, progress=progress and main,
                 )
+                if decode is not None:
+                    samples = decode(samples)  # latents -> images for FID and grids
                 entry["seconds"]["sample"] = time.perf_counter() - start
                 grids[name] = samples[:SAMPLES_PER_METHOD].cpu()
                 if main:
