@@ -133,8 +133,8 @@ def test_engine_module_refuses_another_pipeline(folders, engines):
         EngineUNet(engines["dit"].path)
     pipe = sd.pipeline
     pipe.unet = EngineUNet(engines["sdxl"].path)  # SDXL's engine in SD's pipeline: widths differ
-    with pytest.raises(EngineError, match=r"input 'encoder_hidden_states' has shape \[2, 16, 16\]; this engine takes \[2, 16, 32\]"):
-        pipe.unet(torch.randn(2, 4, 16, 16), 10, torch.randn(2, 16, 16),
+    with pytest.raises(EngineError, match=r"input 'encoder_hidden_states' has shape \[2, 32, 16\]; this engine takes \[2, 32, 32\]"):
+        pipe.unet(torch.randn(2, 4, 16, 16), 10, torch.randn(2, 32, 16),
                   added_cond_kwargs={"text_embeds": torch.randn(2, 16), "time_ids": torch.zeros(2, 6)})
 
 
