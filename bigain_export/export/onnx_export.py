@@ -109,6 +109,7 @@ def export_onnx(
     batch: int = 2,
     precision: str = "fp32",
     inline_copy: bool = False,
+    spec: DenoiserSpec | None = None,
 ) -> ExportResult:
     """Export ``denoiser`` with ``config`` baked in to ``path``.
 
@@ -119,6 +120,8 @@ def export_onnx(
         precision: ``fp32`` | ``fp16`` | ``bf16`` (the graph's compute dtype; I/O stays float32).
         inline_copy: also write ``<name>.inlined.onnx`` with the functions inlined, for runtimes
             that do not take model-local functions.
+        spec: the graph's I/O (default ``DenoiserSpec.for_denoiser(denoiser, batch, precision)``);
+            the optimum layout asks for a scalar timestep and ``out_sample``.
     """
     path = Path(path)
     if config.merges and config.anchor not in EXPORTABLE_ANCHORS:
@@ -126,7 +129,7 @@ def export_onnx(
             f"anchor={config.anchor!r} draws a new random pattern at every call and cannot be baked into "
             f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
         )
-    spec = DenoiserSpec.for_denoiser(denoiser, batch, precision)
+    spec = spec or DenoiserSpec.for_denoiser(denoiser, batch, precision)
     original = (denoiser.device, denoiser.dtype)
     # Trace on the CPU: the fake outputs of torch.onnx.ops.symbolic are CPU tensors (torch 2.11
     # on CUDA failed with "found two different devices cpu, cuda:0"); tracing computes nothing.
