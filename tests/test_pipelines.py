@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,9 +24,10 @@ from validate_toys import PixelFeatures  # noqa: E402
 from bigain_export.config import BiGainConfig  # noqa: E402
 from bigain_export.engine.build import EngineEpsFn, build_engine, load_engine  # noqa: E402
 from bigain_export.engine.diffusers_modules import EngineTransformer, EngineUNet  # noqa: E402
-from bigain_export.errors import DataError, EngineError, UnsupportedModelError  # noqa: E402
+from bigain_export.errors import DataError, EngineError, ExportError, UnsupportedModelError  # noqa: E402
+from bigain_export.export.optimum_layout import export_optimum  # noqa: E402
 from bigain_export.models import load_denoiser  # noqa: E402
-from bigain_export.patch import apply_bigain, remove_bigain  # noqa: E402
+from bigain_export.patch import apply_bigain, bigain_patched, remove_bigain  # noqa: E402
 from bigain_export.validate.fid import compute_statistics  # noqa: E402
 from bigain_export.validate.inputs import open_engine_eps, prepare_inputs  # noqa: E402
 from bigain_export.validate.run import ValidationSettings, validate  # noqa: E402
@@ -193,3 +196,43 @@ def test_bad_pipeline_folders_and_classes(folders, tmp_path):
         prepare_inputs(load_denoiser(str(folders["dit"])), str(classes), progress=False)
     with pytest.raises(DataError, match="class 'goldfish' is not one of builtin:fmnist-dit's labels"):
         prepare_inputs(load_denoiser("builtin:fmnist-dit"), str(folders["data"]), progress=False)
+
+
+OPTIMUM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-optimum" / "bin" / "python"
+
+
+@pytest.mark.parametrize("kind", ("sd", "sdxl"))
+def test_optimum_layout_loads_in_optimums_ort_pipeline(folders, kind, tmp_path):
+    """optimum's own ORTDiffusionPipeline (its environment, not ours) loads the layout and gives the
+    eager patched pipeline's images; the UNet's bigain.ai nodes run through their function bodies."""
+    import numpy as np
+    import onnx
+
+    if not OPTIMUM_PYTHON.is_file():
+        pytest.skip(f"{OPTIMUM_PYTHON} missing: scripts/setup.sh makes it (unless BIGAIN_OPTIMUM=skip)")
+    d = load_denoiser(str(folders[kind]))
+    layout = export_optimum(d, CONFIG, tmp_path / "layout")
+    unet = onnx.load(str(layout / "unet" / "model.onnx"))
+    assert {n.domain for n in unet.graph.node} >= {"bigain.ai"} and {f.domain for f in unet.functions} == {"bigain.ai"}
+    assert [i.name for i in unet.graph.input][:3] == ["sample", "timestep", "encoder_hidden_states"]
+    assert [o.name for o in unet.graph.output] == ["out_sample"]
+    assert json.loads((layout / "bigain.json").read_text())["config"] == CONFIG.to_dict()
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    np.save(tmp_path / "latents.npy", latents.numpy())
+    pipe = d.pipeline
+    with bigain_patched(pipe, CONFIG):
+        eager = pipe("a photo of a cat", num_inference_steps=3, guidance_scale=5.0, latents=latents, output_type="np").images
+    result = subprocess.run(
+        [str(OPTIMUM_PYTHON), str(Path(__file__).parent / "optimum_consumer.py"), str(layout), str(tmp_path / "latents.npy"),
+         "a photo of a cat", "3", "5.0", str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["pipeline"] == {"sd": "ORTStableDiffusionPipeline", "sdxl": "ORTStableDiffusionXLPipeline"}[kind]
+    optimum_images = np.load(tmp_path / "out.npy")
+    assert optimum_images.shape == eager.shape and abs(optimum_images - eager).max() < 1e-4
+
+
+def test_optimum_layout_refuses_a_dit(folders, tmp_path):
+    with pytest.raises(ExportError, match="needs a StableDiffusionPipeline or StableDiffusionXLPipeline folder; got DiTPipeline"):
+        export_optimum(load_denoiser(str(folders["dit"])), CONFIG, tmp_path / "layout")
+    assert not list(tmp_path.iterdir())  # nothing half-written
