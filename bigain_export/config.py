@@ -169,6 +169,9 @@ class BiGainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BiGainConfig":
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"BiGainConfig data {str(data)[:60]!r} is not allowed; allowed: an object of "
+                              "BiGainConfig fields")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -176,6 +179,8 @@ class BiGainConfig:
         values = dict(data)
         for key in ("unet_levels", "dit_blocks"):
             if values.get(key) is not None:
+                if not isinstance(values[key], (list, tuple)):
+                    _fail(key, values[key], "a list of integers >= 0" + (" or null" if key == "dit_blocks" else ""))
                 values[key] = tuple(values[key])
         return cls(**values)
 

@@ -36,6 +36,8 @@ from bigain_export.backends.precision import strict_fp32  # noqa: E402
 from bigain_export.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from bigain_export.errors import EngineError  # noqa: E402
 from bigain_export.models.registry import load_denoiser  # noqa: E402
+from bigain_export.engine.build import _resolve_backend  # noqa: E402
+from bigain_export.validate import provenance  # noqa: E402
 from bigain_export.validate import run as validation  # noqa: E402
 from bigain_export.validate.fid import InceptionFeatures, reference_statistics  # noqa: E402
 from bigain_export.validate.sampling import SamplingConfig  # noqa: E402
@@ -200,12 +202,22 @@ def main() -> None:
         if name not in configs:
             parser.error(f"method {name!r} is not known; allowed: {', '.join(configs)}")
     names = args.methods or list(configs)  # in the order given: what matters most can go first
-    methods = {}
+    methods, facts = {}, {}
+    model = provenance.model_facts(denoiser, args.model)
+    backend = _resolve_backend(args.backend)
     for name in names:  # eager and engine of one method next to each other: a resumed run has whole pairs
         config = configs[name]
+        per_task = {"classify": config.for_task("classification"), "generate": config.for_task("generation")}
         methods[f"eager:{name}"] = eager_method(denoiser, config)
+        facts[f"eager:{name}"] = provenance.method_facts(per_task, anchor_seed=0)
         if not args.no_engines and (args.engine_methods is None or name in args.engine_methods):
             methods[f"engine:{name}"] = engine_method(denoiser, name, config, args, engine_drift)
+            planned = {task: provenance.planned_engine_facts(model["sha256"], exportable(c), backend=backend,
+                                                             precision="fp32", batch=args.batch,
+                                                             sample_shape=denoiser.sample_shape)
+                       for task, c in per_task.items()}
+            facts[f"engine:{name}"] = provenance.method_facts(
+                {task: exportable(c) for task, c in per_task.items()}, backend=backend, engine=planned)
 
     settings = validation.ValidationSettings(
         num_classes=denoiser.num_classes, scheduler_config=denoiser.scheduler_config,
@@ -221,6 +233,8 @@ def main() -> None:
             methods, images.to(args.device), labels.to(args.device), settings, args.out / "report",
             reference_method=next(iter(methods)), fid_reference=fid_ref, feature_fn=features,
             fid_cache_dir=args.fid_cache, metadata=metadata, resume=True,
+            provenance=provenance.Provenance(model=model, methods=facts, data_source="fmnist-test",
+                                             data_limit=args.limit, device=args.device),
         )
     summary = summarise(report, names)
     summary["settings"] = {k: metadata[k] for k in ("model", "card", "torch", "date", "limit", "sampler", "guidance", "precision")}

@@ -86,15 +86,61 @@ def test_bad_arguments_are_named():
 
 
 def test_written_report_is_strict_json_and_replaces_atomically(tmp_path):
-    report = {"schema": SCHEMA, "schema_version": 1, "methods": {"m": {"accuracy": 0.5, "fid": float("nan")}}}
+    from reports import make_report, method
+
+    report = make_report({"m": method(fid=float("nan")) | {"fid_num_images": None}})
     write_report(report, tmp_path)
     text = (tmp_path / "report.json").read_text()
     assert "NaN" not in text and json.loads(text)["methods"]["m"]["fid"] is None
-    report["methods"]["m"].update(accuracy=0.0, accuracy_ci95=[5.6e-17, 0.56])  # round-off below the bar
+    report["methods"]["m"].update(method(correct=0, fid=None))
     write_report(report, tmp_path)
-    report["methods"]["m"]["accuracy"] = 0.75
+    report["methods"]["m"].update(method(correct=75, fid=None))
     write_report(report, tmp_path)
     assert load_report(tmp_path / "report.json")["methods"]["m"]["accuracy"] == 0.75
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
     with pytest.raises(ValidationError, match="'methods' must be a non-empty object"):
-        check_report({"schema": SCHEMA, "schema_version": 1, "methods": {}}, "x.json")
+        check_report({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "methods": {}}, "x.json")
+
+
+def test_issue9_a_new_run_in_the_same_folder_leaves_no_stale_files(tmp_path):
+    """Issue 9 item 8: the old samples.png does not stay beside a new report without samples, and
+    the old report.json is gone the moment a new run starts (a killed run leaves no report)."""
+    images, labels, methods = toy_problem(num_images=3)
+    validate(methods, images, labels, SETTINGS, tmp_path, feature_fn=PixelFeatures(), progress=False)
+    assert (tmp_path / "samples.png").is_file()
+    no_fid = ValidationSettings(num_classes=4, scheduler_config=SCHEDULER_CONFIG, sampling=None, drift_inputs=0)
+    validate(methods, images, labels, no_fid, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.png", "report.json", "report.md"]
+
+    class Killed(Exception):
+        pass
+
+    def dies(*args):
+        assert not (tmp_path / "report.json").exists()  # invalidated before any measuring
+        raise Killed
+
+    with pytest.raises(Killed):
+        validate({"dies": dies}, images, labels, no_fid, tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_issue9_an_unwritable_output_folder_fails_before_measuring(tmp_path):
+    images, labels, methods = toy_problem(num_images=3)
+    (tmp_path / "file").write_text("x")
+    calls = []
+    with pytest.raises(ConfigError, match=r"output folder '.*file/out' is not writable"):
+        validate({"m": lambda *a: calls.append(a)}, images, labels, SETTINGS, tmp_path / "file" / "out", progress=False)
+    with pytest.raises(ConfigError, match=r"output folder '.*file' is a file"):
+        validate({"m": lambda *a: calls.append(a)}, images, labels, SETTINGS, tmp_path / "file", progress=False)
+    assert calls == []
+
+
+def test_issue9_a_full_disk_fails_before_measuring(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    images, labels, methods = toy_problem(num_images=3)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 1 << 20))
+    with pytest.raises(ConfigError, match=r"has 1.0 MiB free; at least 16 MiB is needed"):
+        validate(methods, images, labels, SETTINGS, tmp_path, progress=False)

@@ -32,3 +32,15 @@ def dit_inputs(batch: int = 2, size: int = 16, seed: int = 1):
     g = torch.Generator().manual_seed(seed)
     return dict(hidden_states=torch.randn(batch, 4, size, size, generator=g),
                 timestep=torch.tensor([999, 10][:batch]), class_labels=torch.tensor([1, 7][:batch]))
+
+
+def micro_dit(seed: int = 0, name: str = "micro-dit"):
+    """3 blocks on 8x8 tokens: the cheapest DiT that BiGain still patches (blocks 1 and 2)."""
+    from bigain_export.models import Denoiser
+    from bigain_export.models import architectures as arch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = arch.build_dit({**arch.TINY_DIT_CONFIG, "num_layers": 3, "patch_size": 4})
+    return Denoiser(model, num_classes=10, sample_shape=(1, 32, 32), scheduler_config=arch.SCHEDULER_CONFIG,
+                    name=name).eval()

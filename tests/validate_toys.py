@@ -61,3 +61,13 @@ def toy_problem(num_images: int = 6, num_classes: int = 4):
     images = (protos[labels] + 3.0 * noise).clamp(-1, 1)
     methods = {"exact": PrototypeEps(protos), "offset": PrototypeEps(protos, offset=0.2)}
     return images, labels, methods
+
+
+def toy_provenance(names, **method_extra):
+    """Provenance of toy methods: a fixed fake model, one ``method_facts`` per name."""
+    from bigain_export.validate.provenance import Provenance, method_facts
+
+    model = {"id": "toy", "sha256": "0" * 64, "kind": "toy", "sample_shape": [1, 8, 8], "num_classes": 4,
+             "null_label": 4}
+    return Provenance(model=model, methods={n: method_facts(None, backend="toy", toy=n, **method_extra) for n in names},
+                      data_source="toy")

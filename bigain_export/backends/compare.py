@@ -21,10 +21,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from ..validate.drift import ENGINE_TOLERANCES as TOLERANCES  # per precision, on the mean error
 from ..validate.drift import drift
-
-# Relative tolerance per engine precision (on the mean error and on relative L2).
-TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,12 @@ def make_trt_runner(plan_path: str | os.PathLike, name: str | None = None):
         try:
             return EngineFromBytes(plan_path.read_bytes)()
         except Exception as exc:  # noqa: BLE001  PolygraphyException, RuntimeError from the bindings
-            hint = RTX_GPUS if is_rtx else "needs an NVIDIA GPU and the TensorRT version that built it"
+            import torch
+
+            if not torch.cuda.is_available():
+                hint = "no CUDA device is visible: TensorRT plans run on NVIDIA GPUs only"
+            else:
+                hint = RTX_GPUS if is_rtx else "needs an NVIDIA GPU and the TensorRT version that built it"
             raise EngineError(f"{plan_path}: {trt.__name__} {trt.__version__} cannot load this plan here ({hint}): {_first_line(exc)}") from exc
 
     return TrtRunner(load_engine, name=name or f"trt:{plan_path.name}")

@@ -3,6 +3,10 @@
 Each subcommand lives in ``bigain_export/cli/<name>.py`` and exposes ``add_parser(subparsers)``
 and ``run(args) -> int``. A subcommand whose module fails to import (a missing optional
 dependency) is still listed, and says why when run, so ``--help`` never breaks.
+
+Exit status: 0 success, 1 a check failed (drift, regression, unverified engine), 2 bad input
+(one line ``bigain-export CMD: error: ...``), 130 / 143 interrupted by SIGINT / SIGTERM (one line,
+no traceback; SIGTERM unwinds like Ctrl-C so nothing half-written is kept).
 """
 
 from __future__ import annotations
@@ -10,12 +14,22 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from ..errors import BigainError
+from .args import add_common_args, refuse_renamed
 
 # Data-flow order: what users run first comes first in --help.
-SUBCOMMANDS = ("export", "build", "compare", "validate", "check")
+SUBCOMMANDS = ("export", "build", "info", "compare", "validate", "check")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that cleanup (``finally``, context managers) runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
 
 
 def _placeholder(subparsers, name: str, reason: str) -> None:
@@ -28,13 +42,24 @@ def _unavailable(name: str, reason: str) -> int:
     return 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line, ``bigain-export CMD: error: ...`` (exit 2), like every other error;
+    ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="bigain-export",
         description="Bake BiGain token compression into diffusion-model engines (ONNX Runtime, "
         "TensorRT) and validate them against the eager PyTorch model.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from .. import __version__
+
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (also accepted after COMMAND)")
+    parser.add_argument("--version", action="version", version=f"bigain-export {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -45,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
             _placeholder(subparsers, name, f"missing module {exc.name!r}")
             continue
         sub = module.add_parser(subparsers)
+        add_common_args(sub)
         sub.set_defaults(_run=module.run)
     return parser
 
@@ -68,11 +94,28 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if argv is None and len(sys.argv) == 1 else 2
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
+        refuse_renamed(args)
         return int(args._run(args) or 0)
     except BigainError as exc:
         print(f"bigain-export {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"bigain-export {args.command}: interrupted (SIGINT); nothing half-written was kept", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"bigain-export {args.command}: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

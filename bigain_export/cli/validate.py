@@ -6,9 +6,12 @@ Methods compared (names are stable so ``bigain-export check`` can pair them acro
 * ``eager-same-config``: the eager model patched with ``--config`` (skipped for ``none``);
 * ``engine``: the engine in ``--engine DIR``, when given.
 
-The eager model and the engine use the same config for every task, so their difference is the
-engine's own. ``--paper-alpha`` instead gives ``eager-same-config`` the paper's per-task alpha
-(``BiGainConfig.for_task``: fixed 0.9 for classification, scheduled for generation).
+With ``--engine`` the model and config come from the engine's manifest; a ``--model`` or
+``--config`` that does not match it (weights, config, shapes, classes) is refused. The eager
+model and the engine use the same config for every task, so their difference is the engine's own
+(engine drift, judged by ``check`` by default). ``--alpha paper`` instead gives
+``eager-same-config`` the paper's per-task alpha (``BiGainConfig.for_task``: fixed 0.9 for
+classification, scheduled for generation); an engine bakes one alpha, so not with ``--engine``.
 Under ``torchrun`` the images are sharded across ranks and rank 0 writes the report.
 """
 
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_config_args, add_device_args,
+                   add_drift_limit_args, add_model_args, add_precision_args, add_prompt_args, check_device,
+                   config_from_args, count, finite_float, positive_int)
 
 DATA_CHOICES = ("fmnist-test", "fmnist-train")
 
@@ -32,95 +37,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Run the diffusion classifier, sampling + FID and eps drift for the eager model "
         "(unpatched and patched with --config) and an optional engine; write report.json/.md/.png.",
     )
-    parser.add_argument("--model", default="builtin:fmnist-dit", help="built-in name or diffusers folder")
-    parser.add_argument("--config", default="none", metavar="PRESET|JSON",
-                        help="BiGain preset name (none, tome, todo, bigain-merge, bigain-kv, bigain-both), "
-                        "a JSON file, or an inline JSON object")
+    add_model_args(parser, from_engine=True)
+    add_config_args(parser, from_engine=True)
     parser.add_argument("--engine", default=None, metavar="DIR",
-                        help="engine folder to validate (built with the same --config)")
-    parser.add_argument("--paper-alpha", action="store_true",
-                        help="eager-same-config uses alpha 0.9 for classification, scheduled for generation")
-    parser.add_argument("--data", default="fmnist-test", metavar="NAME|NPZ",
-                        help=f"{' | '.join(DATA_CHOICES)}, or an .npz with 'images' [N,C,H,W] in [-1,1] "
-                        "(or uint8) and 'labels' [N]")
-    parser.add_argument("--limit", type=int, default=100, metavar="N", help="first N images (default 100)")
+                        help="engine folder to validate; the model and config default to its manifest's")
+    parser.add_argument("--data", default="fmnist-test", metavar="NAME|DIR|NPZ",
+                        help=f"{' | '.join(DATA_CHOICES)}; an image folder DIR/<class>/<images> (optional "
+                        "DIR/classes.json or classes.txt: folder -> name, prompt), resized and centre-cropped "
+                        "to the model's resolution; or an .npz with 'images' [N,C,H,W] in model space "
+                        "(pixels in [-1,1] or uint8, or latents) and 'labels' [N]")
+    parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
+                        help="first N images (default 100; image folders: round-robin over the classes)")
+    add_prompt_args(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
     parser.add_argument("--resume", action="store_true",
-                        help="checkpoint each finished method in DIR/methods and reuse checkpoints of an "
-                        "earlier run with the same settings (rerun after a timeout to continue)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="rows per eps call (default: the engine's static batch, else 32)")
+                        help="checkpoint each finished method in DIR/methods and reuse checkpoints measured on "
+                        "the same model, config, engine, settings and data (rerun after a timeout to continue)")
+    add_device_args(parser)
+    add_precision_args(parser)
+    add_batch_args(parser, from_engine=True)
     parser.add_argument("--schedule", default="bigain-adaptive", metavar="NAME",
                         help="classifier schedule: bigain-adaptive (default) | uniform | uniform-N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of classifier noise and sampling")
+    parser.add_argument("--seed", type=count, default=0, help="seed of classifier noise and sampling (default 0)")
     parser.add_argument("--sampler", default="ddim", choices=("ddim", "euler"))
-    parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
-    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (default 4.0)")
-    parser.add_argument("--fid-images", type=int, default=None, metavar="N",
+    parser.add_argument("--steps", type=positive_int, default=50, help="sampling steps (default 50)")
+    parser.add_argument("--guidance", type=finite_float, default=4.0,
+                        help="classifier-free guidance scale (default 4.0)")
+    parser.add_argument("--fid-images", type=positive_int, default=None, metavar="N",
                         help="images generated per method (default: --limit)")
     parser.add_argument("--no-fid", action="store_true", help="skip generation and FID")
+    parser.add_argument("--fid-ref", default=None, metavar="DIR",
+                        help="FID reference images (any folder of images; default: the --data images)")
     parser.add_argument("--fid-cache", default=None, metavar="DIR",
                         help="reference-statistics cache (default: $XDG_CACHE_HOME/bigain-export/fid)")
-    parser.add_argument("--drift-inputs", type=int, default=16, metavar="N", help="random inputs for eps drift")
-    parser.add_argument("--drift-max-abs", type=float, default=None, metavar="X",
-                        help="record this max-abs drift tolerance for the engine in the report")
-    parser.add_argument("--drift-rel-l2", type=float, default=None, metavar="X",
-                        help="record this relative-L2 drift tolerance for the engine in the report")
+    parser.add_argument("--drift-inputs", type=count, default=16, metavar="N",
+                        help="random inputs of the drift check (default 16; 0 skips drift)")
+    add_drift_limit_args(parser, recorded=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
-
-
-def _load_config(text: str):
-    from ..config import PRESETS, BiGainConfig
-    from ..errors import ConfigError
-
-    if text in PRESETS:
-        return BiGainConfig.preset(text)
-    raw = text
-    if not text.lstrip().startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError(f"--config {text!r} is neither a preset ({', '.join(PRESETS)}) nor a JSON file")
-        raw = path.read_text(encoding="utf-8")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--config {text!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {text!r} holds {type(data).__name__}; allowed: a JSON object of BiGainConfig fields")
-    if "preset" in data:
-        preset = data.pop("preset")
-        return BiGainConfig.preset(preset, **data)
-    return BiGainConfig.from_dict(data)
-
-
-def _load_data(spec: str, limit: int):
-    import numpy as np
-    import torch
-
-    from ..errors import DataError
-
-    if spec in DATA_CHOICES:
-        from ..data.fashion_mnist import load_fashion_mnist
-
-        data = load_fashion_mnist(spec.split("-", 1)[1])
-        images, labels = data.images, data.labels
-    else:
-        try:
-            with np.load(spec, allow_pickle=False) as npz:
-                images, labels = torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]).long()
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataError(
-                f"--data {spec!r}: not {' | '.join(DATA_CHOICES)} nor a readable .npz with 'images' and 'labels' ({exc})"
-            ) from exc
-        if images.dtype == torch.uint8:
-            images = images.float() / 127.5 - 1
-        images = images.float()
-    if limit < 1:
-        raise DataError(f"--limit {limit} is not allowed; allowed: an integer >= 1")
-    return images[:limit], labels[:limit]
 
 
 def _patched_eps(denoiser, config):
@@ -142,15 +96,6 @@ def _patched_eps(denoiser, config):
         return denoiser(sample, timestep, class_labels)
 
     return eps_fn
-
-
-def _open_engine(path: str, config, stack: contextlib.ExitStack):
-    """(eps function, static batch size) of the engine in ``path``, checked against ``config``;
-    its runtime session stays open until ``stack`` closes."""
-    from ..engine.build import EngineEpsFn, load_engine  # ONNX Runtime / TensorRT imports stay lazy
-
-    eps_fn = stack.enter_context(EngineEpsFn(load_engine(path, config=config)))
-    return eps_fn, eps_fn.batch
 
 
 def _maybe_init_distributed(device: str) -> str:
@@ -175,19 +120,12 @@ def _cache_dir(arg: str | None) -> Path:
     return Path(base) / "bigain-export" / "fid"
 
 
-def _settings(args, denoiser, schedule, batch_size: int, has_engine: bool):
+def _settings(args, denoiser, schedule, batch_size: int):
     from ..validate.run import ValidationSettings
     from ..validate.sampling import SamplingConfig
 
-    tolerances: dict[str, Any] = {}
-    if args.drift_max_abs is not None:
-        tolerances["drift_max_abs"] = args.drift_max_abs
-    if args.drift_rel_l2 is not None:
-        tolerances["drift_rel_l2"] = args.drift_rel_l2
-    if tolerances:
-        # Drift tolerances judge the engine against the eager model with the same config; the
-        # eager methods differ from each other by design (that is what BiGain changes).
-        tolerances["drift_methods"] = ["engine"] if has_engine else []
+    tolerances = {key: getattr(args, key) for key in ("drift_max_abs", "drift_rel_l2", "drift_mean_abs")
+                  if getattr(args, key) is not None}
     sampling = None
     if not args.no_fid:
         guided = args.guidance != 1
@@ -207,48 +145,108 @@ def _settings(args, denoiser, schedule, batch_size: int, has_engine: bool):
     )
 
 
+def _engine_and_config(args):
+    """``(engine or None, config, paper_alpha, model spec)``: with ``--engine``, the manifest's
+    model and config unless given, and a given config must equal the engine's."""
+    from ..errors import ConfigError
+    from ..models.registry import DEFAULT_MODEL
+
+    if not args.engine:
+        config, paper = config_from_args(args)
+        return None, config, paper, args.model or DEFAULT_MODEL
+    from ..engine.build import load_engine  # ONNX Runtime / TensorRT imports stay lazy
+
+    engine = load_engine(args.engine)
+    built = engine.manifest.bigain_config
+    config, paper = config_from_args(args, default=built)
+    if config != built:
+        raise ConfigError(f"--config '{config.describe()}' does not match the engine's '{built.describe()}' "
+                          f"({Path(args.engine) / 'manifest.json'}); allowed: the engine's config (the default)")
+    if paper and any(config.for_task(t) != config for t in ("classification", "generation")):
+        raise ConfigError("--alpha paper gives the eager model a per-task alpha, which an engine (one baked alpha) "
+                          "cannot match; allowed with --engine: the engine's own alpha (drop --alpha)")
+    return engine, config, paper, args.model or engine.manifest.model
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..engine.build import EngineEpsFn, load_engine
     from ..errors import ConfigError
+    from ..models.prompts import check_template
     from ..models.registry import load_denoiser
+    from ..validate.fid import InceptionFeatures, reference_statistics
+    from ..validate.inputs import prepare_inputs
+    from ..validate.atomic import check_writable
+    from ..validate.provenance import Provenance, engine_facts, method_facts, model_facts
     from ..validate.run import TaskEps, validate
     from ..validate.schedule import ClassifierSchedule
 
-    device = _maybe_init_distributed(args.device)
-    config = _load_config(args.config)
+    # Everything that can be refused is refused before the model loads or anything is measured.
+    device = _maybe_init_distributed(check_device(args.device))
+    engine, config, paper_alpha, model = _engine_and_config(args)
     schedule = ClassifierSchedule.named(args.schedule)
-    images, labels = _load_data(args.data, args.limit)
-    denoiser = load_denoiser(args.model, device, getattr(torch, args.dtype))
+    if args.fid_images is not None and args.fid_images < 2:
+        raise ConfigError(f"--fid-images {args.fid_images} is not allowed; allowed: an integer >= 2")
+    if engine is not None and args.batch_size not in (None, engine.spec.batch):
+        raise ConfigError(f"--batch-size {args.batch_size} is not allowed with this engine; allowed: {engine.spec.batch}")
+    batch_size = engine.spec.batch if engine is not None else (args.batch_size or DEFAULT_BATCH_SIZE)
+    if int(os.environ.get("RANK", "0")) == 0:
+        check_writable(args.out, what="--out")
+        if not args.no_fid:
+            check_writable(_cache_dir(args.fid_cache), what="--fid-cache")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    check_template(args.prompt_template)
+    denoiser = load_denoiser(model, device, dtype)
+    if engine is not None:
+        engine = load_engine(args.engine, config=config, denoiser=denoiser)  # the engine belongs to this model
+    # The data's classes become the candidates (prompts for SD/SDXL); pixels -> the model's space.
+    inputs = prepare_inputs(denoiser, args.data, limit=args.limit, prompt_template=args.prompt_template,
+                            fid_ref=args.fid_ref, progress=not args.no_progress)
+    denoiser, images, labels = inputs.denoiser, inputs.images, inputs.labels
+    fid_reference, feature_fn, decode = None, None, None
+    if denoiser.space.kind != "pixels":
+        decode = denoiser.decode
+    if not args.no_fid and (decode is not None or args.fid_ref):
+        if inputs.fid_images is None:
+            raise ConfigError(f"--data {args.data} holds latents: FID needs real images; allowed: --fid-ref DIR or --no-fid")
+        if int(os.environ.get("RANK", "0")) == 0:
+            feature_fn = InceptionFeatures(device=device)
+            fid_reference = reference_statistics(inputs.fid_images, feature_fn, _cache_dir(args.fid_cache))
 
+    dtype_name = PRECISION_DTYPES[args.precision]
     methods: dict[str, Any] = {"eager-none": _patched_eps(denoiser, None)}
+    facts = {"eager-none": method_facts(None, dtype=dtype_name)}
     if config.enabled:
-        if args.paper_alpha:
-            methods["eager-same-config"] = TaskEps(
-                classify=_patched_eps(denoiser, config.for_task("classification")),
-                generate=_patched_eps(denoiser, config.for_task("generation")),
-            )
+        if paper_alpha:
+            per_task = {"classify": config.for_task("classification"), "generate": config.for_task("generation")}
+            methods["eager-same-config"] = TaskEps(classify=_patched_eps(denoiser, per_task["classify"]),
+                                                   generate=_patched_eps(denoiser, per_task["generate"]))
+            facts["eager-same-config"] = method_facts(per_task, dtype=dtype_name)
         else:
             methods["eager-same-config"] = _patched_eps(denoiser, config)
+            facts["eager-same-config"] = method_facts(config, dtype=dtype_name)
     reference = "eager-same-config" if "eager-same-config" in methods else "eager-none"
     metadata = {
-        "model": args.model, "config": config.to_dict(), "config_label": config.describe(),
-        "engine": args.engine, "paper_alpha": args.paper_alpha, "data": args.data, "limit": args.limit,
-        "device": device, "dtype": args.dtype,
+        "model": model, "config": config.to_dict(), "config_label": config.describe(),
+        "engine": args.engine, "paper_alpha": paper_alpha, "data": args.data, "limit": args.limit,
+        "device": device, "precision": args.precision, "class_names": denoiser.class_names,
+        "prompts": getattr(denoiser.conditioning, "prompts", None), "fid_ref": args.fid_ref,
     }
 
     with contextlib.ExitStack() as stack:
-        batch_size = args.batch_size
-        if args.engine:
-            methods["engine"], engine_batch = _open_engine(args.engine, config, stack)
-            if batch_size not in (None, engine_batch):
-                raise ConfigError(f"--batch-size {batch_size} is not allowed with this engine; allowed: {engine_batch}")
-            batch_size = engine_batch
-        settings = _settings(args, denoiser, schedule, batch_size or 32, bool(args.engine))
+        if engine is not None:
+            methods["engine"] = stack.enter_context(EngineEpsFn(engine, condition=denoiser.condition))
+            facts["engine"] = method_facts(config, backend=engine.manifest.backend,
+                                           dtype=PRECISION_DTYPES[engine.spec.precision], engine=engine_facts(engine))
+        settings = _settings(args, denoiser, schedule, batch_size)
         report = validate(
             methods, images.to(device), labels, settings, args.out, reference_method=reference,
+            fid_reference=fid_reference, feature_fn=feature_fn, decode=decode,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
-            resume=args.resume,
+            resume=args.resume, provenance=Provenance(
+                model=model_facts(denoiser, model), methods=facts, data_source=args.data,
+                data_limit=args.limit, device=device),
         )
     if int(os.environ.get("RANK", "0")) == 0:
         for name, m in report["methods"].items():

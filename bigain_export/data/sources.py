@@ -46,13 +46,19 @@ def load_data(spec: str, image_shape: tuple[int, int, int], *, limit: int | None
 def _load_npz(spec: str | os.PathLike, limit: int | None) -> LabeledImages:
     try:
         with np.load(spec, allow_pickle=False) as npz:
-            images, labels = torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"]).long()
+            images, labels = torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"])
             names = [str(n) for n in npz["class_names"]] if "class_names" in npz else None
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError) as exc:
         raise DataError(
             f"--data {str(spec)!r}: not {' | '.join(FMNIST_CHOICES)}, an image folder, nor a readable .npz with "
-            f"'images' and 'labels' ({exc})"
-        ) from exc
+            f"'images' and 'labels' ({str(exc)[:120]})"
+        ) from None
     if images.dtype == torch.uint8:
         images = images.float() / 127.5 - 1
-    return LabeledImages(images.float()[:limit], labels[:limit], names, pixels=False, source=str(spec))
+    if not (images.dtype.is_floating_point and labels.dtype in (torch.int64, torch.int32, torch.int16, torch.int8,
+                                                                torch.uint8)):
+        raise DataError(f"--data {str(spec)!r}: images are {images.dtype} and labels {labels.dtype}; allowed: float "
+                        "(or uint8) images and integer labels")
+    if not torch.isfinite(images).all():
+        raise DataError(f"--data {str(spec)!r} has non-finite pixels; allowed: finite values in [-1, 1]")
+    return LabeledImages(images.float()[:limit], labels.long()[:limit], names, pixels=False, source=str(spec))

@@ -30,16 +30,16 @@ import numpy as np
 import torch
 
 from ..errors import EngineError
-from .manifest import file_sha256
 
 CONFIG_NAME = "config.json"
 
 
-def write_network_config(denoiser, engine_dir: Path, exported=None) -> dict[str, str]:
-    """Save ``denoiser.model``'s diffusers config as ``config.json`` in ``engine_dir``; {name: sha256}."""
+def write_network_config(denoiser, engine_dir: Path) -> Path:
+    """Save ``denoiser.model``'s diffusers config as ``config.json`` in ``engine_dir`` (the
+    manifest hashes it with the engine's other files)."""
     path = Path(engine_dir) / CONFIG_NAME
     path.write_text(json.dumps(dict(denoiser.model.config), indent=2, sort_keys=True, default=_jsonable) + "\n")
-    return {CONFIG_NAME: file_sha256(path)}
+    return path
 
 
 def _jsonable(value: Any) -> Any:

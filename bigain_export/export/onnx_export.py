@@ -20,7 +20,7 @@ import onnx.inliner
 import torch
 
 from ..config import BiGainConfig
-from ..errors import ExportError
+from ..errors import BigainError, ExportError
 from ..ops.library import DOMAIN
 from ..patch import apply_bigain, remove_bigain
 from .onnx_ops import EXPORTABLE_ANCHORS, STANDARD_OPSET, attach_functions
@@ -67,6 +67,9 @@ def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainC
     except ExportError:
         raise
     except Exception as exc:  # the exporter's own errors are long; keep the first line
+        ours = _our_error(exc)
+        if ours is not None:  # e.g. a config that does not fit the model, raised while tracing
+            raise ours from None
         raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0][:300]}") from exc
     finally:
         remove_bigain(denoiser)
@@ -78,6 +81,17 @@ def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainC
                           "capture strategy); re-run with -v to see torch.onnx's report")
     attach_functions(model)
     return model
+
+
+def _our_error(exc: BaseException) -> BigainError | None:
+    """The package's own error inside the exporter's wrapping exceptions, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BigainError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def save_model_atomically(model: onnx.ModelProto, path: Path) -> None:

@@ -71,8 +71,17 @@ class ClassTokenEncoder(nn.Module):
         weights, config = folder / WEIGHTS_NAME, folder / CONFIG_NAME
         if not weights.is_file() or not config.is_file():
             raise DataError(f"class encoder files {WEIGHTS_NAME} and {CONFIG_NAME} not found in {folder}")
-        encoder = cls(**json.loads(config.read_text()))
-        state = load_file(str(weights))
+        try:
+            encoder = cls(**json.loads(config.read_text()))
+            state = load_file(str(weights))
+        except Exception as exc:  # noqa: BLE001  JSON, TypeError (fields), SafetensorError (truncated)
+            raise DataError(f"{folder}: cannot load the class encoder ({type(exc).__name__}: {str(exc)[:150]})") from None
+        own = encoder.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+        if missing or unexpected or shapes:
+            raise DataError(f"{folder}: {CONFIG_NAME} does not match {WEIGHTS_NAME} (missing {missing}, "
+                            f"unexpected {unexpected}, other shape {shapes})")
         encoder.load_state_dict({k: v.float() for k, v in state.items()})
         return encoder
 

@@ -39,11 +39,14 @@ class LabelConditioning(nn.Module):
 
     kind = "labels"
 
-    def __init__(self, num_classes: int, label_map: torch.Tensor | None = None):
+    def __init__(self, num_classes: int, label_map: torch.Tensor | None = None,
+                 network_labels: tuple[int, int] | None = None):
         super().__init__()
         self.num_classes = int(num_classes)
         self.register_buffer("label_map", None if label_map is None else torch.as_tensor(label_map).long(),
                              persistent=False)
+        # (labels, null label) of the network itself: what an engine's class_labels input may hold
+        self.network_labels = tuple(network_labels) if network_labels else (self.num_classes, self.num_classes)
 
     @property
     def conditions(self) -> tuple[ConditionSpec, ...]:
@@ -67,6 +70,7 @@ class TextConditioning(nn.Module):
     """
 
     kind = "text"
+    network_labels = (0, 0)  # the network takes embeddings, no labels
 
     def __init__(self, prompt_embeds: torch.Tensor, pooled_embeds: torch.Tensor | None = None,
                  time_ids: torch.Tensor | None = None, prompts: list[str] | None = None):

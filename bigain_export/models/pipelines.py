@@ -206,11 +206,12 @@ def bind_labels(denoiser: Denoiser, class_names: list[str]) -> Denoiser:
             raise DataError(f"class {class_name!r} is not one of {denoiser.name}'s labels ({len(known)} names, e.g. "
                             f"{examples}); allowed: the model's label names")
         ids.append(label)
-    null = denoiser.conditioning.label_map[-1].item() if denoiser.conditioning.label_map is not None else denoiser.null_label
+    network_labels = denoiser.conditioning.network_labels
+    null = network_labels[1]
     bound = Denoiser(
         denoiser.model, num_classes=len(ids), sample_shape=denoiser.sample_shape, scheduler_config=denoiser.scheduler_config,
         name=denoiser.name, class_names=list(class_names), class_encoder=denoiser.class_encoder,
-        conditioning=LabelConditioning(len(ids), torch.tensor(ids + [null])), space=denoiser.space,
+        conditioning=LabelConditioning(len(ids), torch.tensor(ids + [null]), network_labels), space=denoiser.space,
         pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
     )
     bound.label_names = known

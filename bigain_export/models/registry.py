@@ -127,6 +127,46 @@ def _pipeline_class_names(pipeline_dir: Path | None) -> list[str] | None:
     return [str(id2label[k]).split(",")[0].strip() for k in sorted(id2label, key=int)]
 
 
+def _key_list(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:4]) + (f", ... ({len(keys)} in all)" if len(keys) > 4 else "")
+
+
+def _from_pretrained_strict(cls: type, model_dir: Path) -> torch.nn.Module:
+    """``cls.from_pretrained`` that refuses weights not matching ``config.json``.
+
+    diffusers only warns about missing weights and initialises those layers at random (a
+    config with 14 blocks over 12 blocks of weights "loads"); here every missing, unexpected or
+    mis-shaped key is an error naming the keys, and unreadable files are one-line errors.
+    """
+    try:
+        model, info = cls.from_pretrained(
+            model_dir,
+            use_safetensors=True,
+            variant=_weights_variant(model_dir),
+            local_files_only=True,
+            torch_dtype=torch.float32,
+            low_cpu_mem_usage=False,  # the models are small; avoids needing `accelerate`
+            output_loading_info=True,
+        )
+    except (DataError, UnsupportedModelError):
+        raise
+    except Exception as exc:  # noqa: BLE001  OSError, SafetensorError, ValueError, RuntimeError from diffusers
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{model_dir}: cannot load the weights ({detail}); allowed: a complete diffusers "
+                        "folder whose safetensors weights match its config.json") from None
+    problems = [f"{what} {_key_list(info.get(key) or [])}" for key, what in (
+        ("missing_keys", "missing from the weights:"),
+        ("unexpected_keys", "in the weights but not in the model of config.json:"),
+        ("mismatched_keys", "of another shape:"),
+    ) if info.get(key)]
+    if info.get("error_msgs"):
+        problems.append(str(info["error_msgs"][0]).splitlines()[0][:200])
+    if problems:
+        raise DataError(f"{model_dir}: config.json does not match the weights ({'; '.join(problems)})")
+    return model
+
+
 def load_folder(
     path: str | os.PathLike,
     *,
@@ -147,14 +187,7 @@ def load_folder(
         )
     model_dir, pipeline_dir = _find_model_folder(root)
     cls = _model_class(model_dir)
-    model = cls.from_pretrained(
-        model_dir,
-        use_safetensors=True,
-        variant=_weights_variant(model_dir),
-        local_files_only=True,
-        torch_dtype=torch.float32,
-        low_cpu_mem_usage=False,  # the models are small; avoids needing `accelerate`
-    )
+    model = _from_pretrained_strict(cls, model_dir)
     meta = _read_json(model_dir / META_NAME) if (model_dir / META_NAME).is_file() else {}
     config = model.config
     sample_shape = tuple(meta.get("sample_shape") or (config.in_channels, config.sample_size, config.sample_size))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -41,3 +42,28 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def check_writable(folder: str | os.PathLike, *, what: str, min_free_bytes: int = 16 << 20) -> Path:
+    """Raise a one-line :class:`~bigain_export.errors.ConfigError` unless ``folder`` can take files.
+
+    Called before long work starts, so a read-only, full or mistyped output folder fails at once
+    instead of after hours of computing. Creates ``folder`` (and its parents) and writes, then
+    removes, a probe file in it.
+    """
+    from ..errors import ConfigError
+
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{what} {str(folder)!r} is a file; allowed: a folder (it is created if missing)")
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / ".write-probe", b"ok")
+        (folder / ".write-probe").unlink()
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        raise ConfigError(f"{what} {str(folder)!r} is not writable ({exc.strerror or exc}); allowed: a writable folder") from None
+    if free < min_free_bytes:
+        raise ConfigError(f"{what} {str(folder)!r} has {free / 2**20:.1f} MiB free; at least "
+                          f"{min_free_bytes / 2**20:.0f} MiB is needed")
+    return folder

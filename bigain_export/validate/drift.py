@@ -4,17 +4,28 @@ Accuracy and FID are the user-facing gates, but both are coarse: a kernel that i
 can leave them inside tolerance on a small validation set. Drift compares raw eps outputs on the
 same inputs and catches that early. Inputs are drawn once from a seed: ``x ~ N(0, 1)``, timesteps
 uniform over ``[0, T)``, labels uniform over the classes.
+
+**Engine drift** is the drift of an engine against the eager model running the same config: the
+engine's own error, which ``bigain-export check`` judges by default, with ``mean_abs`` bounded
+by :data:`ENGINE_TOLERANCES` for the engine's precision (the same bound the build's Polygraphy
+check uses). Drift between eager methods of different configs is what BiGain changes, by design,
+and is reported but never judged unless asked for by name.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from ..errors import ConfigError
 from .batching import EpsFn, call_batched
+
+# Mean |eps_engine - eps_eager| allowed per engine precision (also the build-time Polygraphy check).
+ENGINE_TOLERANCES = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
+DRIFT_STATS = ("mean_abs", "max_abs", "rel_l2")
+LIMIT_KEYS = tuple(f"drift_{s}" for s in DRIFT_STATS)
 
 
 @dataclass(frozen=True)
@@ -77,3 +88,58 @@ def drift(outputs: torch.Tensor, reference: torch.Tensor) -> DriftResult:
         mean_abs=diff.abs().mean().item() if diff.numel() else 0.0,
         num_inputs=int(outputs.shape[0]),
     )
+
+
+def check_drift_limits(limits: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate user drift limits ``{"drift_max_abs": x, "drift_rel_l2": y, "drift_mean_abs": z,
+    "drift_methods": [names]}`` (every key optional); returns a plain copy."""
+    if limits is None:
+        return {}
+    if not isinstance(limits, Mapping):
+        raise ConfigError(f"drift tolerances {limits!r} are not allowed; allowed: a mapping of "
+                          f"{', '.join(LIMIT_KEYS)}, drift_methods")
+    out: dict[str, Any] = {}
+    for key, value in limits.items():
+        if key == "drift_methods":
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"drift_methods={value!r} is not allowed; allowed: a list of method names")
+            out[key] = list(value)
+        elif key in LIMIT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ConfigError(f"tolerance {key}={value!r} is not allowed; allowed: a finite number >= 0")
+            out[key] = float(value)
+        else:
+            raise ConfigError(f"tolerance {key!r} is not known; allowed: {', '.join(LIMIT_KEYS)}, drift_methods")
+    return out
+
+
+def is_engine_drift(facts: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> bool:
+    """Whether a method with ``facts`` measured against ``reference`` (``provenance.method_facts``)
+    gives engine drift: an engine against the eager model with the same config per task."""
+    return (isinstance(facts, Mapping) and isinstance(reference, Mapping)
+            and isinstance(facts.get("engine"), Mapping) and reference.get("engine") is None
+            and reference.get("backend") == "eager" and facts.get("config") == reference.get("config"))
+
+
+def drift_tolerances(limits: Mapping[str, Any] | None, method_facts: Mapping[str, Mapping[str, Any] | None],
+                     drift_references: Mapping[str, str]) -> dict[str, Any]:
+    """The report's ``tolerances``: ``{"drift": {method: {"mean_abs": x, "max_abs": y, ...}}}``.
+
+    Judged methods: ``limits["drift_methods"]`` when given, else every method whose drift is
+    engine drift (:func:`is_engine_drift`). An engine's ``mean_abs`` defaults to
+    :data:`ENGINE_TOLERANCES` of its precision; the user's limits apply on top.
+    """
+    user = check_drift_limits(limits)
+    named = user.pop("drift_methods", None)
+    judged: dict[str, dict[str, float]] = {}
+    for name, facts in method_facts.items():
+        engine = is_engine_drift(facts, method_facts.get(drift_references[name]))
+        if not (name in named if named is not None else engine):
+            continue
+        entry: dict[str, float] = {}
+        if engine:
+            entry["mean_abs"] = ENGINE_TOLERANCES[facts["engine"]["precision"]]
+        entry.update({key.removeprefix("drift_"): value for key, value in user.items()})
+        if entry:
+            judged[name] = entry
+    return {"drift": judged} if judged else {}

@@ -44,20 +44,21 @@ def prepare_inputs(
     progress: bool = True,
 ) -> ValidationInputs:
     data = load_data(data_spec, denoiser.image_shape, limit=limit, progress=progress)
+    want = tuple(denoiser.image_shape if data.pixels else denoiser.sample_shape)
+    images, labels = data.images, data.labels.long()
+    if images.ndim != 4 or tuple(images.shape[1:]) != want or labels.shape != images.shape[:1]:
+        raise DataError(f"--data {data_spec!r} holds images {list(images.shape)} and labels {list(labels.shape)}; "
+                        f"allowed for this model: images [N, {', '.join(map(str, want))}] and labels [N]")
     if data.class_names is not None:
         denoiser = bind_classes(denoiser, data.class_names, prompts=data.prompts, prompt_template=prompt_template)
     elif denoiser.conditioning.kind == "text":
         raise DataError(f"--data {data_spec}: {denoiser.name} is text-conditioned and needs class names to build "
                         "prompts from; allowed: an image folder (class sub-folders) or an .npz with 'class_names'")
-    labels = data.labels.long()
-    if labels.numel() and (labels.min() < 0 or labels.max() >= denoiser.num_classes):
-        raise DataError(f"--data {data_spec}: labels span [{int(labels.min())}, {int(labels.max())}]; "
-                        f"allowed: [0, {denoiser.num_classes}) for {denoiser.name}")
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < denoiser.num_classes):
+        bad = int(labels.max()) if labels.max() >= denoiser.num_classes else int(labels.min())
+        raise DataError(f"--data {data_spec!r} has label {bad}; allowed for this model: 0 .. {denoiser.num_classes - 1}")
     device = denoiser.device
-    images = denoiser.encode_images(data.images.to(device)) if data.pixels else data.images.to(device)
-    if tuple(images.shape[1:]) != tuple(denoiser.sample_shape):
-        raise DataError(f"--data {data_spec}: images {list(images.shape[1:])} do not fit {denoiser.name}, which "
-                        f"takes {list(denoiser.sample_shape)} in model space")
+    images = denoiser.encode_images(images.to(device)) if data.pixels else images.to(device)
     channels, height, _ = denoiser.image_shape
     if fid_ref:
         fid_images = load_images(fid_ref, height, channels=channels, progress=progress)
@@ -73,8 +74,7 @@ def open_engine_eps(path: str, denoiser, config, stack: contextlib.ExitStack):
     ``denoiser``'s weights (else a one-line error), fed through ``denoiser.condition``; its
     runtime session stays open until ``stack`` closes."""
     from ..engine.build import EngineEpsFn, load_engine
-    from ..engine.manifest import model_sha256
 
-    engine = load_engine(path, config=config, model_hash=model_sha256(denoiser))
+    engine = load_engine(path, config=config, denoiser=denoiser)
     eps_fn = stack.enter_context(EngineEpsFn(engine, condition=denoiser.condition))
     return eps_fn, eps_fn.batch

@@ -8,7 +8,12 @@ or under ``torchrun`` (images are sharded, rank 0 computes FID and writes the re
 Methods are measured one at a time (drift, classifier, generation, FID), so a method can be
 :class:`Deferred`: built (an engine exported and loaded, say) only when its turn comes and
 released right after. With ``resume=True`` each finished method is checkpointed in
-``<out_dir>/methods/`` and a rerun with the same settings skips it (``checkpoint.py``).
+``<out_dir>/methods/`` and a rerun skips it when everything it was measured on is unchanged
+(``provenance.py`` defines what that is; ``checkpoint.py`` stores it).
+
+A report folder never holds a stale report: the run checks that ``out_dir`` is writable and
+removes the previous ``report.json`` (then its Markdown and PNG files) before measuring anything,
+and writes the new ones at the end, ``report.json`` last.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, ValidationError
 from .batching import EpsFn, check_batch_size
-from .checkpoint import MethodCheckpoints, fingerprint
+from .atomic import check_writable
+from .checkpoint import MethodCheckpoints
 from .distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
-from .drift import DriftInputs, drift, eps_outputs
+from .drift import DriftInputs, check_drift_limits, drift, drift_tolerances, eps_outputs
 from .fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, fid_against, reference_statistics
-from .report import SAMPLES_PER_METHOD, build_report, write_report
+from .provenance import Provenance, fingerprint, measured_facts, run_facts
+from .report import SAMPLES_PER_METHOD, build_report, invalidate_report, write_report
 from .sampling import SamplingConfig
 from .schedule import ClassifierSchedule
 
@@ -89,9 +96,12 @@ class ValidationSettings:
         drift_inputs: number of fixed random inputs for eps drift (0 skips drift).
         drift_seed: seed of those inputs.
         batch_size: rows per eps call (engines: their static batch size).
-        tolerances: drift tolerances recorded in the report for ``bigain-export check``:
-            ``drift_max_abs``, ``drift_rel_l2`` and optionally ``drift_methods`` (the methods they
-            apply to; default every method but the reference).
+        tolerances: drift limits recorded in the report for ``bigain-export check``:
+            ``drift_max_abs``, ``drift_rel_l2``, ``drift_mean_abs`` and optionally ``drift_methods``
+            (the methods they apply to). By default drift is judged for the engine methods whose
+            drift reference is the eager model with the same config, with ``mean_abs`` bounded
+            by the engine precision's tolerance (``drift.ENGINE_TOLERANCES``); see
+            :func:`~bigain_export.validate.drift.drift_tolerances`.
     """
 
     num_classes: int
@@ -113,6 +123,7 @@ class ValidationSettings:
             raise ConfigError(f"fid_images={self.fid_images!r} is not allowed; allowed: None or an integer >= 2")
         if isinstance(self.drift_inputs, bool) or not isinstance(self.drift_inputs, int) or self.drift_inputs < 0:
             raise ConfigError(f"drift_inputs={self.drift_inputs!r} is not allowed; allowed: an integer >= 0")
+        check_drift_limits(self.tolerances)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -144,6 +155,8 @@ def validate(
     metadata: Mapping[str, Any] | None = None,
     progress: bool = True,
     resume: bool = False,
+    provenance: Provenance | None = None,
+    drift_references: Mapping[str, str] | None = None,
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Measure every method and (on rank 0) write the report into ``out_dir``.
@@ -162,8 +175,14 @@ def validate(
         feature_fn: FID features (default: the Inception network); injectable for tests.
         metadata: free-form facts recorded under ``settings.run`` (model spec, config, engine path).
         progress: tqdm bars.
-        resume: checkpoint each finished method in ``<out_dir>/methods/`` and reuse checkpoints of
-            an earlier run with the same settings, images and FID reference (needs ``out_dir``).
+        resume: checkpoint each finished method in ``<out_dir>/methods/`` and reuse a checkpoint
+            only when everything the method was measured on is unchanged (needs ``out_dir`` and
+            ``provenance``).
+        provenance: what the methods are (model, config, engine, backend, dtype per method; see
+            :mod:`.provenance`); recorded in the report, where ``bigain-export check`` compares it.
+            Without it the report cannot be judged by the gate.
+        drift_references: method -> the method its drift is measured against (default: every
+            method against ``reference_method``).
         decode: model space -> images in [-1, 1] (``Denoiser.decode``: the VAE of a latent model),
             applied to generated samples before FID and the sample grids. With it, ``images`` are
             latents and ``fid_reference`` (statistics of real pixels) is required.
@@ -186,11 +205,30 @@ def validate(
         raise ValidationError("resume=True needs out_dir (checkpoints live in <out_dir>/methods)")
     if decode is not None and fid_reference is None and settings.sampling is not None:
         raise ValidationError("decode= (a latent model) needs fid_reference: statistics of real images, not latents")
+    if provenance is not None:
+        missing = [n for n in names if n not in provenance.methods]
+        if missing:
+            raise ValidationError(f"provenance has no facts for method(s) {', '.join(missing)}; "
+                                  "allowed: one method_facts(...) entry per method")
+    elif resume:
+        raise ValidationError("resume=True needs provenance=Provenance(...): a checkpoint is reused only "
+                              "for the same model, config and engine, so validate must know them")
+    drift_refs = {name: reference_method for name in names}
+    for name, ref in dict(drift_references or {}).items():
+        if name not in methods or ref not in methods:
+            raise ValidationError(f"drift_references {name!r} -> {ref!r}: both must be methods; "
+                                  f"allowed: {', '.join(names)}")
+        drift_refs[name] = ref
     labels = torch.as_tensor(labels, dtype=torch.long)
     sample_shape = tuple(images.shape[1:])
     device = images.device
     main = is_main_process()
     fid_count = min(settings.fid_images or images.shape[0], images.shape[0])
+    if out_dir is not None and main:
+        # Before any long work: a read-only or full folder fails now, and the old report of this
+        # folder stops vouching for anything the moment this run starts.
+        check_writable(out_dir, what="output folder")
+        invalidate_report(out_dir)
 
     # FID reference first (rank 0): every method's FID is computed as soon as its samples exist.
     reference, reference_seconds = None, None
@@ -201,18 +239,22 @@ def validate(
         reference = fid_reference or reference_statistics(images.cpu(), feature_fn, fid_cache_dir)
         reference_seconds = time.perf_counter() - start
 
-    checkpoints = None
-    if resume:
-        run_fingerprint = fingerprint(settings.to_dict(), images, labels, {
-            "reference_method": reference_method,
-            "fid_reference": None if reference is None else [reference.key, reference.num_images,
-                                                              float(reference.mu.sum())],
-        })
-        # Rank 0 decides: every rank must skip the same methods.
-        checkpoints = MethodCheckpoints(Path(out_dir) / "methods", gather(run_fingerprint)[0])
+    settings_facts = {**settings.to_dict(), "fid_images": fid_count if settings.sampling is not None else None}
+    run = run_facts(provenance, settings_facts, images, labels, fid_reference=reference,
+                    feature_key=getattr(feature_fn, "key", None))
+    method_facts = {name: None if provenance is None else dict(provenance.methods[name]) for name in names}
+    fingerprints: dict[str, str | None] = {name: None for name in names}
+    if provenance is not None:
+        # Rank 0 decides (only it knows the FID reference): every rank must skip the same methods.
+        fingerprints = gather({
+            name: fingerprint(measured_facts(run, method_facts[name], method_facts[drift_refs[name]]))
+            for name in names
+        })[0]
+    checkpoints = MethodCheckpoints(Path(out_dir) / "methods") if resume else None
 
-    # Drift reference outputs: fixed random inputs through the reference method.
-    inputs = ref_out = None
+    # Drift inputs: fixed random inputs, through each method and its drift reference.
+    inputs = None
+    ref_outputs: dict[str, torch.Tensor] = {}
     if settings.drift_inputs:
         inputs = DriftInputs.random(settings.drift_inputs, sample_shape, settings.num_classes,
                                     settings.num_train_timesteps, settings.drift_seed, device)
@@ -220,24 +262,26 @@ def validate(
     results: dict[str, dict[str, Any]] = {}
     grids: dict[str, torch.Tensor] = {}
     for name in tqdm(names, desc="methods", disable=not (progress and main), leave=False):
-        saved = checkpoints.load(name) if checkpoints is not None else None
+        saved = checkpoints.load(name, fingerprints[name]) if checkpoints is not None else None
         if gather(saved is not None)[0]:  # rank 0's view decides; only rank 0's results are reported
             logger.info("validate %s: from checkpoint", name)
             results[name], grid = saved or ({}, None)
             if grid is not None:
                 grids[name] = grid
             continue
-        if inputs is not None and ref_out is None:
-            with _opened(methods[reference_method]) as ref:
-                ref_out = eps_outputs(_for_task(ref, "classify"), inputs, settings.batch_size)
+        ref_name = drift_refs[name]
+        if inputs is not None and ref_name not in ref_outputs:
+            with _opened(methods[ref_name]) as ref:
+                ref_outputs[ref_name] = eps_outputs(_for_task(ref, "classify"), inputs, settings.batch_size)
         with _opened(methods[name]) as method:
             # Every key present for every method (null when not measured): one shape for readers.
             entry: dict[str, Any] = {"fid": None, "fid_num_images": None, "drift": None, "seconds": {}}
             # 1. eps drift. The reference is called again too: a nonzero self-drift exposes a
             # non-deterministic model.
             if inputs is not None:
-                result = drift(eps_outputs(_for_task(method, "classify"), inputs, settings.batch_size), ref_out)
-                entry["drift"] = {**result.to_dict(), "reference": reference_method}
+                result = drift(eps_outputs(_for_task(method, "classify"), inputs, settings.batch_size),
+                               ref_outputs[ref_name])
+                entry["drift"] = {**result.to_dict(), "reference": ref_name}
             # 2. diffusion classifier.
             logger.info("validate %s: diffusion classifier on %d images", name, images.shape[0])
             start = time.perf_counter()
@@ -272,7 +316,7 @@ def validate(
                     entry["seconds"]["fid"] = time.perf_counter() - start
         results[name] = entry
         if checkpoints is not None and main:
-            checkpoints.save(name, entry, grids.get(name))
+            checkpoints.save(name, fingerprints[name], entry, grids.get(name))
 
     report = None
     if main:
@@ -288,8 +332,10 @@ def validate(
             "distributed": dict(zip(("rank", "world_size"), rank_and_world())),
             "run": dict(metadata or {}),
         }
+        report_provenance = {"run": run, "methods": method_facts, "fingerprints": fingerprints}
+        tolerances = drift_tolerances(settings.tolerances, method_facts, drift_refs)
         report = build_report(results, reference_method=reference_method, settings=run_settings,
-                              tolerances=settings.tolerances)
+                              tolerances=tolerances, provenance=report_provenance)
         if out_dir is not None:
             write_report(report, out_dir, grids)
     report = gather(report)[0]
