@@ -236,3 +236,94 @@ def test_optimum_layout_refuses_a_dit(folders, tmp_path):
     with pytest.raises(ExportError, match="needs a StableDiffusionPipeline or StableDiffusionXLPipeline folder; got DiTPipeline"):
         export_optimum(load_denoiser(str(folders["dit"])), CONFIG, tmp_path / "layout")
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _cli(*argv) -> int:
+    from bigain_export.cli.main import main
+
+    return main([str(a) for a in argv])
+
+
+def test_cli_validate_an_sd_engine_on_an_image_folder_with_fid(folders, engines, tmp_path, capsys, monkeypatch):
+    """validate --data DIR --engine E: classes from the folders, prompts from --prompt-template,
+    accuracy on VAE latents, FID of VAE-decoded samples against the folder's pixels."""
+    import bigain_export.validate.fid as fid
+
+    # Inception + 2048-d Frechet distances take ~1 min on 2 cores; the FID path is what is tested here.
+    monkeypatch.setattr(fid, "InceptionFeatures", lambda device="cpu": PixelFeatures())
+    out = tmp_path / "report"
+    code = _cli("validate", "--engine", engines["sd"].path, "--data", folders["data"], "--out", out,
+                "--prompt-template", "a picture of a {}", "--schedule", "uniform-2", "--steps", "2", "--guidance", "1",
+                "--drift-inputs", "2", "--fid-cache", tmp_path / "cache", "--no-progress")
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    run = report["settings"]["run"]
+    assert run["class_names"] == sorted(CLASSES) and run["prompts"][0] == "a picture of a goldfish"
+    assert report["settings"]["data"]["image_shape"] == [4, 16, 16]  # the classifier ran on latents
+    assert set(report["methods"]) == {"eager-none", "eager-same-config", "engine"}
+    assert all(m["fid"] is not None and m["num_images"] == 6 for m in report["methods"].values())
+    assert report["methods"]["engine"]["classification"]["predictions"] == \
+        report["methods"]["eager-same-config"]["classification"]["predictions"]
+
+
+@pytest.mark.parametrize("kind", ("sdxl", "dit"))
+def test_cli_generate_with_the_engine_matches_eager(folders, engines, kind, tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+
+    what = ("--classes", "goldfish", "tabby") if kind == "dit" else ("--prompts", "a goldfish", "a cat")
+    common = (*what, "--seeds", "1", "2", "--steps", "2", "--no-progress")
+    assert _cli("generate", "--engine", engines[kind].path, *common, "--out", tmp_path / "engine") == 0
+    assert _cli("generate", "--model", folders[kind], "--config", json.dumps({"preset": "bigain-both"}), *common,
+                "--out", tmp_path / "eager") == 0
+    record = json.loads((tmp_path / "engine" / "generate.json").read_text())
+    assert record["sampler"] == {"sdxl": "EulerDiscreteScheduler", "dit": "DDIMScheduler"}[kind]
+    assert record["guidance"] == {"sdxl": 5.0, "dit": 4.0}[kind]  # the pipeline's own default
+    assert [i["seed"] for i in record["images"]] == [1, 2, 1, 2] and (tmp_path / "engine" / "grid.png").is_file()
+    for item in record["images"]:
+        a = np.asarray(Image.open(tmp_path / "engine" / item["file"]), dtype=np.int16)
+        b = np.asarray(Image.open(tmp_path / "eager" / item["file"]), dtype=np.int16)
+        assert a.shape == (32, 32, 3) and np.abs(a - b).max() <= 1  # PNG rounding only
+    assert Image.open(tmp_path / "engine" / "grid.png").size == (2 * 34 + 2, 2 * 34 + 2)
+
+
+def test_cli_bad_input_is_one_line(folders, engines, tmp_path, capsys):
+    def error(*argv) -> str:
+        assert _cli(*argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    empty = tmp_path / "empty"
+    (empty / "cat").mkdir(parents=True)
+    assert "has no images in its class sub-folders" in error("validate", "--model", folders["sd"], "--data", empty,
+                                                             "--out", tmp_path / "r")
+    shutil.copytree(folders["data"] / "tabby", empty / "tabby")
+    assert "class folder(s) ['cat'] hold no images" in error("validate", "--model", folders["sd"], "--data", empty,
+                                                             "--out", tmp_path / "r")
+    (empty / "cat" / "broken.png").write_bytes(b"not a png")
+    assert "cannot read image" in error("validate", "--model", folders["sd"], "--data", empty, "--out", tmp_path / "r",
+                                        "--no-progress")
+    deep = tmp_path / "deep"
+    (deep / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("I;16", (8, 8)).save(deep / "cat" / "x.png")  # a 16-bit PNG
+    assert "image mode 'I;16'" in error("validate", "--model", folders["sd"], "--data", deep, "--out", tmp_path / "r",
+                                        "--no-progress")
+    assert "prompts cannot condition it" in error("generate", "--model", folders["dit"], "--prompts", "a cat", "--out", tmp_path / "g")
+    assert "class 'axolotl' is not one of" in error("generate", "--model", folders["dit"], "--classes", "axolotl",
+                                                    "--out", tmp_path / "g")
+    assert "is not one of builtin:fmnist-dit's labels" in error("generate", "--classes", "cat", "--out", tmp_path / "g")
+    assert "prompts cannot condition it" in error("generate", "--prompts", "a shoe", "--out", tmp_path / "g")
+    not_a_model = tmp_path / "nothing"
+    not_a_model.mkdir()
+    assert "is not a diffusers folder" in error("generate", "--model", not_a_model, "--classes", "x", "--out", tmp_path / "g")
+    # an engine of one pipeline used with another
+    assert "built from other weights" in error("generate", "--engine", engines["sd"].path, "--model", folders["sdxl"],
+                                               "--prompts", "a cat", "--out", tmp_path / "g")
+    assert "has no {} slot" in error("validate", "--model", folders["sd"], "--data", folders["data"],
+                                     "--prompt-template", "a photo", "--out", tmp_path / "r")

@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from ..models.prompts import check_template
     from ..models.registry import load_denoiser
     from ..validate.fid import InceptionFeatures, reference_statistics
+    from ..data.image_folder import scan_image_folder
     from ..validate.inputs import prepare_inputs
     from ..validate.atomic import check_writable
     from ..validate.provenance import Provenance, engine_facts, method_facts, model_facts
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             check_writable(_cache_dir(args.fid_cache), what="--fid-cache")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
     check_template(args.prompt_template)
+    if Path(args.data).is_dir():  # the folder's layout is checked before the model loads
+        scan_image_folder(args.data)
     denoiser = load_denoiser(model, device, dtype)
     if engine is not None:
         engine = load_engine(args.engine, config=config, denoiser=denoiser)  # the engine belongs to this model

@@ -131,15 +131,20 @@ def _round_robin(per_class: list[list[Path]]) -> list[tuple[int, Path]]:
     return order
 
 
-def load_image_folder(
-    root: str | os.PathLike,
-    resolution: int,
-    *,
-    channels: int = 3,
-    limit: int | None = None,
-    progress: bool = True,
-) -> LabeledImages:
-    """Read a class-per-sub-folder image folder at the model's resolution (see the module docstring)."""
+@dataclass(frozen=True)
+class FolderScan:
+    """The classes and files of an image folder, found without reading any image."""
+
+    root: Path
+    folders: list[str]
+    names: list[str]
+    prompts: list[str] | None
+    files: list[list[Path]]
+
+
+def scan_image_folder(root: str | os.PathLike) -> FolderScan:
+    """Check the layout (class folders, classes file, at least one image per class); cheap, so the
+    CLI runs it before loading a model."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"--data {str(root)!r} is not a folder; allowed: an image folder (one sub-folder per class), "
@@ -155,21 +160,34 @@ def load_image_folder(
             raise DataError(f"{root}: the classes file lists folders {missing[:5]} that do not exist")
     if not folders:
         raise DataError(f"{root} has no class sub-folders; allowed layout: {root}/<class>/<image files>")
-    per_class = [list_images(root / f) for f in folders]
-    if not any(per_class):
+    files = [list_images(root / f) for f in folders]
+    if not any(files):
         raise DataError(f"{root} has no images in its class sub-folders (looked for {', '.join(IMAGE_SUFFIXES)})")
-    empty = [f for f, files in zip(folders, per_class) if not files]
+    empty = [f for f, found in zip(folders, files) if not found]
     if empty:
         raise DataError(f"{root}: class folder(s) {empty[:5]} hold no images ({', '.join(IMAGE_SUFFIXES)}); "
                         "remove them or add images")
+    return FolderScan(root, folders, names, prompts, files)
+
+
+def load_image_folder(
+    root: str | os.PathLike,
+    resolution: int,
+    *,
+    channels: int = 3,
+    limit: int | None = None,
+    progress: bool = True,
+) -> LabeledImages:
+    """Read a class-per-sub-folder image folder at the model's resolution (see the module docstring)."""
+    scan = scan_image_folder(root)
     if limit is not None and limit < 1:
         raise DataError(f"--limit {limit} is not allowed; allowed: an integer >= 1")
-    order = _round_robin(per_class)[:limit]
+    order = _round_robin(scan.files)[:limit]
     images = torch.empty((len(order), channels, resolution, resolution), dtype=torch.float32)
-    for i, (_, path) in enumerate(tqdm(order, desc=f"reading {root.name}", unit="img", disable=not progress, leave=False)):
+    for i, (_, path) in enumerate(tqdm(order, desc=f"reading {scan.root.name}", unit="img", disable=not progress, leave=False)):
         images[i] = torch.from_numpy(read_image(path, resolution, channels)).float() / 127.5 - 1.0
     labels = torch.tensor([label for label, _ in order], dtype=torch.long)
-    return LabeledImages(images, labels, names, prompts, pixels=True, source=str(root))
+    return LabeledImages(images, labels, scan.names, scan.prompts, pixels=True, source=str(scan.root))
 
 
 def load_images(root: str | os.PathLike, resolution: int, *, channels: int = 3, progress: bool = True) -> torch.Tensor:

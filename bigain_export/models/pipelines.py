@@ -21,6 +21,7 @@ exactly the embeddings the pipeline would compute. The pipeline object stays ava
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -89,14 +90,38 @@ def _variant(model_dir: Path) -> str | None:
     return "fp16" if any(n.endswith(".fp16.safetensors") for n in names) else None
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-component progress bars while loading (they would interleave with our one-line output)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    bars = [diffusers_logging]
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        bars.append(transformers_logging)
+    except ImportError:
+        pass
+    enabled = [m.is_progress_bar_enabled() for m in bars]
+    for m in bars:
+        m.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for m, on in zip(bars, enabled):
+            if on:
+                m.enable_progress_bar()
+
+
 def _load(root: Path, cls: str):
     from diffusers import DiffusionPipeline
 
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            root, use_safetensors=True, local_files_only=True, torch_dtype=torch.float32,
-            variant=_variant(root / _NETWORK[cls]), low_cpu_mem_usage=False,
-        )
+        with _quiet_loading():
+            pipe = DiffusionPipeline.from_pretrained(
+                root, use_safetensors=True, local_files_only=True, torch_dtype=torch.float32,
+                variant=_variant(root / _NETWORK[cls]), low_cpu_mem_usage=False,
+            )
     except (OSError, ValueError, EnvironmentError) as exc:  # diffusers' "no safetensors", bad configs, ...
         raise DataError(f"{root}: diffusers cannot load this {cls}: {str(exc).strip().splitlines()[0][:300]}") from exc
     pipe.set_progress_bar_config(disable=True)
