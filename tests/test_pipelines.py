@@ -210,8 +210,9 @@ def test_optimum_layout_loads_in_optimums_ort_pipeline(folders, kind, tmp_path):
 
     if not OPTIMUM_PYTHON.is_file():
         pytest.skip(f"{OPTIMUM_PYTHON} missing: scripts/setup.sh makes it (unless BIGAIN_OPTIMUM=skip)")
+    layout = tmp_path / "layout"  # written through the CLI: bigain-export export --layout optimum
+    assert _cli("export", "--layout", "optimum", "--model", folders[kind], "--config", "bigain-both", "--out", layout) == 0
     d = load_denoiser(str(folders[kind]))
-    layout = export_optimum(d, CONFIG, tmp_path / "layout")
     unet = onnx.load(str(layout / "unet" / "model.onnx"))
     assert {n.domain for n in unet.graph.node} >= {"bigain.ai"} and {f.domain for f in unet.functions} == {"bigain.ai"}
     assert [i.name for i in unet.graph.input][:3] == ["sample", "timestep", "encoder_hidden_states"]
