@@ -159,3 +159,10 @@ def test_trt_without_a_gpu_is_refused_before_any_work(built, tmp_path):
     with pytest.raises(EngineError, match=r"backend 'trt' runs its plan on an NVIDIA GPU, and no CUDA device is visible"):
         build_engine(built[0], CONFIG, tmp_path / "trt", backend="trt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_zero_drift_feeds_are_refused_in_one_line(built):
+    from bigain_export.engine.build import measure_drift
+
+    with pytest.raises(ConfigError, match=r"drift feeds=0 is not allowed; allowed: an integer >= 1"):
+        measure_drift(built[0], CONFIG, load_engine(built[1].path), feeds=0)

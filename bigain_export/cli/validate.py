@@ -201,12 +201,15 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.data).is_dir():  # the folder's layout is checked before the model loads
         scan_image_folder(args.data)
     denoiser = load_denoiser(model, device, dtype)
-    if engine is not None:
-        engine = load_engine(args.engine, config=config, denoiser=denoiser)  # the engine belongs to this model
+    model_provenance = model_facts(denoiser, model)  # hashes the weights once, for the engine check too
+    if engine is not None:  # the engine belongs to this model: weights, shapes, classes, config
+        engine = load_engine(args.engine, config=config, denoiser=denoiser, model_hash=model_provenance["sha256"])
     # The data's classes become the candidates (prompts for SD/SDXL); pixels -> the model's space.
     inputs = prepare_inputs(denoiser, args.data, limit=args.limit, prompt_template=args.prompt_template,
                             fid_ref=args.fid_ref, progress=not args.no_progress)
     denoiser, images, labels = inputs.denoiser, inputs.images, inputs.labels
+    model_provenance.update(num_classes=int(denoiser.num_classes), null_label=int(denoiser.null_label),
+                            prompts=getattr(denoiser.conditioning, "prompts", None))  # the bound classes
     fid_reference, feature_fn, decode = None, None, None
     if denoiser.space.kind != "pixels":
         decode = denoiser.decode
@@ -248,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
             fid_reference=fid_reference, feature_fn=feature_fn, decode=decode,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
             resume=args.resume, provenance=Provenance(
-                model=model_facts(denoiser, model), methods=facts, data_source=args.data,
+                model=model_provenance, methods=facts, data_source=args.data,
                 data_limit=args.limit, device=device),
         )
     if int(os.environ.get("RANK", "0")) == 0:

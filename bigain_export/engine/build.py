@@ -91,6 +91,8 @@ def measure_drift(denoiser, config: BiGainConfig, engine: Engine, *, feeds: int 
     from ..backends.compare import compare_runners
     from ..backends.torch_runner import TorchRunner
 
+    if isinstance(feeds, bool) or not isinstance(feeds, int) or feeds < 1:
+        raise ConfigError(f"drift feeds={feeds!r} is not allowed; allowed: an integer >= 1")
     spec = engine.spec
     eager = TorchRunner(denoiser, config, spec, device=device, name="eager")
     return compare_runners(eager, engine.runner(), drift_feeds(spec, feeds, denoiser.num_classes), spec.precision)
