@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,7 +176,7 @@ def test_validate_on_an_image_folder_through_the_vae(folders, engines, kind, tmp
     assert (tmp_path / "report.json").is_file() and (tmp_path / "samples.png").is_file()
 
 
-def test_bad_pipeline_folders_and_classes(folders, tmp_path):
+def test_bad_pipeline_folders_and_classes(folders, tmp_path, monkeypatch):
     broken = tmp_path / "sd-no-vae"
     shutil.copytree(folders["sd"], broken)
     shutil.rmtree(broken / "vae")
@@ -187,6 +188,10 @@ def test_bad_pipeline_folders_and_classes(folders, tmp_path):
     (other / "model_index.json").write_text(json.dumps({**index, "_class_name": "KandinskyPipeline"}))
     with pytest.raises(UnsupportedModelError, match="'KandinskyPipeline' is not supported; allowed: StableDiffusionPipeline"):
         load_denoiser(str(other))
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as on a machine without the pipelines extra
+    with pytest.raises(UnsupportedModelError, match=r"which need `transformers` \(pip install 'bigain-export\[pipelines\]'\)"):
+        load_denoiser(str(folders["sd"]))
+    monkeypatch.undo()
     with pytest.raises(DataError, match="class 'axolotl' is not one of .*labels.*'golden retriever'"):
         load_denoiser(str(folders["dit"]), class_names=["tabby", "axolotl"])
     classes = tmp_path / "data"

@@ -134,6 +134,7 @@ def _with_pipeline(denoiser, request, settings, config, engine, progress) -> lis
     else:
         texts = list(request.prompts) or [request.prompt_template.format(c) for c in request.classes]
         jobs = [(text, {"prompt": text}) for text in texts]
+    pipe.to(denoiser.device)  # load_denoiser moved only the network; text encoders and VAE follow it
     original_scheduler = pipe.scheduler
     pipe.scheduler = _scheduler(pipe, settings["sampler"])
     pipe.set_progress_bar_config(disable=not progress)

@@ -71,7 +71,7 @@ def _check_folder(root: Path, index: dict[str, Any]) -> str:
         raise DataError(f"{root}: {cls} needs its VAE (vae/ with config.json and safetensors weights) to map images "
                         "to latents and back; none found")
     for name in [k for k in index if not k.startswith("_")]:
-        if _component(index, name) and name not in ("scheduler",) and not (root / name).is_dir():
+        if _component(index, name) and not (root / name).is_dir():
             raise DataError(f"{root}: model_index.json lists {name} but there is no {name}/ folder")
     if cls in TEXT_PIPELINES:
         try:
