@@ -275,7 +275,7 @@ def test_cli_validate_an_sd_engine_on_an_image_folder_with_fid(folders, engines,
         report["methods"]["eager-same-config"]["classification"]["predictions"]
 
 
-@pytest.mark.parametrize("kind", ("sdxl", "dit"))
+@pytest.mark.parametrize("kind", KINDS)
 def test_cli_generate_with_the_engine_matches_eager(folders, engines, kind, tmp_path, capsys):
     from PIL import Image
     import numpy as np
@@ -286,8 +286,8 @@ def test_cli_generate_with_the_engine_matches_eager(folders, engines, kind, tmp_
     assert _cli("generate", "--model", folders[kind], "--config", json.dumps({"preset": "bigain-both"}), *common,
                 "--out", tmp_path / "eager") == 0
     record = json.loads((tmp_path / "engine" / "generate.json").read_text())
-    assert record["sampler"] == {"sdxl": "EulerDiscreteScheduler", "dit": "DDIMScheduler"}[kind]
-    assert record["guidance"] == {"sdxl": 5.0, "dit": 4.0}[kind]  # the pipeline's own default
+    assert record["sampler"] == {"sd": "DDIMScheduler", "sdxl": "EulerDiscreteScheduler", "dit": "DDIMScheduler"}[kind]
+    assert record["guidance"] == {"sd": 7.5, "sdxl": 5.0, "dit": 4.0}[kind]  # the pipeline's own default
     assert [i["seed"] for i in record["images"]] == [1, 2, 1, 2] and (tmp_path / "engine" / "grid.png").is_file()
     for item in record["images"]:
         a = np.asarray(Image.open(tmp_path / "engine" / item["file"]), dtype=np.int16)
