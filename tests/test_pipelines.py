@@ -90,7 +90,7 @@ def test_pipeline_folder_is_a_latent_denoiser(folders, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_engine_manifest_states_the_patched_level(engines, kind):
+def test_engine_manifest_states_the_patched_level(engines, kind, capsys):
     manifest = engines[kind].manifest
     assert manifest.config["unet_levels"] is None  # the default: auto
     levels = {"sd": [0], "sdxl": [1], "dit": None}[kind]
@@ -99,6 +99,11 @@ def test_engine_manifest_states_the_patched_level(engines, kind):
         assert not any(b.startswith(("down_blocks.0", "up_blocks.1")) for b in manifest.patched["blocks"])
     inputs = [c["name"] for c in manifest.spec.get("conditions", [{"name": "class_labels"}])]
     assert inputs == [c.name for c in load_engine(engines[kind].path).spec.conditions]
+    from bigain_export.cli.main import main
+
+    assert main(["info", str(engines[kind].path)]) == 0
+    where = {"sd": " at UNet level(s) [0]", "sdxl": " at UNet level(s) [1]", "dit": ""}[kind]
+    assert f"patched:    {len(manifest.patched['blocks'])} blocks{where}\n" in capsys.readouterr().out
 
 
 def _pipeline_images(pipe, kind, seed=0, steps=3):
