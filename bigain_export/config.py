@@ -66,6 +66,13 @@ class BiGainConfig:
             the highest-resolution level that has transformer blocks (0 on SD 2.x, 1 on SDXL).
         dit_blocks: transformer block indices patched in a DiT; ``None`` means the paper's blocks
             1-5 and 7-11, intersected with the model's depth.
+        plan_reuse: opt-in. Compute the merge plan at the first patched block of each resolution
+            in a model call and reuse it in the other patched blocks of that resolution (the
+            released code's cached-merge variant; ToMA reuses patterns across layers). Faster,
+            and no longer the paper's per-block plan.
+        merge_crossattn: opt-in (tomesd's switch). Also merge the queries of the block's
+            cross-attention (``attn2``) with the block's plan; keys/values (the text) stay.
+        merge_mlp: opt-in (tomesd's switch). Also run the block's feed-forward on merged tokens.
     """
 
     merge: str = "bigain"
@@ -78,6 +85,9 @@ class BiGainConfig:
     alpha_end: float = 1.2
     unet_levels: tuple[int, ...] | None = None
     dit_blocks: tuple[int, ...] | None = None
+    plan_reuse: bool = False
+    merge_crossattn: bool = False
+    merge_mlp: bool = False
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -114,6 +124,11 @@ class BiGainConfig:
             if not blocks or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in blocks):
                 _fail("dit_blocks", self.dit_blocks, "None or a non-empty tuple of integers >= 0")
             object.__setattr__(self, "dit_blocks", tuple(sorted(set(blocks))))
+        for name in ("plan_reuse", "merge_crossattn", "merge_mlp"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "true | false")
+            if getattr(self, name) and self.merge == "none":
+                _fail(name, getattr(self, name), "false when merge='none' (it changes how merging is done)")
         if self.version != CONFIG_VERSION:
             _fail("version", self.version, str(CONFIG_VERSION))
 
@@ -188,7 +203,9 @@ class BiGainConfig:
         """Short human label, e.g. ``bigain-merge r=0.5`` or ``todo s=2``."""
         parts = []
         if self.merges:
-            parts.append(f"{self.merge}-merge r={self.ratio:g} ({self.anchor})")
+            extras = [name for name, on in (("plan-reuse", self.plan_reuse), ("crossattn", self.merge_crossattn),
+                                            ("mlp", self.merge_mlp)) if on]
+            parts.append(f"{self.merge}-merge r={self.ratio:g} ({', '.join([self.anchor, *extras])})")
         if self.pools_kv:
             alpha = "t-scheduled" if self.fixed_alpha is None else f"{self.fixed_alpha:g}"
             parts.append(f"{self.kv}-kv s={self.downsample} alpha={alpha}")

@@ -1,10 +1,19 @@
-"""Milliseconds per UNet call: SD2-base UNet architecture (random weights), plain vs tomesd vs
-BiGain, eager and torch.compile, timed with CUDA events (median after warm-up).
+"""Milliseconds per denoiser call, each ratio beside the attention-time ceiling measured in the same run.
 
-    python scripts/bench_unet.py --res 512 768 1024 --out results/
+    python scripts/bench_unet.py --model sd2 --res 512 768 1024 --modes compile --out results/
+    python scripts/bench_unet.py --model dit-xl2 --res 512 --batch 16 --modes compile --out results/
 
-Writes ``bench_unet.json`` and ``bench_unet.md`` (table with card and versions) to --out, and
-with --profile a torch.profiler table of the BiGain merge path. Needs a CUDA GPU.
+SD2-base UNet or DiT-XL/2 architecture (random weights, bf16, SDPA), plain vs tomesd vs BiGain,
+eager and/or torch.compile, CUDA events (median after warm-up). Needs a CUDA GPU and diffusers.
+
+**Ceiling** (what merging/pooling only the patched self-attention can at best give): for every
+patched layer, its attention (q/k/v/out projections + SDPA, the layer's own module) is timed at
+full length and at the reduced lengths of the method; ceiling = plain / (plain - sum of savings).
+``gain_share`` = (plain / ms - 1) / (ceiling - 1): 1.0 means the merge itself is free.
+FLOPs per call come from ``torch.utils.flop_counter.FlopCounterMode`` (eager, same inputs).
+
+Writes ``bench_unet.json`` (rows with ``res``, ``method``, ``mode``, ``ms``, ``ceiling``, ...)
+and ``bench_unet.md`` (table with card and versions) to --out.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigain_export import BiGainConfig, apply_bigain, remove_bigain  # noqa: E402
+from bigain_export.patch import patch_info  # noqa: E402
 
 SD2_BASE_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -31,14 +41,20 @@ SD2_BASE_UNET = dict(
     attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True,
     norm_num_groups=32,
 )
+DIT_XL2 = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+               sample_size=64, patch_size=2, num_embeds_ada_norm=1000, norm_type="ada_norm_zero")
 
+merge = lambda ratio, **kw: BiGainConfig.preset("bigain-merge", ratio=ratio, **kw)  # noqa: E731
 METHODS = {
     "plain": None,
     "tomesd r=0.5": ("tomesd", 0.5),
     "tomesd r=0.7": ("tomesd", 0.7),
-    "bigain-merge r=0.5": BiGainConfig.preset("bigain-merge", ratio=0.5),
-    "bigain-merge r=0.7": BiGainConfig.preset("bigain-merge", ratio=0.7),
+    "bigain-merge r=0.5": merge(0.5),
+    "bigain-merge r=0.7": merge(0.7),
+    "bigain-merge r=0.7 plan-reuse": merge(0.7, plan_reuse=True),
+    "bigain-merge r=0.7 +crossattn+mlp": merge(0.7, merge_crossattn=True, merge_mlp=True),
     "bigain-kv s=2": BiGainConfig.preset("bigain-kv", downsample=2),
+    "bigain-both r=0.7 s=2": BiGainConfig.preset("bigain-both", ratio=0.7, downsample=2),
 }
 
 
@@ -57,107 +73,170 @@ def cuda_median_ms(fn, warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def patch(unet, method):
-    import tomesd
+def patch(model, method):
+    """Remove any patch (ours, tomesd's), then apply ``method`` (None: plain)."""
+    remove_bigain(model)
+    if getattr(model, "_tome_info", None) is not None:
+        import tomesd
 
-    tomesd.remove_patch(unet)
-    remove_bigain(unet)
-    if method is None:
-        return
+        tomesd.remove_patch(model)
     if isinstance(method, tuple):
-        tomesd.apply_patch(unet, ratio=method[1], max_downsample=1)
-    else:
-        apply_bigain(unet, method)
+        import tomesd
+
+        tomesd.apply_patch(model, ratio=method[1], max_downsample=1)
+    elif method is not None:
+        apply_bigain(model, method)
+
+
+class Bench:
+    """The model and its inputs at one resolution."""
+
+    def __init__(self, kind: str, res: int, batch: int):
+        from diffusers import DiTTransformer2DModel, UNet2DConditionModel
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.kind, self.res, self.batch = kind, res, batch
+        device, dtype = "cuda", torch.bfloat16
+        torch.manual_seed(0)
+        side = res // 8
+        if kind == "sd2":
+            self.model = UNet2DConditionModel(**SD2_BASE_UNET).to(device, dtype).eval()
+            self.inputs = (torch.randn(batch, 4, side, side, device=device, dtype=dtype), torch.full((batch,), 500, device=device),
+                           torch.randn(batch, 77, 1024, device=device, dtype=dtype))
+        else:
+            self.model = DiTTransformer2DModel(**DIT_XL2).to(device, dtype).eval()
+            self.inputs = (torch.randn(batch, 4, side, side, device=device, dtype=dtype), torch.full((batch,), 500, device=device),
+                           torch.randint(1000, (batch,), device=device))
+        self.model.set_attn_processor(AttnProcessor2_0())
+
+    def call(self, model):
+        if self.kind == "sd2":
+            sample, t, context = self.inputs
+            return model(sample, t, context).sample
+        sample, t, labels = self.inputs
+        return model(sample, timestep=t, class_labels=labels).sample
+
+    def patched_layers(self, config: BiGainConfig):
+        """(attn module, tokens, grid) of every self-attention the config patches."""
+        apply_bigain(self.model, config)
+        names = patch_info(self.model).target_names
+        remove_bigain(self.model)
+        modules = dict(self.model.named_modules())
+        side = self.res // 8 // (1 if self.kind == "sd2" else 2)
+        return [(modules[f"{name}.attn1"], side) for name in names]
+
+
+def attention_savings(bench: Bench, config: BiGainConfig, warmup: int, iters: int, cache: dict) -> float:
+    """Sum over the patched layers of (attention ms at full length - at the method's lengths)."""
+    total = 0.0
+    for attn, side in bench.patched_layers(config):
+        n = side * side
+        channels = attn.to_q.in_features
+        q_len = n - config.merged_count(n, side, side)
+        kv_len = (side // config.downsample) ** 2 if config.pools_kv else None
+        key = (id(attn), n, q_len, kv_len)
+        if key not in cache:
+            x = torch.randn(bench.batch, n, channels, device="cuda", dtype=torch.bfloat16)
+            with torch.inference_mode():
+                full = cuda_median_ms(lambda: attn(x), warmup, iters)
+                kv = None if kv_len is None else x[:, :kv_len].contiguous()
+                q = x[:, :q_len].contiguous()
+                reduced = cuda_median_ms(lambda: attn(q, kv), warmup, iters)
+            cache[key] = full - reduced
+        total += cache[key]
+    return total
+
+
+def flops_per_call(bench: Bench) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        bench.call(bench.model)
+    return counter.get_total_flops()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="sd2", choices=("sd2", "dit-xl2"))
     parser.add_argument("--res", type=int, nargs="+", default=[512, 768, 1024])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
+    parser.add_argument("--modes", nargs="+", default=["compile"], choices=["eager", "compile", "cudagraphs"],
+                        help="compile = torch.compile default mode; cudagraphs = mode='reduce-overhead' "
+                        "(CUDA graphs: no CPU launch cost, as in a deployed engine)")
+    parser.add_argument("--eager-only", nargs="*", default=["tomesd r=0.5", "tomesd r=0.7"], metavar="METHOD",
+                        help="methods timed eagerly only (tomesd's Python-side plan breaks compiled graphs)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--profile", action="store_true", help="profile the bigain-merge r=0.7 path")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
-
-    from diffusers import UNet2DConditionModel
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    device, dtype = "cuda", torch.bfloat16
-    unet = UNet2DConditionModel(**SD2_BASE_UNET).to(device, dtype).eval()
-    unet.set_attn_processor(AttnProcessor2_0())
-    rows = []
-    with torch.inference_mode():  # first-call costs (cuDNN heuristics, allocator) out of the table
-        for _ in range(10):
-            unet(torch.randn(args.batch, 4, 64, 64, device=device, dtype=dtype), torch.tensor([1], device=device),
-                 torch.randn(args.batch, 77, 1024, device=device, dtype=dtype))
+    rows: list[dict] = []
     for res in args.res:
-        side = res // 8
-        sample = torch.randn(args.batch, 4, side, side, device=device, dtype=dtype)
-        context = torch.randn(args.batch, 77, 1024, device=device, dtype=dtype)
-        timestep = torch.full((args.batch,), 500, device=device)
+        bench = Bench(args.model, res, args.batch)
+        with torch.inference_mode():
+            for _ in range(10):  # first-call costs (cuDNN heuristics, allocator) out of the table
+                bench.call(bench.model)
+        cache: dict = {}
+        plain_ms: dict[str, float] = {}
         for name in args.methods:
-            for mode in args.modes:
-                patch(unet, METHODS[name])
-                model = unet
-                if mode == "compile":
+            method = METHODS[name]
+            modes = ["eager"] if name in args.eager_only else args.modes
+            patch(bench.model, method)
+            flops = flops_per_call(bench)  # eager; the custom ops' own matmuls are not counted
+            for mode in modes:
+                patch(bench.model, method)
+                model = bench.model
+                if mode in ("compile", "cudagraphs"):
                     torch._dynamo.reset()
-                    model = torch.compile(unet)
+                    model = torch.compile(bench.model, mode="reduce-overhead" if mode == "cudagraphs" else None)
                 t0 = time.time()
-                with torch.inference_mode():
-                    fn = lambda: model(sample, timestep, context).sample  # noqa: E731
-                    try:
-                        ms = cuda_median_ms(fn, args.warmup, args.iters)
-                        err = None
-                    except Exception as exc:  # record, keep benchmarking the rest
-                        ms, err = float("nan"), f"{type(exc).__name__}: {str(exc)[:200]}"
-                row = dict(res=res, method=name, mode=mode, ms=ms, error=err, setup_s=round(time.time() - t0, 1))
+                try:
+                    with torch.inference_mode():
+                        ms = cuda_median_ms(lambda: bench.call(model), args.warmup, args.iters)
+                    err = None
+                except Exception as exc:  # record, keep benchmarking the rest
+                    ms, err = float("nan"), f"{type(exc).__name__}: {str(exc)[:200]}"
+                setup_s = round(time.time() - t0, 1)
+                patch(bench.model, None)
+                row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), error=err, setup_s=setup_s, flops=flops)
+                if name == "plain":
+                    plain_ms[mode] = ms
+                if isinstance(method, BiGainConfig) and mode in plain_ms:
+                    saved = attention_savings(bench, method, args.warmup, args.iters, cache)
+                    ceiling = plain_ms[mode] / (plain_ms[mode] - saved)
+                    row.update(attention_saved_ms=round(saved, 3), ceiling=round(ceiling, 3),
+                               speedup=round(plain_ms[mode] / ms, 3),
+                               gain_share=round((plain_ms[mode] / ms - 1) / (ceiling - 1), 3) if ceiling > 1 else None)
+                elif mode in plain_ms and name != "plain":
+                    row.update(speedup=round(plain_ms[mode] / ms, 3))
                 rows.append(row)
-                print(f"[{res}px] {name:20s} {mode:8s} {ms:8.2f} ms  ({row['setup_s']} s){'  ' + err if err else ''}", flush=True)
-        if args.profile:
-            profile_merge(unet, sample, timestep, context, args.out / f"profile_{res}.txt")
-    patch(unet, None)
+                print(f"[{res}px] {name:34s} {mode:8s} {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
+                      f"speedup {row.get('speedup', '-')}  share {row.get('gain_share', '-')}  ({setup_s} s)"
+                      f"{'  ' + err if err else ''}", flush=True)
+                (args.out / "bench_unet.partial.json").write_text(json.dumps(rows, indent=1))  # survives a timeout
+        del bench
+        torch.cuda.empty_cache()
     meta = dict(
         card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
-        python=platform.python_version(), date=time.strftime("%Y-%m-%d"), batch=args.batch,
+        triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
+        python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup,
     )
     (args.out / "bench_unet.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    table = markdown_table(rows, args.res, args.methods, args.modes)
+    table = markdown_table(rows)
     (args.out / "bench_unet.md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
     print(json.dumps(meta))
     print(table)
 
 
-def profile_merge(unet, sample, timestep, context, path: Path) -> None:
-    """Where the time of an eager BiGain-merge UNet call goes, by CUDA kernel."""
-    from torch.profiler import ProfilerActivity, profile
-
-    patch(unet, METHODS["bigain-merge r=0.7"])
-    with torch.inference_mode():
-        for _ in range(3):
-            unet(sample, timestep, context)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            unet(sample, timestep, context)
-            torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=60)
-    path.write_text(table)
-    print(table[:4000])
-    patch(unet, None)
-
-
-def markdown_table(rows, resolutions, methods, modes) -> str:
-    by_key = {(r["res"], r["method"], r["mode"]): r["ms"] for r in rows}
-    header = "| method | " + " | ".join(f"{res}px {mode}" for res in resolutions for mode in modes) + " |"
-    lines = [header, "|" + "---|" * (1 + len(resolutions) * len(modes))]
-    for name in methods:
-        cells = [f"{by_key.get((res, name, mode), float('nan')):.2f}" for res in resolutions for mode in modes]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def markdown_table(rows) -> str:
+    lines = ["| px | method | mode | ms | speedup | ceiling | share of ceiling's gain | GFLOP |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
+        lines.append(f"| {r['res']} | {r['method']} | {r['mode']} | {r['ms']:.2f} | {fmt(r.get('speedup'))} | "
+                     f"{fmt(r.get('ceiling'))} | {fmt(r.get('gain_share'))} | "
+                     f"{'-' if r.get('flops') is None else round(r['flops'] / 1e9)} |")
     return "\n".join(lines)
 
 

@@ -21,11 +21,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bigain_export import BiGainConfig  # noqa: E402
 from bigain_export.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from bigain_export.engine.build import EngineEpsFn, build_engine  # noqa: E402
 from bigain_export.models.registry import load_denoiser  # noqa: E402
+from bigain_export.sweep.grid import default_grid  # noqa: E402
 from bigain_export.validate.classifier import classify  # noqa: E402
-from results_table import exportable, method_configs  # noqa: E402
+
+
+def exportable(config):
+    """ToMe's random anchors cannot be baked into an engine: its engine uses fixed anchors."""
+    return BiGainConfig.from_dict({**config.to_dict(), "anchor": "fixed"}) if config.merge == "tome" else config
 
 
 def main() -> None:
@@ -41,7 +47,7 @@ def main() -> None:
 
     report = json.loads(args.report.read_text())
     eager = report["methods"][f"eager:{args.method}"]["classification"]
-    config = method_configs([0.3, 0.5, 0.7], 2)[args.method].for_task("classification")
+    config = {e.name: e.config for e in default_grid()}[args.method].for_task("classification")
     denoiser = load_denoiser(args.model)
     test = load_fashion_mnist("test")
     images, labels = test.images[: args.limit], test.labels[: args.limit]

@@ -51,12 +51,15 @@ def anchors_released(score: torch.Tensor, h: int, w: int) -> list[set[int]]:
     return result
 
 
-def merge_unmerge(x: torch.Tensor, metric: torch.Tensor, anchors: list[set[int]], r: int):
-    """ToMe matching with given anchors, per sample. Returns (merged lists, unmerged tensor)."""
+def merge_unmerge(x: torch.Tensor, metric: torch.Tensor, anchors: list[set[int]], r: int, w: int):
+    """ToMe matching with given anchors, per sample. Returns (merged lists, unmerged tensor).
+
+    Merged rows in the project's canonical order: kept sources in token order, then the anchors
+    in window order (window k = (row // 2) * (w // 2) + col // 2 of the grid ``w`` wide)."""
     b, n, c = x.shape
     merged_out, full_out = [], torch.zeros(b, n, c, dtype=torch.float64)
     for bi in range(b):
-        dst = sorted(anchors[bi])
+        dst = sorted(anchors[bi], key=lambda t: ((t // w) // 2, (t % w) // 2))
         src = [k for k in range(n) if k not in anchors[bi]]
         m = metric[bi].double()
         m = m / m.norm(dim=-1, keepdim=True)
@@ -70,7 +73,7 @@ def merge_unmerge(x: torch.Tensor, metric: torch.Tensor, anchors: list[set[int]]
         groups = {d: [d] for d in dst}
         for s_tok, d in merged_src.items():
             groups[d].append(s_tok)
-        rows = [x[bi, best[q][1]].double() for q in order[r:]]
+        rows = [x[bi, best[q][1]].double() for q in sorted(order[r:])]
         rows += [torch.stack([x[bi, k].double() for k in groups[d]]).mean(0) for d in dst]
         merged_out.append(torch.stack(rows))
         for d in dst:

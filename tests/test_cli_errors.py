@@ -3,7 +3,6 @@ any long work starts; and issue 10 item 5: one vocabulary across subcommands."""
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest

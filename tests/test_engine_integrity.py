@@ -16,13 +16,14 @@ from bigain_export.engine.build import EngineEpsFn, build_engine, clean_stale_st
 from bigain_export.engine.manifest import file_sha256
 from bigain_export.errors import ConfigError, EngineError
 from bigain_export.models.registry import tiny_random_denoiser
+from tiny import micro_dit
 
 CONFIG = BiGainConfig.preset("bigain-merge")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    denoiser = tiny_random_denoiser("dit")
+    denoiser = micro_dit()
     engine, _ = build_engine(denoiser, CONFIG, tmp_path_factory.mktemp("e") / "engine", backend="ort-cpu", batch=2,
                              drift_feeds_count=1)
     return denoiser, engine
@@ -46,9 +47,11 @@ def _edit_manifest(path, **changes):
 
 
 def test_an_empty_file_list_with_a_swapped_model_is_refused(engine_copy):
-    other = tiny_random_denoiser("dit", seed=3)
-    build_engine(other, CONFIG, engine_copy.parent / "other", backend="ort-cpu", drift_feeds_count=1)
-    shutil.copy(engine_copy.parent / "other" / "model.onnx", engine_copy / "model.onnx")
+    import onnx
+
+    swapped = onnx.load(str(engine_copy / "model.onnx"))
+    swapped.doc_string = "not the model this manifest was written for"
+    onnx.save_model(swapped, str(engine_copy / "model.onnx"))
     _edit_manifest(engine_copy, files={})
     with pytest.raises(EngineError, match=r"manifest.json: does not list model.onnx"):
         load_engine(engine_copy)
@@ -102,12 +105,12 @@ def test_the_spec_must_match_the_graph(engine_copy):
 
 def test_an_engine_of_other_weights_or_shapes_is_refused(built, engine_copy):
     with pytest.raises(EngineError, match="built from other weights"):
-        load_engine(engine_copy, denoiser=tiny_random_denoiser("dit", seed=1))
+        load_engine(engine_copy, denoiser=micro_dit(seed=1))
     with pytest.raises(EngineError, match=r"built for samples \[1, 32, 32\], the model takes"):
         unet = tiny_random_denoiser("unet")
         unet.sample_shape = (4, 16, 16)
         load_engine(engine_copy, denoiser=unet)
-    assert load_engine(engine_copy, denoiser=built[0]).manifest.model == "tiny-random:dit"
+    assert load_engine(engine_copy, denoiser=built[0]).manifest.model == "micro-dit"
 
 
 # -- item 9: values an engine cannot take are named, not passed to the runtime ----------------

@@ -60,7 +60,7 @@ def test_merge_and_unmerge_match_loops(h, w, ratio):
     merged = ops.merge(x, slot, h * w - r)
     assert merged.shape == (b, h * w - r, c)
     anchors = naive.anchors_window(ops.laplacian_score(metric, h, w), h, w)
-    expected_merged, expected_full = naive.merge_unmerge(x, metric, anchors, r)
+    expected_merged, expected_full = naive.merge_unmerge(x, metric, anchors, r, w)
     for i in range(b):
         torch.testing.assert_close(merged[i].double(), expected_merged[i], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ops.unmerge(merged, slot).double(), expected_full, rtol=1e-5, atol=1e-6)

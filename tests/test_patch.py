@@ -225,3 +225,66 @@ def test_default_unet_level_is_the_first_with_transformer_blocks():
     assert names and all(n.startswith(("down_blocks.1.", "up_blocks.0.", "mid_block.")) for n in names)
     with pytest.raises(UnsupportedModelError, match=r"level\(s\) \[0\].*levels with blocks: \[1\]"):
         apply_bigain(unet, BiGainConfig(unet_levels=(0,)))
+
+
+def test_python_int_timesteps_do_not_recompile_per_value():
+    """A scheduled alpha used ``torch.tensor(t)`` of a Python-int timestep stored on the call
+    state, which torch.compile treated as a constant: one graph per timestep. Now, as for the
+    unpatched UNet, the int becomes dynamic after its first change and later values reuse it."""
+    sample, _, context = unet_inputs()
+    for config in (None, BiGainConfig.preset("bigain-kv")):
+        unet = tiny_unet()
+        if config is not None:
+            apply_bigain(unet, config)
+        torch._dynamo.reset()
+        counter = CompileCounter()
+        compiled = torch.compile(unet, fullgraph=True, backend=counter)
+        with torch.no_grad():
+            compiled(sample, 999, context)
+            compiled(sample, 500, context)  # the int turns dynamic here (one recompile per frame)
+            settled = counter.frame_count
+            for t in (250, 100, 1):
+                compiled(sample, t, context)
+        assert counter.frame_count == settled, (config, settled, counter.frame_count)
+
+
+@pytest.mark.parametrize("config", [
+    BiGainConfig.preset("bigain-merge", ratio=0.5, plan_reuse=True),
+    BiGainConfig.preset("bigain-merge", ratio=0.5, merge_crossattn=True, merge_mlp=True),
+], ids=lambda c: c.describe())
+def test_opt_in_switches_change_output_compile_fullgraph_and_restore(config):
+    unet = tiny_unet()
+    inputs = unet_inputs()
+    plain = run_unet(unet, inputs)
+    default = BiGainConfig.preset("bigain-merge", ratio=0.5)
+    with bigain_patched(unet, default):
+        reference_merge = run_unet(unet, inputs)
+    with bigain_patched(unet, config):
+        switched = run_unet(unet, inputs)
+        explanation = torch._dynamo.explain(lambda: unet(*inputs))()
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert not torch.allclose(switched, reference_merge, atol=1e-6)
+    torch.testing.assert_close(run_unet(unet, inputs), plain)  # removed exactly
+
+
+def test_plan_reuse_computes_one_plan_per_resolution():
+    from bigain_export.ops import library
+
+    calls = []
+    original = library.merge_plan
+    library.merge_plan = lambda *a, **k: calls.append(a[0].shape) or original(*a, **k)
+    try:
+        unet = tiny_unet()
+        with bigain_patched(unet, BiGainConfig.preset("bigain-merge", ratio=0.5, plan_reuse=True)):
+            blocks = len(patch_info(unet).target_names)
+            run_unet(unet, unet_inputs())
+    finally:
+        library.merge_plan = original
+    assert blocks > 1 and len(calls) == 1, (blocks, calls)
+
+
+def test_switches_refuse_models_without_the_layer():
+    dit = tiny_dit()
+    with pytest.raises(UnsupportedModelError, match="merge_crossattn=True, but block transformer_blocks.1 has no cross-attention"):
+        apply_bigain(dit, BiGainConfig.preset("bigain-merge", merge_crossattn=True))
+    assert patch_info(dit) is None

@@ -315,14 +315,24 @@ def exported(tmp_path_factory):
 @pytest.mark.trt
 @requires_trt
 @pytest.mark.parametrize("kind", ["dit", "unet"])
-def test_exported_model_builds_without_plugins(exported, kind, tmp_path):
-    """(a) No plugins: every bigain.ai node is imported from its function body, and the plan builds."""
+def test_exported_model_without_plugins_needs_a_scatter_reduction(exported, kind, tmp_path):
+    """(a) No plugins: the parser imports the function bodies. The merge bodies sum with
+    ScatterElements(reduction="add") (fast in ONNX Runtime); TensorRT-RTX has no importer for it
+    (full TensorRT maps it to its ScatterElements library plugin), so the build is refused with a
+    one-line error naming the file. KV pooling alone builds from its body."""
     from bigain_export.backends.trt import build_plan
+    from bigain_export.config import BiGainConfig
+    from bigain_export.export.onnx_export import export_onnx
+    from bigain_export.models.registry import tiny_random_denoiser
 
     path, _ = exported(kind)
-    report = build_plan(path, tmp_path / "model.plan", use_plugins=False)
+    with pytest.raises(EngineError, match=r"Unsupported reduction type") as info:
+        build_plan(path, tmp_path / "model.plan", use_plugins=False)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    kv_only = export_onnx(tiny_random_denoiser(kind), BiGainConfig.preset("bigain-kv"), tmp_path / "kv.onnx", batch=2)
+    report = build_plan(kv_only.path, tmp_path / "kv.plan", use_plugins=False)
     assert report.plugin_layers == 0
-    assert (tmp_path / "model.plan").stat().st_size == report.plan_bytes > 0
+    assert (tmp_path / "kv.plan").stat().st_size == report.plan_bytes > 0
 
 
 @pytest.mark.trt

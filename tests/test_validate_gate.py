@@ -230,3 +230,24 @@ def test_missing_metric_in_report_fails_and_nothing_to_compare_is_an_error(tmp_p
     empty = make_report({"eager-same-config": method(fid=None) | {"accuracy": None, "accuracy_ci95": None}})
     with pytest.raises(ValidationError, match="nothing to compare"):
         check_against_baseline(report, empty)
+
+
+def test_methods_with_one_engine_per_task_are_compared_per_task(tmp_path):
+    """A method whose classification and generation run different engines (the paper's alpha
+    per task): its engine drift is judged, and another engine for either task is refused."""
+    from bigain_export.validate.provenance import method_facts
+
+    from reports import ENGINE
+
+    kv = BiGainConfig.preset("bigain-kv")
+    per_task = {"classify": kv.for_task("classification"), "generate": kv.for_task("generation")}
+    engines = {task: {**ENGINE, "config": c.to_dict()} for task, c in per_task.items()}
+    facts = {"eager-same-config": method_facts(per_task), "engine": method_facts(per_task, backend="ort-cpu", engine=engines)}
+    methods = {"eager-same-config": method(), "engine": method(drift=(1e-6, 1e-6, 5e-5))}
+    report = make_report(methods, facts=facts)
+    assert report["tolerances"] == {"drift": {"engine": {"mean_abs": 1e-4}}}
+    assert check_against_baseline(report, report).passed
+    other = copy.deepcopy(facts)
+    other["engine"]["engine"]["generate"]["precision"] = "fp16"
+    with pytest.raises(ValidationError, match=r"method engine: generate engine.precision fp16 vs fp32"):
+        check_against_baseline(make_report(methods, facts=other), report)

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         f"bigain.ai:  {manifest.custom_nodes or 'no custom nodes'}",
         f"patched:    {_patched_text(manifest.patched)}",
         f"drift:      {_drift_text(manifest.drift)}",
-        f"built with: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())),
+        "built with: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())),
         "files:",
     ]
     lines += [f"  {name:<22} sha256 {f['sha256'][:16]}…  {'verified' if f['verified'] else 'NOT VERIFIED'}"

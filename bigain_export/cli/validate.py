@@ -66,8 +66,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fid-images", type=positive_int, default=None, metavar="N",
                         help="images generated per method (default: --limit)")
     parser.add_argument("--no-fid", action="store_true", help="skip generation and FID")
-    parser.add_argument("--fid-ref", default=None, metavar="DIR",
-                        help="FID reference images (any folder of images; default: the --data images)")
+    parser.add_argument("--fid-ref", "--fid-reference", dest="fid_ref", default=None, metavar="DIR|NAME|NPZ",
+                        help="FID reference images: any folder of images, or a --data spec of pixels "
+                        "(default: the --data images)")
     parser.add_argument("--fid-cache", default=None, metavar="DIR",
                         help="reference-statistics cache (default: $XDG_CACHE_HOME/bigain-export/fid)")
     parser.add_argument("--drift-inputs", type=count, default=16, metavar="N",
@@ -75,6 +76,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_drift_limit_args(parser, recorded=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
+
+
+def _load_data(spec: str, limit: int, sample_shape, num_classes: int):
+    """``(images [N, C, H, W], labels [N])`` in a pixel-space model's space (``sweep`` reads data
+    this way), checked against its shapes and classes; ``validate`` itself goes through
+    ``validate.inputs.prepare_inputs`` (class binding, the VAE of latent pipelines)."""
+    from ..data.sources import load_data
+    from ..errors import DataError
+
+    data = load_data(spec, tuple(sample_shape), limit=limit, progress=False)
+    images, labels = data.images, data.labels
+    want = tuple(sample_shape)
+    if images.ndim != 4 or tuple(images.shape[1:]) != want or labels.shape != images.shape[:1]:
+        raise DataError(f"--data {spec!r} holds images {list(images.shape)} and labels {list(labels.shape)}; "
+                        f"allowed for this model: images [N, {', '.join(map(str, want))}] and labels [N]")
+    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
+        raise DataError(f"--data {spec!r} has label {int(labels.max()) if labels.max() >= num_classes else int(labels.min())}; "
+                        f"allowed for this model: 0 .. {num_classes - 1}")
+    return images, labels
 
 
 def _patched_eps(denoiser, config):

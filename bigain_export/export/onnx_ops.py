@@ -4,6 +4,8 @@ Three operators of domain ``bigain.ai`` (opset version 1):
 
 * ``GatedMerge(x [B,N,C], metric [B,N,C]) -> (merged [B,N-r,C], slot [B,N] int64)``,
   attributes ``grid_h``, ``grid_w``, ``r``, ``anchor`` (0 window, 1 released, 2 fixed);
+* ``TokenMerge(x [B,N,C], slot [B,N]) -> merged [B,num_out,C]``, attributes ``num_out``,
+  ``num_dst`` (the merge alone, with a slot map of an earlier GatedMerge: plan reuse);
 * ``TokenUnmerge(y [B,N-r,C], slot [B,N]) -> [B,N,C]``;
 * ``KVPool(x [B,N,C], alpha [B|1,1,1]) -> [B,N/s^2,C]``, attributes ``grid_h``, ``grid_w``, ``s``.
 
@@ -44,6 +46,14 @@ def emit_gated_merge(x, metric, grid_h: int, grid_w: int, r: int, anchor: str):
         version=OPSET_VERSION,
     )
     return merged, slot
+
+
+def emit_token_merge(x, slot, num_out: int, num_dst: int):
+    b, _, c = x.shape
+    return torch.onnx.ops.symbolic(
+        f"{DOMAIN}::TokenMerge", (x, slot), dict(num_out=num_out, num_dst=num_dst, **_PLUGIN_ATTRS),
+        dtype=x.dtype, shape=(b, num_out, c), version=OPSET_VERSION,
+    )
 
 
 def emit_token_unmerge(y, slot):
@@ -137,16 +147,32 @@ def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
     return f.op("ReduceSum", f.op("Abs", lap), f.ints(3), keepdims=0)
 
 
+def _segment_mean(f: _Body, x: str, slot: str, num_out: str, out: str) -> None:
+    """``out [B, num_out, C]`` = mean of the rows of ``x`` sharing a slot (float32 sums)."""
+    shape = f.concat(f.op("Shape", slot), f.dim(x, 2))
+    index = f.op("Expand", f.op("Unsqueeze", slot, f.ints(-1)), shape)
+    rows = f.concat(f.dim(x, 0), num_out)
+    total = f.op("ScatterElements", f.filled(f.concat(rows, f.dim(x, 2)), 0.0), index,
+                 f.op("Cast", x, to=TensorProto.FLOAT), axis=1, reduction="add")
+    ones = f.filled(f.op("Shape", slot), 1.0)
+    count = f.op("ScatterElements", f.filled(rows, 0.0), slot, ones, axis=1, reduction="add")
+    mean = f.op("Div", total, f.op("Unsqueeze", count, f.ints(-1)))
+    f.nodes.append(helper.make_node("CastLike", [mean, x], [out]))
+
+
 def gated_merge_function() -> onnx.FunctionProto:
+    """The canonical slot map of :func:`bigain_export.ops.reference.merge_plan`, sort-free except
+    for one TopK over the kept sources (the smaller side at the paper's ratios)."""
     f = _Body("GatedMerge")
     grid_h, grid_w, r, anchor = (f.attr_int(a) for a in ("grid_h", "grid_w", "r", "anchor"))
-    two = f.ints(2)
+    two, zero, one = f.ints(2), f.ints(0), f.ints(1)
     half_h, half_w = f.op("Div", grid_h, two), f.op("Div", grid_w, two)
     crop_h, crop_w = f.op("Mul", half_h, two), f.op("Mul", half_w, two)
     num_tokens = f.op("Mul", grid_h, grid_w)
     num_dst = f.op("Mul", half_h, half_w)
     num_src = f.op("Sub", num_tokens, num_dst)
     kept = f.op("Sub", num_src, r)
+    batch = f.dim("x", 0)
 
     # 1. anchors: argmin of the Laplacian score per 2x2 window (or the released/fixed variants)
     score = _laplacian_score(f, "metric", grid_h, grid_w)
@@ -156,57 +182,66 @@ def gated_merge_function() -> onnx.FunctionProto:
     quad = f.concat(f.ints(0), half_h, half_w, f.ints(4))
     offset_window = f.op("ArgMin", f.op("Reshape", window_major, quad), axis=-1, keepdims=0)
     offset_released = f.op("ArgMin", f.op("Reshape", cropped, quad), axis=-1, keepdims=0)
-    zero = f.ints(0)
     offset = f.op(
         "Where", f.op("Equal", anchor, zero), offset_window,
-        f.op("Where", f.op("Equal", anchor, f.ints(1)), offset_released, f.op("Mul", offset_window, zero)),
+        f.op("Where", f.op("Equal", anchor, one), offset_released, f.op("Mul", offset_window, zero)),
     )
-    onehot = f.op("Cast", f.op("Equal", f.op("Unsqueeze", offset, f.ints(-1)), f.ints(0, 1, 2, 3)), to=TensorProto.INT64)
-    in_windows = f.op("Reshape", onehot, f.concat(f.ints(0), half_h, half_w, two, two))
-    anchor_grid = f.op("Reshape", f.op("Transpose", in_windows, perm=[0, 1, 3, 2, 4]), f.concat(f.ints(0), crop_h, crop_w))
-    pads = f.concat(f.ints(0, 0, 0, 0), f.op("Sub", grid_h, crop_h), f.op("Sub", grid_w, crop_w))
-    is_anchor = f.op("Reshape", f.op("Pad", anchor_grid, pads), f.concat(f.ints(0), num_tokens))
-    # 2. anchors first, each group in token order (TopK breaks ties by the lower index)
-    order = f.op("TopK", f.op("Cast", is_anchor, to=TensorProto.FLOAT), num_tokens, outputs=2, largest=1, sorted=1)[1]
-    dst_idx = f.op("Slice", order, zero, num_dst, f.ints(1))
-    src_idx = f.op("Slice", order, num_dst, num_tokens, f.ints(1))
+    # window (i, j) with offset o: anchor token (2i + o // 2) * W + 2j + o % 2, in window order
+    rows = f.op("Add", f.op("Unsqueeze", f.op("Mul", f.range(half_h), two), f.ints(-1)), f.op("Div", offset, two))
+    cols = f.op("Add", f.op("Mul", f.range(half_w), two), f.op("Mod", offset, two))
+    dst_idx = f.op("Reshape", f.op("Add", f.op("Mul", rows, grid_w), cols), f.concat(batch, num_dst))
 
-    # 3. matching: cosine similarity of each source with every anchor
+    # 2. sources in token order: prefix sums place sources first, anchors after them
+    is_anchor = f.op("ScatterElements", f.filled(f.concat(batch, num_tokens), 0), dst_idx,
+                     f.filled(f.op("Shape", dst_idx), 1), axis=1)
+    axis1 = f.ints(1)
+    src_pos = f.op("CumSum", f.op("Sub", one, is_anchor), axis1, exclusive=1)
+    anchor_pos = f.op("Add", f.op("CumSum", is_anchor, axis1, exclusive=1), num_src)
+    position = f.op("Where", f.op("Cast", is_anchor, to=TensorProto.BOOL), anchor_pos, src_pos)
+    order = f.op("ScatterElements", f.filled(f.concat(batch, num_tokens), 0), position,
+                 f.arange(num_tokens, position), axis=1)
+    src_idx = f.op("Slice", order, zero, num_src, axis1)
+
+    # 3. matching: float32 cosine similarity of each source with every anchor (first max wins)
     m32 = f.op("Cast", "metric", to=TensorProto.FLOAT)
     unit = f.op("CastLike", f.op("Div", m32, f.op("ReduceL2", m32, f.ints(-1), keepdims=1)), "metric")
+    unit = f.op("Cast", unit, to=TensorProto.FLOAT)
     channels = f.dim("metric", 2)
 
-    def rows(tensor: str, index: str) -> str:
+    def gather_rows(tensor: str, index: str) -> str:
         shape = f.concat(f.op("Shape", index), channels)
         return f.op("GatherElements", tensor, f.op("Expand", f.op("Unsqueeze", index, f.ints(-1)), shape), axis=1)
 
-    similarity = f.op("MatMul", rows(unit, src_idx), f.op("Transpose", rows(unit, dst_idx), perm=[0, 2, 1]))
+    similarity = f.op("MatMul", gather_rows(unit, src_idx), f.op("Transpose", gather_rows(unit, dst_idx), perm=[0, 2, 1]))
     best_sim = f.op("ReduceMax", similarity, f.ints(-1), keepdims=0)
     best_dst = f.op("ArgMax", similarity, axis=-1, keepdims=0)
-    edge_order = f.op("TopK", best_sim, num_src, outputs=2, largest=1, sorted=1)[1]
-    batch = f.dim("x", 0)
-    rank = f.op("ScatterElements", f.filled(f.op("Shape", edge_order), 0), edge_order, f.arange(num_src, edge_order), axis=1)
 
-    # 4. slot map: kept sources 0..kept-1 by rank, anchors after them in token order
-    src_slot = f.op("Where", f.op("GreaterOrEqual", rank, r), f.op("Sub", rank, r), f.op("Add", best_dst, kept))
+    # 4. the r most similar sources merge (ties: lower index first) = the `kept` least similar
+    # stay (ties: higher index first): TopK(smallest) over the reversed sources.
+    last = f.op("Sub", num_src, one)
+    reverse = f.op("Range", f.op("Squeeze", last), f.op("Squeeze", f.ints(-1)), f.op("Squeeze", f.ints(-1)))
+    flipped = f.op("Gather", best_sim, reverse, axis=1)
+    stay_flipped = f.op("TopK", flipped, kept, outputs=2, largest=0, sorted=1)[1]
+    stay = f.op("Sub", last, stay_flipped)
+    keeps = f.op("ScatterElements", f.filled(f.op("Shape", best_sim), 0), stay,
+                 f.filled(f.op("Shape", stay), 1), axis=1)
+
+    # 5. slot map: kept sources 0..kept-1 in token order, anchors kept..kept+Nd-1 in window order
+    kept_pos = f.op("CumSum", keeps, axis1, exclusive=1)
+    src_slot = f.op("Where", f.op("Cast", keeps, to=TensorProto.BOOL), kept_pos, f.op("Add", best_dst, kept))
     dst_slot = f.op("Add", f.arange(num_dst, dst_idx), kept)
     slot = f.op("ScatterElements", f.filled(f.concat(batch, num_tokens), 0), src_idx, src_slot, axis=1)
     f.nodes.append(helper.make_node("ScatterElements", [slot, dst_idx, dst_slot], ["slot"], axis=1))
 
-    # 5. merge. Kept sources are plain copies (a gather); each anchor row is the mean of the
-    # anchor and the sources merged into it: a one-hot [B, Nd, N] matmul in float32. TensorRT
-    # parses no ScatterElements with a reduction (full TensorRT needs a library plugin for it,
-    # TensorRT-RTX has none), so the body avoids it; the plugins are the fast path.
-    kept_tokens = f.op("GatherElements", src_idx, f.op("Slice", edge_order, r, num_src, f.ints(1)), axis=1)
-    kept_rows = f.op("GatherElements", "x", f.op("Expand", f.op("Unsqueeze", kept_tokens, f.ints(-1)),
-                                                 f.concat(f.op("Shape", kept_tokens), f.dim("x", 2))), axis=1)
-    anchor_slots = f.op("Unsqueeze", f.op("Add", f.range(num_dst), kept), f.ints(-1))  # [Nd, 1]
-    onehot = f.op("Cast", f.op("Equal", f.op("Unsqueeze", "slot", f.ints(1)), anchor_slots), to=TensorProto.FLOAT)
-    total = f.op("MatMul", onehot, f.op("Cast", "x", to=TensorProto.FLOAT))
-    count = f.op("ReduceSum", onehot, f.ints(-1), keepdims=1)
-    anchor_rows = f.op("CastLike", f.op("Div", total, count), "x")
-    f.nodes.append(helper.make_node("Concat", [kept_rows, anchor_rows], ["merged"], axis=1))
+    # 6. merge: the segment mean (as TokenMerge)
+    _segment_mean(f, "x", "slot", f.op("Sub", num_tokens, r), "merged")
     return f.function(["x", "metric"], ["merged", "slot"], ["grid_h", "grid_w", "r", "anchor"])
+
+
+def token_merge_function() -> onnx.FunctionProto:
+    f = _Body("TokenMerge")
+    _segment_mean(f, "x", "slot", f.attr_int("num_out"), "merged")
+    return f.function(["x", "slot"], ["merged"], ["num_out", "num_dst"])
 
 
 def token_unmerge_function() -> onnx.FunctionProto:
@@ -234,6 +269,7 @@ def kv_pool_function() -> onnx.FunctionProto:
 
 FUNCTIONS = {
     "GatedMerge": gated_merge_function,
+    "TokenMerge": token_merge_function,
     "TokenUnmerge": token_unmerge_function,
     "KVPool": kv_pool_function,
 }

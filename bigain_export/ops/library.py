@@ -1,13 +1,25 @@
-"""The three operators as the patched models call them: ``gated_merge``, ``token_unmerge``,
-``kv_pool``.
+"""The operators as the patched models call them, and their ``bigain::`` torch custom ops.
 
-Eagerly and under ``torch.compile`` they run :mod:`bigain_export.ops.reference` (Inductor sees
-plain tensor ops and fuses them). During ``torch.onnx.export`` each becomes ONE node of the
-``bigain.ai`` domain (see :mod:`bigain_export.export.onnx_ops`), whose attributes carry the
-static configuration and which a TensorRT plugin or the model-local function body implements.
+* ``gated_merge(x, metric, ...) -> (merged, slot)``: the plan (anchors + matching) and the merge;
+* ``token_merge(x, slot, ...)``: the merge alone, with a plan computed earlier (plan reuse);
+* ``token_unmerge(y, slot)``: one gather;
+* ``kv_pool(x, alpha, ...)``: IE-KVD.
+
+Four custom ops (``torch.library``, one schema each, with fake implementations so
+``torch.compile(fullgraph=True)`` traces them as opaque nodes with static shapes) hold the work:
+``bigain::merge_plan``, ``bigain::token_merge``, ``bigain::token_unmerge`` and ``bigain::kv_pool``.
+Each runs the Triton kernels of :mod:`bigain_export.kernels` when the tensor can take them (CUDA,
+Triton installed) and :mod:`bigain_export.ops.reference` otherwise; both write the same canonical
+slot map.
+
+During ``torch.onnx.export`` each operator becomes ONE node of the ``bigain.ai`` domain (see
+:mod:`bigain_export.export.onnx_ops`), whose attributes carry the static configuration and which a
+TensorRT plugin or the model-local function body implements.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -16,10 +28,96 @@ from . import reference
 
 DOMAIN = "bigain.ai"
 ANCHOR_CODES = {"window": 0, "released": 1, "fixed": 2, "random": 3}
+GATED_ANCHORS = ("window", "released")  # anchors computed inside the plan (Laplacian gate)
 
 
 def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export()
+
+
+def _kernels():
+    from ..kernels import launch
+
+    return launch
+
+
+# --------------------------------------------------------------------------- custom ops
+@torch.library.custom_op("bigain::merge_plan", mutates_args=())
+def merge_plan_op(
+    metric: torch.Tensor, offsets: Optional[torch.Tensor], grid_h: int, grid_w: int, r: int, released: bool
+) -> torch.Tensor:
+    """Slot map ``[B, N]`` int64. ``offsets [B|1, H/2, W/2]``: given anchors (ToMe); ``None``: the
+    Laplacian gate (``released`` picks the official code's grouping)."""
+    launch = _kernels()
+    if launch.available(metric):
+        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released)
+    if offsets is None:
+        score = reference.laplacian_score(metric, grid_h, grid_w)
+        offsets = reference.window_offsets(score, grid_h, grid_w, "released" if released else "window")
+    return reference.merge_plan(metric, reference.anchor_tokens(offsets, grid_h, grid_w), r)
+
+
+@merge_plan_op.register_fake
+def _(metric, offsets, grid_h, grid_w, r, released):
+    return metric.new_empty(metric.shape[:2], dtype=torch.int64)
+
+
+@torch.library.custom_op("bigain::token_merge", mutates_args=())
+def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
+    """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors."""
+    launch = _kernels()
+    if launch.available(x):
+        return launch.merge(x, slot, num_out, num_dst)
+    return reference.merge(x, slot, num_out)
+
+
+@token_merge_op.register_fake
+def _(x, slot, num_out, num_dst):
+    return x.new_empty(x.shape[0], num_out, x.shape[2])
+
+
+@torch.library.custom_op("bigain::token_unmerge", mutates_args=())
+def token_unmerge_op(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """``[B, N - r, C]`` -> ``[B, N, C]``: every token takes its slot's row."""
+    launch = _kernels()
+    if launch.available(y):
+        return launch.unmerge(y, slot)
+    return reference.unmerge(y, slot)
+
+
+@token_unmerge_op.register_fake
+def _(y, slot):
+    return y.new_empty(y.shape[0], slot.shape[1], y.shape[2])
+
+
+@torch.library.custom_op("bigain::kv_pool", mutates_args=())
+def kv_pool_op(x: torch.Tensor, alpha: torch.Tensor, grid_h: int, grid_w: int, s: int) -> torch.Tensor:
+    """IE-KVD ``[B, N, C]`` -> ``[B, N / s^2, C]``; ``alpha`` float32 with 1 or B elements."""
+    launch = _kernels()
+    if launch.available(x):
+        return launch.kv_pool(x, alpha, grid_h, grid_w, s)
+    return reference.kv_downsample(x, alpha.reshape(-1, 1, 1), grid_h, grid_w, s)
+
+
+@kv_pool_op.register_fake
+def _(x, alpha, grid_h, grid_w, s):
+    return x.new_empty(x.shape[0], (grid_h // s) * (grid_w // s), x.shape[2])
+
+
+# --------------------------------------------------------------------------- what models call
+def anchor_offsets(
+    metric: torch.Tensor, grid_h: int, grid_w: int, anchor: str, generator: torch.Generator | None = None
+) -> torch.Tensor | None:
+    """Offsets of the ToMe anchors (``fixed``, ``random``), or None for the Laplacian gate."""
+    if anchor in GATED_ANCHORS:
+        return None
+    return reference.choose_offsets(metric, grid_h, grid_w, anchor, generator)
+
+
+def merge_plan(metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str) -> torch.Tensor:
+    """Slot map ``[B, N]`` of a gated (BiGain) or ToMe merge of ``metric [B, N, C]``."""
+    offsets = anchor_offsets(metric, grid_h, grid_w, anchor)
+    return merge_plan_op(metric, offsets, grid_h, grid_w, r, anchor == "released")
 
 
 def gated_merge(
@@ -27,15 +125,25 @@ def gated_merge(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge ``x [B, N, C]`` to ``[B, N - r, C]`` with anchors and matching from ``metric``.
 
-    Returns ``(merged, slot)``; ``slot [B, N]`` is what :func:`token_unmerge` needs.
+    Returns ``(merged, slot)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with plan
+    reuse, :func:`token_merge` in later blocks) needs.
     """
-    b, n, c = x.shape
     if _exporting():
         from ..export.onnx_ops import emit_gated_merge
 
         return emit_gated_merge(x, metric, grid_h, grid_w, r, anchor)
-    slot = reference.token_merge_plan(metric, grid_h, grid_w, r, anchor)
-    return reference.merge(x, slot, n - r), slot
+    slot = merge_plan(metric, grid_h, grid_w, r, anchor)
+    return token_merge(x, slot, grid_h, grid_w, r), slot
+
+
+def token_merge(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int, r: int) -> torch.Tensor:
+    """``[B, N, C]`` -> ``[B, N - r, C]`` by a slot map from :func:`gated_merge` / :func:`merge_plan`."""
+    num_out = x.shape[1] - r
+    if _exporting():
+        from ..export.onnx_ops import emit_token_merge
+
+        return emit_token_merge(x, slot, num_out, (grid_h // 2) * (grid_w // 2))
+    return token_merge_op(x, slot, num_out, (grid_h // 2) * (grid_w // 2))
 
 
 def token_unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
@@ -44,7 +152,7 @@ def token_unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
         from ..export.onnx_ops import emit_token_unmerge
 
         return emit_token_unmerge(y, slot)
-    return reference.unmerge(y, slot)
+    return token_unmerge_op(y, slot)
 
 
 def kv_pool(
@@ -60,4 +168,6 @@ def kv_pool(
         from ..export.onnx_ops import emit_kv_pool
 
         return emit_kv_pool(x, alpha, grid_h, grid_w, s)
-    return reference.kv_downsample(x, alpha, grid_h, grid_w, s)
+    if not isinstance(alpha, torch.Tensor):
+        alpha = torch.full((1,), float(alpha), dtype=torch.float32, device=x.device)
+    return kv_pool_op(x, alpha.reshape(-1).to(torch.float32), grid_h, grid_w, s)

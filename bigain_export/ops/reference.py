@@ -7,9 +7,9 @@ value on the host (no ``.item()``, no ``nonzero``), so the same code runs eagerl
 tested against.
 
 A merge is described by a **slot map** ``slot [B, N]`` (int64): token ``n`` of sample ``b`` goes
-to row ``slot[b, n]`` of the merged sequence of length ``N - r``. Rows ``0 .. Ns-r-1`` are the
-sources that stay unmerged (in ToMe's order), rows ``Ns-r .. N-r-1`` are the anchors
-(destinations). Then
+to row ``slot[b, n]`` of the merged sequence of length ``N - r``.
+Rows ``0 .. Ns-r-1`` hold the sources that stay unmerged, in token order; rows ``Ns-r .. N-r-1``
+the anchors, in window order (see :func:`merge_plan`). Then
 
 * ``merge(x)`` is a segment mean: row j = mean of the tokens with slot j (anchor and the sources
   merged into it, as ToMe's ``scatter_reduce(mean)`` with the anchor included);
@@ -25,6 +25,12 @@ import torch
 import torch.nn.functional as F
 
 ANCHOR_MODES = ("window", "released", "fixed", "random")
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Sums of half-precision values accumulate in float32; float32/float64 in their own type."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
 
 def laplacian_score(x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
     """Per-token Laplacian magnitude, summed over channels.
@@ -82,6 +88,29 @@ def anchor_mask(offsets: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor
     return grid.reshape(b, grid_h * grid_w)
 
 
+def choose_offsets(
+    metric: torch.Tensor,
+    grid_h: int,
+    grid_w: int,
+    anchor: str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Anchor offsets ``[B or 1, grid_h//2, grid_w//2]`` (int64, 0..3) for an anchor mode.
+
+    ``window`` / ``released``: BiGain's Laplacian gate, per sample. ``fixed``: ToMe with the
+    top-left token of every window. ``random``: ToMe's random token per window, one pattern for
+    the whole batch (drawn from ``generator`` when given).
+    """
+    hs, ws = grid_h // 2, grid_w // 2
+    if anchor in ("window", "released"):
+        return window_offsets(laplacian_score(metric, grid_h, grid_w), grid_h, grid_w, anchor)
+    if anchor == "fixed":
+        return torch.zeros(1, hs, ws, dtype=torch.long, device=metric.device)
+    if anchor == "random":
+        return torch.randint(4, (1, hs, ws), generator=generator, device=metric.device)
+    raise ValueError(f"anchor={anchor!r}; allowed: {' | '.join(ANCHOR_MODES)}")
+
+
 def choose_anchors(
     metric: torch.Tensor,
     grid_h: int,
@@ -89,56 +118,79 @@ def choose_anchors(
     anchor: str,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Anchor mask ``[B, N]`` for an anchor mode.
+    """Anchor mask ``[B, N]`` (True = destination) for an anchor mode (see :func:`choose_offsets`)."""
+    offsets = choose_offsets(metric, grid_h, grid_w, anchor, generator)
+    return anchor_mask(offsets, grid_h, grid_w).expand(metric.shape[0], grid_h * grid_w)
 
-    ``window`` / ``released``: BiGain's Laplacian gate, per sample. ``fixed``: ToMe with the
-    top-left token of every window. ``random``: ToMe's random token per window, one pattern for
-    the whole batch (drawn from ``generator`` when given).
+
+def anchor_tokens(offsets: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Token index of every window's anchor, in WINDOW order: ``[B|1, (grid_h//2)*(grid_w//2)]``.
+
+    Window ``k = i * (grid_w // 2) + j`` with offset ``o`` holds its anchor at token
+    ``(2i + o // 2) * grid_w + 2j + o % 2``. Window order (not token order) is what a kernel can
+    compute without sorting, so it is the order of the anchors in the merged sequence.
     """
-    b = metric.shape[0]
-    hs, ws = grid_h // 2, grid_w // 2
-    if anchor in ("window", "released"):
-        offsets = window_offsets(laplacian_score(metric, grid_h, grid_w), grid_h, grid_w, anchor)
-    elif anchor == "fixed":
-        offsets = torch.zeros(1, hs, ws, dtype=torch.long, device=metric.device)
-    elif anchor == "random":
-        offsets = torch.randint(4, (1, hs, ws), generator=generator, device=metric.device)
-    else:
-        raise ValueError(f"anchor={anchor!r}; allowed: {' | '.join(ANCHOR_MODES)}")
-    return anchor_mask(offsets, grid_h, grid_w).expand(b, grid_h * grid_w)
+    b, hs, ws = offsets.shape
+    rows = torch.arange(hs, device=offsets.device).view(1, hs, 1) * 2 + offsets // 2
+    cols = torch.arange(ws, device=offsets.device).view(1, 1, ws) * 2 + offsets % 2
+    return (rows * grid_w + cols).reshape(b, hs * ws)
 
 
-def merge_plan(metric: torch.Tensor, is_anchor: torch.Tensor, num_dst: int, r: int) -> torch.Tensor:
-    """ToMe's bipartite soft matching, as a slot map.
+def unit_rows(metric: torch.Tensor) -> torch.Tensor:
+    """Cosine-similarity features: rows normalised in float32, rounded to the model's dtype.
+
+    Products of these (half-precision) values are exact in float32, so a tensor-core dot with
+    float32 accumulation equals a float32 matmul up to summation order.
+    """
+    m = metric.float()
+    return (m / m.norm(dim=-1, keepdim=True)).to(metric.dtype)
+
+
+def best_anchor(metric: torch.Tensor, src_idx: torch.Tensor, dst_idx: torch.Tensor):
+    """For every source, its most similar anchor: ``(best_sim [B, Ns] float32, best_dst [B, Ns])``.
+
+    Similarities are float32 dot products of :func:`unit_rows`; ties go to the lowest anchor
+    (window) index. ``best_dst`` indexes ``dst_idx`` (window order).
+    """
+    m = unit_rows(metric)
+    channels = m.shape[-1]
+    src = torch.gather(m, 1, src_idx.unsqueeze(-1).expand(-1, -1, channels)).float()
+    dst = torch.gather(m, 1, dst_idx.unsqueeze(-1).expand(-1, -1, channels)).float()
+    return (src @ dst.transpose(1, 2)).max(dim=-1)
+
+
+def merge_plan(metric: torch.Tensor, dst_idx: torch.Tensor, r: int) -> torch.Tensor:
+    """ToMe's bipartite soft matching, as a slot map in the canonical order.
 
     Args:
         metric: ``[B, N, C]`` similarity features (cosine similarity is used).
-        is_anchor: ``[B, N]`` bool with exactly ``num_dst`` anchors in every row.
-        num_dst: the anchor count (a static int: one per complete 2x2 window).
-        r: number of sources merged into anchors (static int, ``0 <= r <= N - num_dst``).
+        dst_idx: ``[B|1, Nd]`` anchor token of every 2x2 window, window order (:func:`anchor_tokens`).
+        r: number of sources merged into anchors (static int, ``0 <= r <= N - Nd``).
     Returns:
         slot ``[B, N]`` int64 in ``[0, N - r)``.
+
+    Which r sources merge is ToMe's rule: the r with the highest best-anchor similarity (ties:
+    lower token index first). Their ORDER does not matter (attention over the merged tokens is
+    permutation-equivariant and unmerge restores every position), so the merged sequence is
+    laid out in the order a sort-free kernel produces: the ``Ns - r`` kept sources in token order,
+    then the anchors in window order. Every implementation (kernels, ONNX body, plugins) writes
+    exactly this slot map.
     """
     b, n, _ = metric.shape
-    # Stable sort puts anchors first, each group in token order (matches ONNX TopK tie-breaking).
-    order = torch.argsort((~is_anchor).to(torch.int8), dim=1, stable=True)
-    dst_idx, src_idx = order[:, :num_dst], order[:, num_dst:]
+    num_dst = dst_idx.shape[1]
     num_src = n - num_dst
     assert 0 <= r <= num_src, (r, num_src)
-
-    # Normalise in float32, multiply in the model's dtype: an fp32 matmul of [Ns, C] x [C, Nd]
-    # was the largest single cost of the merge path on an H200 (no tensor cores in fp32).
-    m = metric.float()
-    m = (m / m.norm(dim=-1, keepdim=True)).to(metric.dtype)
-    src = torch.gather(m, 1, src_idx.unsqueeze(-1).expand(-1, -1, m.shape[-1]))
-    dst = torch.gather(m, 1, dst_idx.unsqueeze(-1).expand(-1, -1, m.shape[-1]))
-    best_sim, best_dst = (src @ dst.transpose(1, 2)).max(dim=-1)  # [B, Ns]
+    dst_idx = dst_idx.expand(b, num_dst)
+    is_anchor = torch.zeros(b, n, dtype=torch.int8, device=metric.device).scatter_(1, dst_idx, 1)
+    # Stable: sources first, in token order.
+    src_idx = torch.argsort(is_anchor, dim=1, stable=True)[:, :num_src]
+    best_sim, best_dst = best_anchor(metric, src_idx, dst_idx)
     edge_order = torch.argsort(best_sim, dim=1, descending=True, stable=True)
-    # rank[i]: position of source i in the descending order; the first r merge.
-    ranks = torch.arange(num_src, device=metric.device).expand(b, num_src)
-    rank = torch.empty_like(edge_order).scatter_(1, edge_order, ranks)
+    merged = torch.zeros(b, num_src, dtype=torch.bool, device=metric.device)
+    merged.scatter_(1, edge_order[:, :r], True)
     kept = num_src - r
-    src_slot = torch.where(rank >= r, rank - r, kept + best_dst)
+    kept_pos = torch.cumsum((~merged).long(), dim=1) - 1
+    src_slot = torch.where(merged, kept + best_dst, kept_pos)
     dst_slot = (kept + torch.arange(num_dst, device=metric.device)).expand(b, num_dst)
     slot = torch.empty(b, n, dtype=torch.long, device=metric.device)
     slot.scatter_(1, src_idx, src_slot)
@@ -159,8 +211,8 @@ def token_merge_plan(
     ``metric [B, N, C]`` is both the Laplacian-gate input and the similarity feature, as in
     the released code. ``r`` comes from :meth:`BiGainConfig.merged_count`.
     """
-    is_anchor = choose_anchors(metric, grid_h, grid_w, anchor, generator)
-    return merge_plan(metric, is_anchor, (grid_h // 2) * (grid_w // 2), r)
+    offsets = choose_offsets(metric, grid_h, grid_w, anchor, generator)
+    return merge_plan(metric, anchor_tokens(offsets, grid_h, grid_w), r)
 
 
 def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int) -> torch.Tensor:
@@ -169,7 +221,7 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int) -> torch.Tensor:
     Accumulates in float32 for half-precision inputs; returns ``x.dtype``.
     """
     b, n, c = x.shape
-    acc_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    acc_dtype = accumulation_dtype(x.dtype)
     index = slot.unsqueeze(-1).expand(b, n, c)
     total = torch.zeros(b, num_out, c, dtype=acc_dtype, device=x.device)
     total = total.scatter_add(1, index, x.to(acc_dtype))
@@ -200,7 +252,7 @@ def kv_downsample(x: torch.Tensor, alpha: torch.Tensor | float, grid_h: int, gri
     grid = x.reshape(b, hs, s, ws, s, c)
     # nearest-exact picks source index floor((i + 0.5) * s) = i * s + s // 2
     nearest = grid[:, :, s // 2, :, s // 2, :].reshape(b, hs * ws, c)
-    mean = grid.float().mean(dim=(2, 4)).to(x.dtype).reshape(b, hs * ws, c)
+    mean = grid.to(accumulation_dtype(x.dtype)).mean(dim=(2, 4)).to(x.dtype).reshape(b, hs * ws, c)
     if isinstance(alpha, torch.Tensor):
         alpha = alpha.to(x.dtype)
     return mean + alpha * (nearest - mean)

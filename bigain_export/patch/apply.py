@@ -18,7 +18,7 @@ import torch
 from ..config import BiGainConfig
 from ..errors import UnsupportedModelError
 from .adapters import SUPPORTED, is_instance_named, layout_of
-from .processor import BiGainAttnProcessor, CallState
+from .processor import BiGainAttnProcessor, BlockPlan, CallState, MergedQueryProcessor
 
 _RECORD = "_bigain_patch"
 
@@ -66,32 +66,51 @@ def apply_bigain(obj: Any, config: BiGainConfig | None = None, **overrides: Any)
     model = resolve_model(obj)
     remove_bigain(model)
     layout = layout_of(model, config)  # validates before anything changes
+    _check_extra_merges(layout, config)
     state = CallState(config, layout.patch_size, _num_train_timesteps(obj))
     record = PatchRecord(config, state)
 
     def before_model(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         sample = _argument(args, kwargs, 0, layout.sample_arg)
-        state.sample_hw = (int(sample.shape[-2]), int(sample.shape[-1]))
-        state.timestep = _argument(args, kwargs, 1, "timestep")
+        state.start_call((int(sample.shape[-2]), int(sample.shape[-1])), _argument(args, kwargs, 1, "timestep"))
 
     def after_model(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        state.sample_hw = None
-        state.timestep = None
+        state.end_call()
 
     record.handles.append(model.register_forward_pre_hook(before_model, with_kwargs=True))
     record.handles.append(model.register_forward_hook(after_model, with_kwargs=True))
     for target in layout.targets:
-        attn = target.block.attn1
-        processor = BiGainAttnProcessor(attn.processor, state, target.metric_from_block_input)
+        block, plan = target.block, BlockPlan()
+        attn = block.attn1
+        processor = BiGainAttnProcessor(attn.processor, state, target.metric_from_block_input, plan)
         record.originals.append((attn, attn.processor))
         attn.processor = processor
         record.target_names.append(target.name)
         if target.metric_from_block_input:
-            record.handles.append(
-                target.block.register_forward_pre_hook(_block_input_hook(processor), with_kwargs=True)
-            )
+            record.handles.append(block.register_forward_pre_hook(_block_input_hook(processor), with_kwargs=True))
+        if config.merges and config.merge_crossattn:
+            record.originals.append((block.attn2, block.attn2.processor))
+            block.attn2.processor = MergedQueryProcessor(block.attn2.processor, plan)
+        if config.merges and config.merge_mlp:
+            record.handles.append(block.ff.register_forward_pre_hook(lambda m, args, plan=plan: (plan.merge(args[0]), *args[1:])))
+            record.handles.append(block.ff.register_forward_hook(lambda m, args, out, plan=plan: plan.unmerge(out)))
+        record.handles.append(block.register_forward_hook(lambda m, args, out, plan=plan: setattr(plan, "slot", None)))
     setattr(model, _RECORD, record)
     return model
+
+
+def _check_extra_merges(layout, config: BiGainConfig) -> None:
+    """``merge_crossattn`` needs a cross-attention ``attn2``, ``merge_mlp`` a feed-forward ``ff``."""
+    for target in layout.targets:
+        if config.merge_crossattn and getattr(target.block, "attn2", None) is None:
+            raise UnsupportedModelError(
+                f"BiGainConfig.merge_crossattn=True, but block {target.name} has no cross-attention (attn2); "
+                "allowed: false for this model"
+            )
+        if config.merge_mlp and getattr(target.block, "ff", None) is None:
+            raise UnsupportedModelError(
+                f"BiGainConfig.merge_mlp=True, but block {target.name} has no feed-forward (ff); allowed: false"
+            )
 
 
 def _num_train_timesteps(obj: Any) -> int:

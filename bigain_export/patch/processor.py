@@ -9,6 +9,11 @@ It wraps the layer's original processor (SDPA by default) and changes only what 
 Per-call facts the processor cannot see itself (the input's spatial size, the timestep, and for
 UNets the transformer block's input) arrive through :class:`CallState`, filled by forward
 pre-hooks that :mod:`bigain_export.patch.apply` installs.
+
+The opt-in switches of :class:`~bigain_export.config.BiGainConfig` live here too: ``plan_reuse``
+(one plan per resolution and call, kept in the :class:`CallState`) and ``merge_crossattn`` /
+``merge_mlp`` (the block's plan, kept in a :class:`BlockPlan`, also merges the cross-attention's
+queries and the feed-forward's input, as tomesd does).
 """
 
 from __future__ import annotations
@@ -38,6 +43,18 @@ class CallState:
         self.num_train_timesteps = num_train_timesteps
         self.sample_hw: tuple[int, int] | None = None
         self.timestep: torch.Tensor | None = None
+        self.plans: dict[int, torch.Tensor] = {}  # num_tokens -> slot map (plan_reuse only)
+
+    def start_call(self, sample_hw: tuple[int, int], timestep: Any) -> None:
+        # A Python-number timestep becomes a tensor here: torch.compile treats an int stored on
+        # an object as a constant (one graph per timestep), a stored tensor as a graph input.
+        # (scalar_tensor keeps a dynamic int symbolic; as_tensor/tensor specialise on its value)
+        if timestep is not None and not isinstance(timestep, torch.Tensor):
+            timestep = torch.scalar_tensor(timestep, dtype=torch.float32)
+        self.sample_hw, self.timestep, self.plans = sample_hw, timestep, {}
+
+    def end_call(self) -> None:
+        self.sample_hw, self.timestep, self.plans = None, None, {}
 
     def grid_for(self, num_tokens: int) -> tuple[int, int]:
         """Token grid (h, w) of a layer with ``num_tokens`` tokens: input size / (patch * 2^k)."""
@@ -66,12 +83,39 @@ class CallState:
         t = self.timestep
         if t is None:
             raise UnsupportedModelError("a scheduled alpha needs the timestep; call the model with timestep=")
-        if not isinstance(t, torch.Tensor):
-            t = torch.tensor(t, device=device)
         alpha = scheduled_alpha(
             t.to(device), self.config.alpha_start, self.config.alpha_end, self.num_train_timesteps
         )
         return alpha.reshape(-1, 1, 1).to(dtype)
+
+
+class BlockPlan:
+    """The merge of one block in the current call, shared by its attention, cross-attention and
+    feed-forward (set by the self-attention processor, cleared when the block is done)."""
+
+    def __init__(self) -> None:
+        self.slot: torch.Tensor | None = None
+        self.grid: tuple[int, int] = (0, 0)
+        self.r = 0
+
+    def merge(self, x: torch.Tensor) -> torch.Tensor:
+        if self.slot is None:
+            raise UnsupportedModelError("block plan missing: the block's self-attention did not run first")
+        return library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r)
+
+    def unmerge(self, y: torch.Tensor) -> torch.Tensor:
+        return library.token_unmerge(y, self.slot)
+
+
+class MergedQueryProcessor:
+    """Cross-attention with merged queries (``merge_crossattn``): keys/values are the text."""
+
+    def __init__(self, inner: Any, plan: BlockPlan):
+        self.inner = inner
+        self.plan = plan
+
+    def __call__(self, attn: torch.nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.plan.unmerge(self.inner(attn, self.plan.merge(hidden_states), *args, **kwargs))
 
 
 class BiGainAttnProcessor:
@@ -85,11 +129,12 @@ class BiGainAttnProcessor:
             use the adaLN-modulated tokens the attention receives.
     """
 
-    def __init__(self, inner: Any, state: CallState, metric_from_block_input: bool):
+    def __init__(self, inner: Any, state: CallState, metric_from_block_input: bool, plan: BlockPlan | None = None):
         self.inner = inner
         self.state = state
         self.metric_from_block_input = metric_from_block_input
         self.block_input: torch.Tensor | None = None
+        self.plan = plan if plan is not None else BlockPlan()
 
     def __call__(
         self,
@@ -112,11 +157,19 @@ class BiGainAttnProcessor:
 
         queries, slot = hidden_states, None
         if config.merges:
-            metric = self.block_input if self.metric_from_block_input else hidden_states
-            if metric is None:
-                raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
             r = config.merged_count(num_tokens, grid_h, grid_w)
-            queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor)
+            reused = self.state.plans.get(num_tokens) if config.plan_reuse else None
+            if reused is not None:
+                slot = reused
+                queries = library.token_merge(hidden_states, slot, grid_h, grid_w, r)
+            else:
+                metric = self.block_input if self.metric_from_block_input else hidden_states
+                if metric is None:
+                    raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
+                queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor)
+                if config.plan_reuse:
+                    self.state.plans[num_tokens] = slot
+            self.plan.slot, self.plan.grid, self.plan.r = slot, (grid_h, grid_w), r
         keys_values = None
         if config.pools_kv:
             alpha = self.state.alpha(hidden_states.dtype, hidden_states.device)

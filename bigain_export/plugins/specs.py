@@ -11,6 +11,7 @@ Operators (see :mod:`bigain_export.export.onnx_ops`):
 
 * ``GatedMerge(x [B,N,C], metric [B,N,C]) -> (merged [B,N-r,C], slot [B,N] int64)``,
   fields ``grid_h, grid_w, r, anchor`` (0 window, 1 released, 2 fixed);
+* ``TokenMerge(x [B,N,C], slot [B,N] int64) -> merged [B,num_out,C]``, fields ``num_out, num_dst``;
 * ``TokenUnmerge(y [B,N-r,C], slot [B,N] int64) -> out [B,N,C]``;
 * ``KVPool(x [B,N,C], alpha [B|1,1,1] float32) -> out [B,(grid_h/s)*(grid_w/s),C]``,
   fields ``grid_h, grid_w, s``.
@@ -53,6 +54,9 @@ SPECS: dict[str, OpSpec] = {
     "GatedMerge": OpSpec(
         "GatedMerge", ("x", "metric"), ("merged", "slot"), ("grid_h", "grid_w", "r", "anchor"),
         (SAME_AS_INPUT0, SAME_AS_INPUT0, SAME_AS_INPUT0, "INT64"),
+    ),
+    "TokenMerge": OpSpec(
+        "TokenMerge", ("x", "slot"), ("merged",), ("num_out", "num_dst"), (SAME_AS_INPUT0, "INT64", SAME_AS_INPUT0),
     ),
     "TokenUnmerge": OpSpec(
         "TokenUnmerge", ("y", "slot"), ("out",), (), (SAME_AS_INPUT0, "INT64", SAME_AS_INPUT0),
@@ -99,7 +103,7 @@ def _one_int(op: str, name: str, data: Any) -> int:
 
 
 def _check_ranges(op: str, values: Mapping[str, int]) -> None:
-    for name in ("grid_h", "grid_w", "s"):
+    for name in ("grid_h", "grid_w", "s", "num_out"):
         if name in values and values[name] < 1:
             _fail(op, f"{name}={values[name]}; allowed: >= 1")
     if "anchor" in values and values["anchor"] not in ANCHOR_NAMES:
@@ -109,6 +113,8 @@ def _check_ranges(op: str, values: Mapping[str, int]) -> None:
         num_src = n - (values["grid_h"] // 2) * (values["grid_w"] // 2)
         if not 0 <= values["r"] <= num_src:
             _fail(op, f"r={values['r']}; allowed: 0..{num_src} (the sources of a {values['grid_h']}x{values['grid_w']} grid)")
+    if op == "TokenMerge" and not 0 <= values["num_dst"] <= values["num_out"]:
+        _fail(op, f"num_dst={values['num_dst']}; allowed: 0..num_out={values['num_out']}")
     if op == "KVPool" and (values["grid_h"] % values["s"] or values["grid_w"] % values["s"]):
         _fail(op, f"s={values['s']} does not divide the {values['grid_h']}x{values['grid_w']} grid")
 
@@ -122,6 +128,9 @@ def output_shapes(op: str, attrs: Mapping[str, int], inputs: Sequence[Sequence[A
     if op == "GatedMerge":
         b, n, c = inputs[0]
         return [(b, n - attrs["r"], c), (b, n)]
+    if op == "TokenMerge":
+        b, _, c = inputs[0]
+        return [(b, attrs["num_out"], c)]
     if op == "TokenUnmerge":
         (b, _, c), (_, n) = inputs[0], inputs[1]
         return [(b, n, c)]
@@ -140,7 +149,7 @@ def check_input_shapes(op: str, attrs: Mapping[str, int], inputs: Sequence[Seque
     """
     known = lambda d: d >= 0  # noqa: E731
     ranks = [len(shape) for shape in inputs]
-    expected = {"GatedMerge": [3, 3], "TokenUnmerge": [3, 2], "KVPool": [3, 3]}[op]
+    expected = {"GatedMerge": [3, 3], "TokenMerge": [3, 2], "TokenUnmerge": [3, 2], "KVPool": [3, 3]}[op]
     if ranks != expected:
         _fail(op, f"input ranks {ranks}; expected {expected}")
     if op in ("GatedMerge", "KVPool"):
@@ -149,6 +158,12 @@ def check_input_shapes(op: str, attrs: Mapping[str, int], inputs: Sequence[Seque
             _fail(op, f"x has {n} tokens; grid_h*grid_w = {attrs['grid_h'] * attrs['grid_w']}")
     if op == "GatedMerge" and inputs[0] != inputs[1] and all(known(d) for d in (*inputs[0], *inputs[1])):
         _fail(op, f"x {list(inputs[0])} and metric {list(inputs[1])} differ in shape")
+    if op == "TokenMerge":
+        (b, n, _), (sb, sn) = inputs
+        if known(n) and n < attrs["num_out"]:
+            _fail(op, f"x has {n} tokens, fewer than num_out={attrs['num_out']}")
+        if all(known(d) for d in (b, n, sb, sn)) and (b, n) != (sb, sn):
+            _fail(op, f"x [{b}, {n}, ...] and slot [{sb}, {sn}] differ in batch or tokens")
     if op == "TokenUnmerge" and known(inputs[0][0]) and known(inputs[1][0]) and inputs[0][0] != inputs[1][0]:
         _fail(op, f"y batch {inputs[0][0]} != slot batch {inputs[1][0]}")
     if op == "KVPool":

@@ -1,4 +1,4 @@
-"""TensorRT IPluginV3 plugins ``bigain.ai::{GatedMerge,TokenUnmerge,KVPool}`` version "1", in Python.
+"""TensorRT IPluginV3 plugins ``bigain.ai::{GatedMerge,TokenMerge,TokenUnmerge,KVPool}`` version "1", in Python.
 
 One plugin class and one creator class serve the three operators: the operator's name selects
 its :class:`~.specs.OpSpec` (fields, type rules, shape formulas) and its

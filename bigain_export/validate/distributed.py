@@ -55,16 +55,20 @@ def classify_sharded(
     labels: torch.Tensor,
     *,
     generator: torch.Generator | int | None = None,
+    offset: int = 0,
     **kwargs: Any,
 ) -> ClassificationResult:
     """:func:`classify` over this rank's shard of ``images [N, C, H, W]``; the merged result on every rank.
 
-    ``generator`` must be seeded identically on every rank (or be an int seed); the other keyword
-    arguments go to :func:`classify` (``indices`` is set here).
+    ``generator`` must be seeded identically on every rank (or be an int seed); ``offset`` is the
+    global index of ``images[0]`` when they are a slice of a larger set (a chunk of a sweep), so
+    each image keeps its noise; the other keyword arguments go to :func:`classify` (``indices`` is
+    set here).
     """
     seed = base_seed(generator)
     idx = shard_indices(images.shape[0])
-    part = classify(eps_fn, images[idx.to(images.device)], torch.as_tensor(labels)[idx], generator=seed, indices=idx, **kwargs)
+    part = classify(eps_fn, images[idx.to(images.device)], torch.as_tensor(labels)[idx], generator=seed,
+                    indices=idx + offset, **kwargs)
     return ClassificationResult.merge(gather(part))
 
 

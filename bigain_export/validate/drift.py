@@ -116,9 +116,21 @@ def check_drift_limits(limits: Mapping[str, Any] | None) -> dict[str, Any]:
 def is_engine_drift(facts: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> bool:
     """Whether a method with ``facts`` measured against ``reference`` (``provenance.method_facts``)
     gives engine drift: an engine against the eager model with the same config per task."""
+    from .provenance import engine_of
+
     return (isinstance(facts, Mapping) and isinstance(reference, Mapping)
-            and isinstance(facts.get("engine"), Mapping) and reference.get("engine") is None
+            and engine_of(facts) is not None and reference.get("engine") is None
             and reference.get("backend") == "eager" and facts.get("config") == reference.get("config"))
+
+
+def engine_tolerance(facts: Mapping[str, Any] | None) -> float:
+    """The mean-abs engine drift bound of a method's engine precision (the tightest if unknown)."""
+    from .provenance import engine_of
+
+    precision = (engine_of(facts) or {}).get("precision")
+    if isinstance(precision, str) and precision in ENGINE_TOLERANCES:
+        return ENGINE_TOLERANCES[precision]
+    return min(ENGINE_TOLERANCES.values())
 
 
 def drift_tolerances(limits: Mapping[str, Any] | None, method_facts: Mapping[str, Mapping[str, Any] | None],
@@ -138,7 +150,7 @@ def drift_tolerances(limits: Mapping[str, Any] | None, method_facts: Mapping[str
             continue
         entry: dict[str, float] = {}
         if engine:
-            entry["mean_abs"] = ENGINE_TOLERANCES[facts["engine"]["precision"]]
+            entry["mean_abs"] = engine_tolerance(facts)
         entry.update({key.removeprefix("drift_"): value for key, value in user.items()})
         if entry:
             judged[name] = entry

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError, ValidationError
-from .drift import DRIFT_STATS, ENGINE_TOLERANCES, is_engine_drift
-from .provenance import incomparable, notes
+from .drift import DRIFT_STATS, engine_tolerance, is_engine_drift
+from .provenance import engine_of, incomparable, notes
 
 # Slack for float round-off: a drop of exactly the tolerance passes.
 _SLACK = 1e-9
@@ -183,7 +183,7 @@ def _check_drift(report, name, tolerances, tag, failures) -> int:
     facts = report["provenance"]["methods"]
     limits = dict((report.get("tolerances") or {}).get("drift", {}).get(name, {}))
     drift = report["methods"][name].get("drift")
-    is_engine = isinstance((facts.get(name) or {}).get("engine"), dict)
+    is_engine = engine_of(facts.get(name)) is not None
     if not limits and not is_engine:
         return 0  # an eager method: its drift is what its config changes
     if drift is None:
@@ -194,7 +194,7 @@ def _check_drift(report, name, tolerances, tag, failures) -> int:
                         f"not the eager model with the same config{tag}")
         return 1
     if is_engine and not limits:  # a report that recorded none: the engine precision's default
-        limits["mean_abs"] = ENGINE_TOLERANCES.get(facts[name]["engine"].get("precision"), min(ENGINE_TOLERANCES.values()))
+        limits["mean_abs"] = engine_tolerance(facts[name])
     limits.update(tolerances.drift_overrides())
     checks = 0
     for stat, limit in sorted(limits.items()):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -60,8 +61,13 @@ def prepare_inputs(
     device = denoiser.device
     images = denoiser.encode_images(images.to(device)) if data.pixels else images.to(device)
     channels, height, _ = denoiser.image_shape
-    if fid_ref:
+    if fid_ref and Path(fid_ref).is_dir():
         fid_images = load_images(fid_ref, height, channels=channels, progress=progress)
+    elif fid_ref:  # a data spec (fmnist split, .npz of pixels), as sweep's --fid-reference takes
+        reference = load_data(fid_ref, denoiser.image_shape, progress=progress)
+        if not reference.pixels and denoiser.space.kind != "pixels":
+            raise DataError(f"--fid-ref {fid_ref!r} holds model-space samples; allowed: real images (a folder)")
+        fid_images = reference.images
     elif data.pixels or denoiser.space.kind == "pixels":
         fid_images = data.images
     else:

@@ -179,7 +179,8 @@ def method_facts(
             ``{"classify": c1, "generate": c2}`` (a :class:`~bigain_export.validate.run.TaskEps`).
         backend: ``eager``, ``compile``, ``ort-cpu``, ``ort-cuda``, ``trt`` (engines: the engine's).
         dtype: the compute dtype (``float32``, ``float16``, ``bfloat16``).
-        engine: :func:`engine_facts` of the engine, or ``None``.
+        engine: :func:`engine_facts` of the engine, ``{"classify": facts, "generate": facts}`` when
+            each task has its own engine, or ``None``.
         extra: anything else that changes the result (e.g. ``seed`` of ToMe's random anchors).
     """
     if isinstance(config, Mapping) and set(config) == set(TASKS):
@@ -189,10 +190,21 @@ def method_facts(
     else:
         raise ConfigError(f"method config {config!r} is not allowed; allowed: a BiGainConfig, None, "
                           f"or {{'classify': ..., 'generate': ...}}")
+    if isinstance(engine, Mapping) and set(engine) == set(TASKS) and engine["classify"] == engine["generate"]:
+        engine = engine["classify"]  # one engine serves both tasks
     facts = {"config": per_task, "backend": str(backend), "dtype": str(dtype),
              "engine": None if engine is None else dict(engine)}
     facts.update(extra)
     return _canonical(facts)
+
+
+def engine_of(facts: Mapping[str, Any] | None, task: str = "classify") -> Mapping[str, Any] | None:
+    """The engine facts a method (``method_facts``) runs for ``task``, or None for eager methods.
+    Drift is measured on the ``classify`` function."""
+    engine = facts.get("engine") if isinstance(facts, Mapping) else None
+    if isinstance(engine, Mapping) and set(engine) == set(TASKS):
+        engine = engine[task]
+    return engine if isinstance(engine, Mapping) else None
 
 
 def tensor_sha256(*tensors: torch.Tensor) -> str:
@@ -364,13 +376,15 @@ def incomparable(report: Mapping[str, Any], baseline: Mapping[str, Any], method:
     problems += compare_paths(ours, theirs, [("config",)], prefix=f"method {method}: ")
     if method == baseline_method:
         problems += compare_paths(ours, theirs, [("backend",), ("dtype",)], prefix=f"method {method}: ")
-        engines = (ours.get("engine"), theirs.get("engine"))
-        if all(isinstance(e, Mapping) for e in engines):
-            problems += compare_paths(engines[0], engines[1], [(k,) for k in COMPARED_ENGINE_FACTS],
-                                      prefix=f"method {method}: engine.")
-        elif engines[0] is not None or engines[1] is not None:
-            problems.append(_diff_line(f"method {method}: engine", engines[0] and "an engine",
-                                       engines[1] and "an engine"))
+        for task in TASKS:
+            engines = (engine_of(ours, task), engine_of(theirs, task))
+            where = f"method {method}: engine." if task == "classify" else f"method {method}: {task} engine."
+            if engines[0] is not None and engines[1] is not None:
+                problems += compare_paths(engines[0], engines[1], [(k,) for k in COMPARED_ENGINE_FACTS], prefix=where)
+            elif (engines[0] is None) != (engines[1] is None) or (ours.get("engine") is None) != (theirs.get("engine") is None):
+                problems.append(_diff_line(where.rstrip("."), "an engine" if engines[0] is not None else "none",
+                                           "an engine" if engines[1] is not None else "none"))
+        problems = list(dict.fromkeys(problems))
     return problems
 
 

@@ -1,0 +1,159 @@
+"""Launchers of the Triton kernels: shapes, buffers and grids; same signatures as the reference.
+
+:func:`available` says whether a tensor can take the kernel path: Triton importable, the tensor on
+a CUDA device (or Triton's CPU interpreter switched on with ``TRITON_INTERPRET=1``, which the CPU
+tests use) and a dtype the kernels handle (float16, bfloat16, float32; float64 stays on the
+reference). Nothing here is called directly by models: :mod:`bigain_export.ops.library` picks.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _triton():
+    try:
+        from . import triton_kernels
+    except ImportError:  # no triton on this machine: the reference path serves
+        return None
+    return triton_kernels
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def available(tensor: torch.Tensor) -> bool:
+    if tensor.dtype not in KERNEL_DTYPES:
+        return False
+    if not (tensor.is_cuda or interpreting()):
+        return False
+    return _triton() is not None
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+# Tile shape of the similarity kernel (measured on an H200: docs/benchmarks.md, issue 11).
+SIM_BLOCK_M, SIM_BLOCK_N, SIM_BLOCK_K = 128, 128, 64
+SIM_WARPS, SIM_STAGES = 8, 3
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+SELECT_BLOCK = 1024  # sources per program of the radix select
+
+
+def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, grid_w: int, r: int,
+               released: bool = False) -> torch.Tensor:
+    """Slot map ``[B, N]`` int64, equal to :func:`~bigain_export.ops.reference.merge_plan` of the
+    same anchors. ``offsets [B|1, grid_h//2, grid_w//2]`` gives the anchors (ToMe ``fixed`` /
+    ``random``); ``None`` computes BiGain's Laplacian gate (``released`` picks the grouping)."""
+    k = _triton()
+    metric = metric.contiguous()
+    b, n, c = metric.shape
+    device = metric.device
+    hs, ws = grid_h // 2, grid_w // 2
+    num_dst = hs * ws
+    num_src = n - num_dst
+    kept = num_src - r
+    # 1. anchors per window and the top-row prefix counts that place every source without a scan
+    window_offsets = torch.empty(b, num_dst, dtype=torch.int32, device=device)
+    top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)
+    if offsets is None:
+        score = torch.empty(b, n, dtype=torch.float32, device=device)
+        k.laplacian_score_kernel[(_cdiv(n, 64), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=64, BLOCK_C=64)
+        given, given_stride, mode = score, 0, 1 if released else 0
+    else:
+        given = offsets.reshape(offsets.shape[0], num_dst).to(torch.int32).contiguous()
+        score, given_stride, mode = given, (0 if given.shape[0] == 1 else num_dst), 2
+    k.anchor_rows_kernel[(hs, b)](score, given, given_stride, window_offsets, top, n, grid_w, hs, ws,
+                                  MODE=mode, BLOCK_W=_pow2(ws))
+    # 2. unit rows in [sources | anchors] order, each source's token, the anchors' slots
+    units = torch.empty_like(metric)
+    src_tok = torch.empty(b, num_src, dtype=torch.int32, device=device)
+    slot = torch.empty(b, n, dtype=torch.int64, device=device)
+    k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
+                                          kept, BLOCK_T=32, BLOCK_C=64)
+    # 3. best anchor of every source, the anchors split so that the grid fills the GPU
+    m_tiles = _cdiv(num_src, SIM_BLOCK_M)
+    splits = max(1, min(_cdiv(num_dst, 4 * SIM_BLOCK_N), _cdiv(4 * _sm_count(device), m_tiles * b)))
+    per_split = _cdiv(_cdiv(num_dst, splits), SIM_BLOCK_N) * SIM_BLOCK_N
+    splits = _cdiv(num_dst, per_split)
+    sim = torch.empty(b, splits, num_src, dtype=torch.float32, device=device)
+    idx = torch.empty(b, splits, num_src, dtype=torch.int32, device=device)
+    launch = dict(BLOCK_M=SIM_BLOCK_M, BLOCK_N=SIM_BLOCK_N, BLOCK_K=SIM_BLOCK_K, IEEE=metric.dtype == torch.float32)
+    if device.type == "cuda":
+        launch.update(num_warps=SIM_WARPS, num_stages=SIM_STAGES)
+    k.best_anchor_kernel[(m_tiles, splits, b)](units, sim, idx, n, c, num_src, num_dst, per_split, **launch)
+    # 4. radix select of the r most similar sources (4 digit passes), then their slots
+    chunks = _cdiv(num_src, SELECT_BLOCK)
+    hist = torch.zeros(b, 4, 256, dtype=torch.int32, device=device)
+    for p in range(4):
+        k.radix_hist_kernel[(chunks, b)](sim, idx, hist, num_src, splits, r, PASS=p, BLOCK=SELECT_BLOCK)
+    counts = torch.empty(b, 2, chunks, dtype=torch.int32, device=device)
+    k.tie_count_kernel[(chunks, b)](sim, hist, counts, num_src, splits, r, chunks, BLOCK=SELECT_BLOCK)
+    k.source_slots_kernel[(chunks, b)](sim, idx, hist, counts, src_tok, slot, n, num_src, splits, r, chunks,
+                                       BLOCK=SELECT_BLOCK, MAX_CHUNKS=_pow2(chunks))
+    return slot
+
+
+def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+    """``[B, N - r, C]`` -> ``[B, N, C]``: token n takes row ``slot[n]``."""
+    k = _triton()
+    y, slot = y.contiguous(), slot.contiguous()
+    b, num_in, c = y.shape
+    n = slot.shape[1]
+    out = torch.empty(b, n, c, dtype=y.dtype, device=y.device)
+    block_c = 128 if c > 64 else 64
+    k.gather_rows_kernel[(_cdiv(n, 32), _cdiv(c, block_c), b)](y, slot, out, n, c, num_in, BLOCK_T=32, BLOCK_C=block_c)
+    return out
+
+
+def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
+    """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]`` by a canonical slot map whose last
+    ``num_dst`` rows are the anchors (rows before them are single kept sources)."""
+    k = _triton()
+    x, slot = x.contiguous(), slot.contiguous()
+    b, n, c = x.shape
+    kept = num_out - num_dst
+    out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
+    acc = torch.zeros(b, num_dst, c, dtype=torch.float32, device=x.device)
+    count = torch.zeros(b, num_dst, dtype=torch.float32, device=x.device)
+    block_c = 128 if c > 64 else 64
+    grid = (_cdiv(n, 32), _cdiv(c, block_c), b)
+    k.merge_kernel[grid](x, slot, count, out, acc, n, c, num_out, kept, num_dst, BLOCK_T=32, BLOCK_C=block_c)
+    k.finish_merge_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](
+        acc, count, out, c, num_out, kept, num_dst, BLOCK_T=32, BLOCK_C=block_c)
+    return out
+
+
+def kv_pool(x: torch.Tensor, alpha: torch.Tensor, grid_h: int, grid_w: int, s: int) -> torch.Tensor:
+    """IE-KVD ``[B, N, C]`` -> ``[B, (grid_h/s)*(grid_w/s), C]``; ``alpha`` float32 ``[B|1]``."""
+    k = _triton()
+    x = x.contiguous()
+    b, n, c = x.shape
+    out_h, out_w = grid_h // s, grid_w // s
+    num_out = out_h * out_w
+    alpha = alpha.reshape(-1).to(device=x.device, dtype=torch.float32).contiguous()
+    out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
+    block_c = 128 if c > 64 else 64
+    grid = (_cdiv(num_out, 32), _cdiv(c, block_c), b)
+    k.kv_pool_kernel[grid](x, alpha, 0 if alpha.numel() == 1 else 1, out, n, c, grid_w, out_w, num_out,
+                           S=s, BLOCK_T=32, BLOCK_C=block_c)
+    return out

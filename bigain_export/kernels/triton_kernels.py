@@ -1,0 +1,340 @@
+"""Triton kernels of the BiGain operators (``@triton.jit`` only; launchers in :mod:`.launch`).
+
+The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` similarity matrix:
+
+1. ``laplacian_score_kernel``: ``sum_c |4-neighbour Laplacian|`` per token (zero padding);
+2. ``anchor_rows_kernel`` (one window row per program): each window's anchor offset (``window`` /
+   ``released`` argmin, or given for ToMe) and a prefix count of top-row anchors, from which
+   every token's position among the sources follows arithmetically (no scan over the sequence);
+3. ``unit_rows_kernel``: rows normalised in float32, rounded to the model dtype, written into a
+   ``[sources | anchors]`` buffer so that the similarity kernel reads contiguous rows;
+4. ``best_anchor_kernel``: tiles of ``src @ dst^T`` on tensor cores, reduced on the fly to each
+   source's best similarity and anchor (ties: lowest anchor index), split over anchor ranges;
+5. ``radix_hist_kernel`` x 4, ``tie_count_kernel``, ``source_slots_kernel``: a radix select (8-bit
+   digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
+   similarity; sources above it, and the first ties by token index, merge (a stable descending
+   sort's choice); per-chunk counts give every kept source its rank without a global scan.
+
+``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
+accumulated in float32 with atomics), ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
+IE-KVD in one pass. Everything agrees with :mod:`bigain_export.ops.reference` up to float
+summation order (the CPU tests run these kernels under Triton's interpreter).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def laplacian_score_kernel(x_ptr, score_ptr, N, C, H, W, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_t, b = tl.program_id(0), tl.program_id(1)
+    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    valid = tok < N
+    y, xcol = tok // W, tok % W
+    base = x_ptr + b.to(tl.int64) * N * C
+    acc = tl.zeros([BLOCK_T], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        ch = c0 + tl.arange(0, BLOCK_C)
+        cmask = ch[None, :] < C
+        rows = tok[:, None] * C + ch[None, :]
+        centre = tl.load(base + rows, mask=valid[:, None] & cmask, other=0.0).to(tl.float32)
+        up = tl.load(base + rows - W * C, mask=(valid & (y > 0))[:, None] & cmask, other=0.0).to(tl.float32)
+        down = tl.load(base + rows + W * C, mask=(valid & (y < H - 1))[:, None] & cmask, other=0.0).to(tl.float32)
+        left = tl.load(base + rows - C, mask=(valid & (xcol > 0))[:, None] & cmask, other=0.0).to(tl.float32)
+        right = tl.load(base + rows + C, mask=(valid & (xcol < W - 1))[:, None] & cmask, other=0.0).to(tl.float32)
+        lap = up + down + left + right - 4.0 * centre
+        acc += tl.sum(tl.abs(lap), axis=1)
+    tl.store(score_ptr + b * N + tok, acc, mask=valid)
+
+
+@triton.jit
+def anchor_rows_kernel(score_ptr, given_ptr, given_batch_stride, offsets_ptr, top_ptr, N, W, HS, WS,
+                       MODE: tl.constexpr, BLOCK_W: tl.constexpr):
+    """One window row per program: each window's anchor offset (0..3) and, for the sources'
+    positions, the exclusive prefix count of windows whose anchor sits in the TOP row
+    (``top[b, i, j]`` for j = 0..WS; ``top[b, i, WS]`` is the row's total).
+
+    MODE 0: argmin of the 4 scores of the 2x2 window (the paper); 1: the released code's 4
+    row-major-consecutive tokens of the cropped grid; 2: offsets given (ToMe fixed / random).
+    """
+    i, b = tl.program_id(0), tl.program_id(1)
+    j = tl.arange(0, BLOCK_W)
+    valid = j < WS
+    k = i * WS + j
+    if MODE == 2:
+        best_off = tl.load(given_ptr + b * given_batch_stride + k, mask=valid, other=0).to(tl.int32)
+    else:
+        best = tl.full([BLOCK_W], float("inf"), tl.float32)
+        best_off = tl.zeros([BLOCK_W], dtype=tl.int32)
+        for o in tl.static_range(4):
+            if MODE == 1:
+                p = 4 * k + o
+                tok = (p // (2 * WS)) * W + p % (2 * WS)
+            else:
+                tok = (2 * i + o // 2) * W + 2 * j + o % 2
+            sc = tl.load(score_ptr + b * N + tok, mask=valid, other=float("inf"))
+            better = sc < best  # strict: ties keep the first offset
+            best = tl.where(better, sc, best)
+            best_off = tl.where(better, o, best_off)
+    tl.store(offsets_ptr + b * HS * WS + k, best_off, mask=valid)
+    is_top = (valid & (best_off < 2)).to(tl.int32)
+    inclusive = tl.cumsum(is_top, axis=0)
+    tl.store(top_ptr + (b * HS + i) * (WS + 1) + j, inclusive - is_top, mask=valid)
+    tl.store(top_ptr + (b * HS + i) * (WS + 1) + WS, tl.sum(is_top, axis=0))
+
+
+@triton.jit
+def _token_rows(tok, offsets_ptr, top_ptr, b, W, HS, WS):
+    """Per token: (is_anchor, window, source position in token order) from the anchor rows."""
+    y, xcol = tok // W, tok % W
+    pair = y // 2
+    in_pairs = y < 2 * HS
+    complete = in_pairs & (xcol < 2 * WS)
+    j = tl.minimum(xcol // 2, WS)
+    window = pair * WS + tl.minimum(j, WS - 1)
+    off = tl.load(offsets_ptr + b * HS * WS + window, mask=complete, other=-1)
+    is_anchor = complete & (off == (y % 2) * 2 + xcol % 2)
+    row_base = top_ptr + (b * HS + pair) * (WS + 1)
+    top_before = tl.load(row_base + j, mask=in_pairs, other=0)
+    top_total = tl.load(row_base + WS, mask=in_pairs, other=0)
+    odd_col = complete & (xcol % 2 == 1)
+    in_top_row = (y % 2) == 0
+    # anchors before this token within its pair of rows (top row first, then bottom row)
+    within = tl.where(in_top_row, top_before + (odd_col & (off == 0)).to(tl.int32),
+                      top_total + (j - top_before) + (odd_col & (off == 2)).to(tl.int32))
+    anchors_before = tl.where(in_pairs, pair * WS + within, HS * WS)
+    return is_anchor, window, tok - anchors_before
+
+
+@triton.jit
+def unit_rows_kernel(x_ptr, offsets_ptr, top_ptr, out_ptr, src_tok_ptr, slot_ptr, N, C, W, HS, WS, KEPT,
+                     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Rows normalised in float32 (rounded to the model dtype) into ``[sources | anchors]`` order;
+    each source's token; each anchor's slot (``KEPT + window``)."""
+    pid_t, b = tl.program_id(0), tl.program_id(1)
+    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    valid = tok < N
+    num_src = N - HS * WS
+    is_anchor, window, src_pos = _token_rows(tok, offsets_ptr, top_ptr, b, W, HS, WS)
+    row = tl.where(is_anchor, num_src + window, src_pos)
+    tl.store(src_tok_ptr + b * num_src + src_pos, tok, mask=valid & (~is_anchor))
+    tl.store(slot_ptr + b * N + tok, (KEPT + window).to(tl.int64), mask=valid & is_anchor)
+    base = x_ptr + b.to(tl.int64) * N * C
+    sq = tl.zeros([BLOCK_T], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        ch = c0 + tl.arange(0, BLOCK_C)
+        m = valid[:, None] & (ch[None, :] < C)
+        v = tl.load(base + tok[:, None] * C + ch[None, :], mask=m, other=0.0).to(tl.float32)
+        sq += tl.sum(v * v, axis=1)
+    inv = 1.0 / tl.sqrt(tl.where(valid, sq, 1.0))  # a zero row gives inf/NaN, as the reference
+    out = out_ptr + b.to(tl.int64) * N * C
+    for c0 in range(0, C, BLOCK_C):
+        ch = c0 + tl.arange(0, BLOCK_C)
+        m = valid[:, None] & (ch[None, :] < C)
+        v = tl.load(base + tok[:, None] * C + ch[None, :], mask=m, other=0.0).to(tl.float32)
+        tl.store(out + row[:, None].to(tl.int64) * C + ch[None, :], (v * inv[:, None]).to(out_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_PER_SPLIT,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       IEEE: tl.constexpr):
+    """Partial best anchor of BLOCK_M sources over anchors [split * DST_PER_SPLIT, ...)."""
+    pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    num_splits = tl.num_programs(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < NUM_SRC
+    base = units_ptr + b.to(tl.int64) * N * C
+    dst_base = base + NUM_SRC * C
+    best = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    best_idx = tl.zeros([BLOCK_M], dtype=tl.int32)
+    d_start = split * DST_PER_SPLIT
+    d_stop = tl.minimum(d_start + DST_PER_SPLIT, NUM_DST)
+    for d0 in range(d_start, d_stop, BLOCK_N):
+        cols = d0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < d_stop
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for k0 in range(0, C, BLOCK_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < C
+            a = tl.load(base + rows[:, None] * C + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            bt = tl.load(dst_base + cols[None, :] * C + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
+            if IEEE:
+                acc = tl.dot(a, bt, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, bt, acc)
+        acc = tl.where(col_ok[None, :], acc, float("-inf"))
+        tile_best, tile_idx = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        better = tile_best > best  # strict: an earlier tile (lower anchor index) wins ties
+        best = tl.where(better, tile_best, best)
+        best_idx = tl.where(better, d0 + tile_idx, best_idx)
+    out = (b * num_splits + split) * NUM_SRC + rows
+    tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
+    tl.store(idx_ptr + out, best_idx, mask=row_ok)
+
+
+@triton.jit
+def _order_key(sim):
+    """float32 -> int64 in [0, 2^32) with the same order (non-NaN)."""
+    bits = sim.to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, (~bits).to(tl.int64), bits.to(tl.int64) + 2147483648)
+
+
+@triton.jit
+def _select_state(hist_ptr, b, R, PASSES: tl.constexpr):
+    """(prefix, need) after PASSES radix digits: the key prefix of the R-th largest key, and its
+    rank among the keys sharing that prefix."""
+    bins = tl.arange(0, 256)
+    prefix = tl.zeros([], dtype=tl.int64)
+    need = tl.zeros([], dtype=tl.int32) + R
+    for p in tl.static_range(PASSES):
+        hist = tl.load(hist_ptr + (b * 4 + p) * 256 + bins)
+        from_top = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist  # keys with digit >= bin
+        chosen = tl.maximum(tl.sum((from_top >= need).to(tl.int32), axis=0) - 1, 0)
+        need = need - tl.sum(tl.where(bins == chosen, from_top - hist, 0), axis=0)
+        prefix = prefix * 256 + chosen.to(tl.int64)
+    return prefix, need
+
+
+@triton.jit
+def radix_hist_kernel(sim_ptr, idx_ptr, hist_ptr, NUM_SRC, NUM_SPLITS, R, PASS: tl.constexpr, BLOCK: tl.constexpr):
+    """Histogram of digit PASS (8 bits, from the top) of the keys matching the prefix so far.
+    Pass 0 also joins the similarity splits (a lower split holds lower anchors: it wins ties)."""
+    pid, b = tl.program_id(0), tl.program_id(1)
+    s = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = s < NUM_SRC
+    sims = sim_ptr + b * NUM_SPLITS * NUM_SRC
+    if PASS == 0:
+        best = tl.full([BLOCK], float("-inf"), tl.float32)
+        best_idx = tl.zeros([BLOCK], dtype=tl.int32)
+        for split in range(0, NUM_SPLITS):
+            v = tl.load(sims + split * NUM_SRC + s, mask=ok, other=float("-inf"))
+            i = tl.load(idx_ptr + (b * NUM_SPLITS + split) * NUM_SRC + s, mask=ok, other=0)
+            better = v > best
+            best = tl.where(better, v, best)
+            best_idx = tl.where(better, i, best_idx)
+        tl.store(sims + s, best, mask=ok)
+        tl.store(idx_ptr + b * NUM_SPLITS * NUM_SRC + s, best_idx, mask=ok)
+        key = _order_key(best)
+        match = ok
+    else:
+        prefix, need = _select_state(hist_ptr, b, R, PASS)
+        key = _order_key(tl.load(sims + s, mask=ok, other=0.0))
+        match = ok & ((key >> (32 - 8 * PASS)) == prefix)
+    digit = tl.where(match, (key >> (24 - 8 * PASS)) & 255, 256).to(tl.int32)
+    hist = tl.histogram(digit, 512)
+    bins = tl.arange(0, 512)
+    tl.atomic_add(hist_ptr + (b * 4 + PASS) * 256 + bins, hist, mask=(bins < 256) & (hist > 0))
+
+
+@triton.jit
+def tie_count_kernel(sim_ptr, hist_ptr, counts_ptr, NUM_SRC, NUM_SPLITS, R, NUM_CHUNKS, BLOCK: tl.constexpr):
+    """Per chunk of sources: how many keys are above the threshold T and how many equal it."""
+    pid, b = tl.program_id(0), tl.program_id(1)
+    s = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = s < NUM_SRC
+    prefix, need = _select_state(hist_ptr, b, R, 4)
+    key = _order_key(tl.load(sim_ptr + b * NUM_SPLITS * NUM_SRC + s, mask=ok, other=0.0))
+    tl.store(counts_ptr + (b * 2) * NUM_CHUNKS + pid, tl.sum((ok & (key > prefix)).to(tl.int32), axis=0))
+    tl.store(counts_ptr + (b * 2 + 1) * NUM_CHUNKS + pid, tl.sum((ok & (key == prefix)).to(tl.int32), axis=0))
+
+
+@triton.jit
+def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM_SPLITS, R,
+                        NUM_CHUNKS, BLOCK: tl.constexpr, MAX_CHUNKS: tl.constexpr):
+    """Merged = key > T, or key == T among the first `need` ties (lower index first); slots of
+    the sources: merged -> KEPT + best anchor, kept -> their rank in token order."""
+    pid, b = tl.program_id(0), tl.program_id(1)
+    s = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = s < NUM_SRC
+    prefix, need = _select_state(hist_ptr, b, R, 4)
+    chunks = tl.arange(0, MAX_CHUNKS)
+    before = chunks < pid
+    gt_before = tl.sum(tl.load(counts_ptr + (b * 2) * NUM_CHUNKS + chunks, mask=before, other=0), axis=0)
+    eq_before = tl.sum(tl.load(counts_ptr + (b * 2 + 1) * NUM_CHUNKS + chunks, mask=before, other=0), axis=0)
+    merged_before = gt_before + tl.minimum(eq_before, need)
+    key = _order_key(tl.load(sim_ptr + b * NUM_SPLITS * NUM_SRC + s, mask=ok, other=0.0))
+    eq = ok & (key == prefix)
+    eq_rank = eq_before + tl.cumsum(eq.to(tl.int32), axis=0)
+    merged = ok & ((key > prefix) | (eq & (eq_rank <= need))) & (R > 0)
+    kept = ok & (~merged)
+    kept_pos = (pid * BLOCK - merged_before) + tl.cumsum(kept.to(tl.int32), axis=0) - 1
+    dst = tl.load(idx_ptr + b * NUM_SPLITS * NUM_SRC + s, mask=ok, other=0)
+    slot = tl.where(merged, (NUM_SRC - R) + dst, kept_pos).to(tl.int64)
+    tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
+    tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+
+
+@triton.jit
+def gather_rows_kernel(y_ptr, slot_ptr, out_ptr, N, C, NUM_IN, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Unmerge: ``out[b, n] = y[b, slot[b, n]]``."""
+    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = tok < N
+    m = valid[:, None] & (ch[None, :] < C)
+    slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
+    v = tl.load(y_ptr + b.to(tl.int64) * NUM_IN * C + slot[:, None] * C + ch[None, :], mask=m, other=0.0)
+    tl.store(out_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], v, mask=m)
+
+
+@triton.jit
+def merge_kernel(x_ptr, slot_ptr, count_ptr, out_ptr, acc_ptr, N, C, NUM_OUT, KEPT, NUM_DST,
+                 BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Kept sources are copied to their row; anchors and merged sources are summed in float32
+    (atomics) and counted, for :func:`finish_merge_kernel` to divide."""
+    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = tok < N
+    m = valid[:, None] & (ch[None, :] < C)
+    slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
+    v = tl.load(x_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], mask=m, other=0.0)
+    is_kept = slot < KEPT
+    out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + slot[:, None] * C + ch[None, :]
+    tl.store(out_rows, v, mask=m & is_kept[:, None])
+    anchor = tl.where(is_kept, 0, slot - KEPT)
+    acc_rows = acc_ptr + b.to(tl.int64) * NUM_DST * C + anchor[:, None] * C + ch[None, :]
+    tl.atomic_add(acc_rows, v.to(tl.float32), mask=m & (~is_kept)[:, None])
+    if pid_c == 0:
+        tl.atomic_add(count_ptr + b * NUM_DST + anchor, 1.0, mask=valid & (~is_kept))
+
+
+@triton.jit
+def finish_merge_kernel(acc_ptr, count_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST,
+                        BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    k = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m = (k < NUM_DST)[:, None] & (ch[None, :] < C)
+    count = tl.load(count_ptr + b * NUM_DST + k, mask=k < NUM_DST, other=1.0)
+    v = tl.load(acc_ptr + b.to(tl.int64) * NUM_DST * C + k[:, None] * C + ch[None, :], mask=m, other=0.0)
+    v = v / count[:, None]
+    out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
+    tl.store(out_rows, v.to(out_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def kv_pool_kernel(x_ptr, alpha_ptr, alpha_batch_stride, out_ptr, N, C, W, OUT_W, NUM_OUT,
+                   S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out = mean + alpha * (nearest - mean) over each s x s window (nearest-exact: offset s // 2)."""
+    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    o = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
+    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    m = (o < NUM_OUT)[:, None] & (ch[None, :] < C)
+    i, j = o // OUT_W, o % OUT_W
+    base = x_ptr + b.to(tl.int64) * N * C
+    total = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
+    for dy in tl.static_range(S):
+        for dx in tl.static_range(S):
+            tok = (i * S + dy) * W + j * S + dx
+            total += tl.load(base + tok[:, None] * C + ch[None, :], mask=m, other=0.0).to(tl.float32)
+    mean = (total / (S * S)).to(x_ptr.dtype.element_ty).to(tl.float32)  # the reference rounds the mean
+    near_tok = (i * S + S // 2) * W + j * S + S // 2
+    near = tl.load(base + near_tok[:, None] * C + ch[None, :], mask=m, other=0.0).to(tl.float32)
+    alpha = tl.load(alpha_ptr + b * alpha_batch_stride).to(x_ptr.dtype.element_ty).to(tl.float32)
+    out = mean + alpha * (near - mean)
+    tl.store(out_ptr + b.to(tl.int64) * NUM_OUT * C + o[:, None] * C + ch[None, :],
+             out.to(out_ptr.dtype.element_ty), mask=m)

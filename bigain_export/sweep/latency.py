@@ -1,0 +1,126 @@
+"""Latency and FLOPs of one denoiser call, on the device the sweep runs on.
+
+Latency is the **median ms per eps call** at the model's resolution and the sweep's batch, one
+fixed timestep (500) and fixed random inputs, after ``warmup`` calls (a ``torch.compile``d model
+compiles during the first; that call's time is reported separately as ``first_call_ms``):
+
+* on a CUDA device, per-call CUDA events on the current stream (no host sync between calls);
+* on the CPU, and for engines (whose call returns host memory, so it is synchronous anyway),
+  ``time.perf_counter`` around each call.
+
+FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one eager call at the same
+batch (matrix multiplies, convolutions and attention; merging's gathers and scatters count 0),
+the protocol of the paper's cost column (method.md §3).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..validate.batching import EpsFn
+
+TIMESTEP = 500
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How latency is measured: ``batch`` rows per call, ``warmup`` untimed calls, ``repeats`` timed."""
+
+    batch: int
+    warmup: int = 5
+    repeats: int = 20
+    timestep: int = TIMESTEP
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch", 1), ("warmup", 1), ("repeats", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                flag = "--batch-size" if name == "batch" else f"--latency-{name}"
+                raise ConfigError(f"{flag} {value!r} is not allowed; allowed: an integer >= {low}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def device_name(device: torch.device | str) -> str:
+    """What the numbers were measured on: ``cuda:NVIDIA H200`` or ``cpu:x86_64 (16 threads)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"{device.type}:{platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def latency_inputs(sample_shape: tuple[int, ...], num_classes: int, settings: LatencySettings,
+                   device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fixed inputs of one call: ``sample [B, C, H, W]``, ``timestep [B]`` (all 500), ``labels [B]``."""
+    generator = torch.Generator().manual_seed(0)
+    sample = torch.randn((settings.batch, *sample_shape), generator=generator)
+    labels = torch.randint(0, num_classes, (settings.batch,), generator=generator)
+    timestep = torch.full((settings.batch,), settings.timestep, dtype=torch.long)
+    return sample.to(device), timestep.to(device), labels.to(device)
+
+
+@torch.no_grad()
+def measure_latency(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], settings: LatencySettings,
+                    *, host_synchronous: bool = False) -> dict[str, Any]:
+    """Median (and p10/p90/min) ms per call of ``eps_fn`` on ``inputs``.
+
+    Args:
+        host_synchronous: the call returns only when its result is on the host (engines):
+            time it with ``perf_counter`` even on a CUDA device.
+    """
+    device = inputs[0].device
+    cuda = device.type == "cuda" and not host_synchronous
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    eps_fn(*inputs)
+    sync()
+    first_ms = 1e3 * (time.perf_counter() - start)
+    for _ in range(settings.warmup - 1):
+        eps_fn(*inputs)
+    sync()
+    times: list[float] = []
+    if cuda:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(settings.repeats)]
+        for begin, end in events:
+            begin.record()
+            eps_fn(*inputs)
+            end.record()
+        sync()
+        times = [begin.elapsed_time(end) for begin, end in events]
+    else:
+        for _ in range(settings.repeats):
+            start = time.perf_counter()
+            eps_fn(*inputs)
+            sync()
+            times.append(1e3 * (time.perf_counter() - start))
+    ordered = sorted(times)
+
+    def quantile(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "ms": statistics.median(times), "ms_p10": quantile(0.1), "ms_p90": quantile(0.9), "ms_min": ordered[0],
+        "first_call_ms": first_ms, "timer": "cuda-events" if cuda else "perf_counter",
+        "device": device_name(device), **settings.to_dict(),
+    }
+
+
+@torch.no_grad()
+def flops_per_call(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """FLOPs of one eager call of ``module`` on ``inputs`` (``FlopCounterMode`` total)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module(*inputs)
+    return int(counter.get_total_flops())

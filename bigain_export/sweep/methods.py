@@ -1,0 +1,152 @@
+"""A sweep point as an eps function: the patched eager model, its ``torch.compile``, or an engine.
+
+:class:`PointOpener` opens one point for one task (``classification`` or ``generation``) as a
+context manager yielding ``eps_fn(sample [B,C,H,W], timestep [B], labels [B]) -> eps``; the patch
+is removed and engine sessions are closed on exit, so one model serves every eager point and only
+one engine is open at a time.
+
+* The global RNG is seeded with the point's seed on every open: ToMe's random anchors then draw
+  the same patterns in a rerun (two unseeded runs of DiT ToMe 0.7 gave 66.6% and 60.8%). They
+  still depend on the call order, i.e. on batch size and sharding.
+* ``paper_alpha``: BiGain KV downsampling uses the paper's alpha per task (fixed 0.9 for
+  classification, scheduled 0.8 -> 1.2 for generation; ``BiGainConfig.for_task``), as
+  ``validate --paper-alpha`` does; an engine point then has one engine per task.
+* Engines are built under ``<engine_dir>`` from the loaded weights (rank 0 builds, the others
+  wait), reused when an earlier run left one with the same config, weights, backend and batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..config import BiGainConfig
+from ..errors import EngineError
+from ..patch import bigain_patched
+from ..validate.checkpoint import _file_stem
+from ..validate.distributed import barrier, is_main_process
+from .grid import SweepPoint, is_random
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("classification", "generation")
+
+
+class PointOpener:
+    """Opens sweep points of one model (see module docstring).
+
+    Args:
+        denoiser: the loaded :class:`~bigain_export.models.Denoiser` (eval mode, on ``device``).
+        model_hash: ``engine.manifest.model_sha256(denoiser)``, computed once.
+        paper_alpha: per-task alpha for BiGain KV downsampling.
+        engine_dir: where engines are built.
+        engine_backend: ``ort-cpu`` | ``ort-cuda`` | ``trt`` (resolved, not ``auto``).
+        batch: static batch of the engines.
+        device: where the eager model runs and engine drift is measured at build time.
+        compile_backend: ``torch.compile`` backend (``inductor``; tests use ``eager``).
+    """
+
+    def __init__(self, denoiser, *, model_hash: str, paper_alpha: bool, engine_dir: Path | None,
+                 engine_backend: str, batch: int, device: str, compile_backend: str = "inductor"):
+        self.denoiser = denoiser
+        self.model_hash = model_hash
+        self.paper_alpha = paper_alpha
+        self.engine_dir = engine_dir
+        self.engine_backend = engine_backend
+        self.batch = batch
+        self.device = device
+        self.compile_backend = compile_backend
+
+    def config_for(self, point: SweepPoint, task: str) -> BiGainConfig:
+        return point.config.for_task(task) if self.paper_alpha else point.config
+
+    def method_facts(self, point: SweepPoint, sharding: int = 1) -> dict[str, Any]:
+        """What the point runs (``provenance.method_facts``): config per task, backend, dtype, the
+        engine it builds, and for ToMe's random anchors their seed and the process count (the
+        draws follow the call order, which sharding changes)."""
+        from ..validate.provenance import method_facts, planned_engine_facts
+
+        configs = {"classify": self.config_for(point, "classification"), "generate": self.config_for(point, "generation")}
+        dtype = str(self.denoiser.dtype).replace("torch.", "")
+        extra: dict[str, Any] = {}
+        if is_random(point.config):
+            extra.update(anchor_seed=point.seed, processes=sharding)
+        if point.mode == "engine":
+            engines = {task: planned_engine_facts(self.model_hash, config, backend=self.engine_backend, precision="fp32",
+                                                  batch=self.batch, sample_shape=self.denoiser.sample_shape)
+                       for task, config in configs.items()}
+            return method_facts(configs, backend=self.engine_backend, dtype="float32", engine=engines, **extra)
+        if point.mode == "compile":
+            extra["compile"] = {"backend": self.compile_backend, "fullgraph": True}
+        unpatched = {task: (config if config.enabled else None) for task, config in configs.items()}
+        return method_facts(unpatched, backend=point.mode, dtype=dtype, **extra)
+
+    @contextlib.contextmanager
+    def eager(self, point: SweepPoint, task: str) -> Iterator[torch.nn.Module]:
+        """The denoiser patched with the point's config for ``task`` (unpatched when uncompressed)."""
+        config = self.config_for(point, task)
+        torch.manual_seed(point.seed)
+        if not config.enabled:
+            yield self.denoiser
+            return
+        with bigain_patched(self.denoiser, config):
+            yield self.denoiser
+
+    @contextlib.contextmanager
+    def open(self, point: SweepPoint, task: str) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """``(eps_fn, info)`` of ``point`` for ``task``; ``info`` describes an engine (else empty)."""
+        if point.mode == "eager":
+            with self.eager(point, task) as model:
+                yield model, {}
+        elif point.mode == "compile":
+            with self.eager(point, task) as model:
+                compiled = torch.compile(model, fullgraph=True, backend=self.compile_backend)
+                yield compiled, {}
+        else:
+            with self._engine(point, task) as opened:
+                yield opened
+
+    # -- engines -----------------------------------------------------------------------------------
+    def engine_path(self, config: BiGainConfig, point: SweepPoint) -> Path:
+        recipe = json.dumps({"config": config.to_dict(), "backend": self.engine_backend, "batch": self.batch,
+                             "model": self.model_hash}, sort_keys=True)
+        return self.engine_dir / f"{_file_stem(point.entry)}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+
+    def _load_or_build(self, config: BiGainConfig, path: Path):
+        from ..engine.build import build_engine, load_engine
+
+        try:  # an engine left by an earlier (possibly interrupted) run of the same recipe
+            engine = load_engine(path, config=config, model_hash=self.model_hash, denoiser=self.denoiser)
+            if engine.spec.batch == self.batch and engine.manifest.backend == self.engine_backend:
+                return engine
+        except EngineError:
+            pass
+        logger.info("sweep: building the %s engine of %s in %s", self.engine_backend, config.describe(), path)
+        engine, _ = build_engine(self.denoiser, config, path, backend=self.engine_backend, batch=self.batch,
+                                 drift_feeds_count=2, device=self.device)
+        return engine
+
+    @contextlib.contextmanager
+    def _engine(self, point: SweepPoint, task: str):
+        from ..engine.build import EngineEpsFn, load_engine
+        from ..engine.manifest import MANIFEST_NAME, file_sha256
+
+        if self.engine_dir is None:
+            raise EngineError("engine points need an engine folder (run_sweep(engine_dir=...))")
+        config = self.config_for(point, task)
+        path = self.engine_path(config, point)
+        if is_main_process():
+            self._load_or_build(config, path)
+        barrier()  # the other ranks load what rank 0 built
+        engine = load_engine(path, config=config, model_hash=self.model_hash, denoiser=self.denoiser)
+        info = {"path": str(path), "backend": engine.manifest.backend,
+                "manifest_sha256": file_sha256(path / MANIFEST_NAME), "build_drift": engine.manifest.drift}
+        torch.manual_seed(point.seed)
+        with EngineEpsFn(engine) as eps_fn:
+            yield eps_fn, info

@@ -1,0 +1,178 @@
+"""Per-layer cost of the merge path vs the attention it saves, on one patched layer's shapes.
+
+    python scripts/bench_kernels.py --out results/          # needs a CUDA GPU
+
+For each shape (SD2-base level 0 at 512/768/1024 px, batch 2, C=320, 5 heads; DiT-XL/2 at 512 px,
+batch 16, C=1152, 16 heads) it times, with CUDA events (median after warm-up):
+
+* attention (q/k/v/out projections + SDPA) at full length, at the merged length for ratio 0.5 /
+  0.7, and with keys/values pooled by s=2 — the savings that bound any speed-up;
+* the merge path with the Triton kernels (plan, merge, unmerge; plan split into its kernels);
+* the same path with the reference ops, eager and under torch.compile (what the project ran before).
+
+Writes ``bench_kernels.json`` / ``.md`` with card and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bigain_export.config import BiGainConfig  # noqa: E402
+from bigain_export.ops import library  # noqa: E402
+from bigain_export.ops import reference as ref  # noqa: E402
+
+SHAPES = {  # name: (batch, grid side, channels, heads)
+    "sd2-512": (2, 64, 320, 5),
+    "sd2-768": (2, 96, 320, 5),
+    "sd2-1024": (2, 128, 320, 5),
+    "dit-xl2-512": (16, 32, 1152, 16),
+}
+
+
+def cuda_ms(fn, warmup: int = 5, iters: int = 50) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+class Attention(torch.nn.Module):
+    """What diffusers' AttnProcessor2_0 runs for self-attention: 4 projections and SDPA."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q, self.to_k, self.to_v, self.to_out = (torch.nn.Linear(channels, channels, bias=i == 3) for i in range(4))
+
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+        kv = x if kv is None else kv
+        b, n, c = x.shape
+        split = lambda t: t.view(b, -1, self.heads, c // self.heads).transpose(1, 2)  # noqa: E731
+        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(kv)), split(self.to_v(kv)))
+        return self.to_out(out.transpose(1, 2).reshape(b, n, c))
+
+
+def reference_path(x, metric, h, w, r):
+    slot = ref.token_merge_plan(metric, h, w, r, "window")
+    return ref.unmerge(ref.merge(x, slot, x.shape[1] - r), slot)
+
+
+def kernel_path(x, metric, h, w, r):
+    merged, slot = library.gated_merge(x, metric, h, w, r, "window")
+    return library.token_unmerge(merged, slot)
+
+
+def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
+    b, side, c, heads = SHAPES[name]
+    n = side * side
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(b, n, c, device="cuda", dtype=dtype, generator=g)
+    metric = torch.randn(b, n, c, device="cuda", dtype=dtype, generator=g)
+    attn = Attention(c, heads).to("cuda", dtype).eval()
+    rows = []
+    add = lambda what, ms, **extra: rows.append(dict(shape=name, what=what, ms=round(ms, 4), **extra))  # noqa: E731
+    with torch.inference_mode():
+        full = cuda_ms(lambda: attn(x))
+        add("attention full", full, tokens=n)
+        pooled = ref.kv_downsample(x, 1.0, side, side, 2)
+        add("attention kv s=2", cuda_ms(lambda: attn(x, pooled)), tokens=n)
+        for ratio in (0.5, 0.7):
+            r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+            short = x[:, : n - r].contiguous()
+            add(f"attention merged {ratio}", cuda_ms(lambda: attn(short)), tokens=n - r)
+            slot = library.merge_plan(metric, side, side, r, "window")
+            merged = library.token_merge(x, slot, side, side, r)
+            add(f"kernel plan {ratio}", cuda_ms(lambda: library.merge_plan(metric, side, side, r, "window")))
+            add(f"kernel merge {ratio}", cuda_ms(lambda: library.token_merge(x, slot, side, side, r)))
+            add(f"kernel unmerge {ratio}", cuda_ms(lambda: library.token_unmerge(merged, slot)))
+            add(f"kernel path {ratio}", cuda_ms(lambda: kernel_path(x, metric, side, side, r)))
+            add(f"reference path eager {ratio}", cuda_ms(lambda: reference_path(x, metric, side, side, r)))
+            if ratio != 0.7:
+                continue
+            torch._dynamo.reset()
+            compiled = torch.compile(reference_path)
+            add(f"reference path compiled {ratio}", cuda_ms(lambda: compiled(x, metric, side, side, r)))
+            compiled_kernel = torch.compile(kernel_path, fullgraph=True)
+            add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
+        if name in ("sd2-1024", "dit-xl2-512"):
+            rows.extend(plan_breakdown(name, metric, side, 0.7))
+    return rows
+
+
+def plan_breakdown(name, metric, side, ratio) -> list[dict]:
+    """CUDA time of each kernel of one plan (torch.profiler), and the plan's time for several
+    tile shapes of the similarity kernel (set through the launch module's constants)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from bigain_export.kernels import launch
+
+    n = metric.shape[1]
+    r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+    plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
+    out = []
+    for _ in range(3):
+        plan()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            plan()
+        torch.cuda.synchronize()
+    for event in prof.key_averages():
+        if event.device_time_total > 0:
+            out.append(dict(shape=name, what=f"plan kernel {event.key[:60]}", ms=round(event.device_time_total / 10 / 1000, 4)))
+    default = (launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES)
+    for config in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 256, 32, 8, 4), (128, 128, 64, 4, 4),
+                   (64, 256, 64, 4, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4)]:
+        launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES = config
+        try:
+            ms = cuda_ms(plan)
+        except Exception as exc:  # a tile shape that does not fit shared memory
+            ms = float("nan")
+            print(f"  config {config}: {type(exc).__name__}: {str(exc)[:100]}")
+        out.append(dict(shape=name, what="plan with similarity tiles M%d N%d K%d w%d s%d" % config, ms=round(ms, 4)))
+    launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES = default
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.shapes:
+        t0 = time.time()
+        rows.extend(bench_shape(name, torch.bfloat16))
+        print(f"[{name}] {time.time() - t0:.0f} s", flush=True)
+    meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
+                triton=__import__("triton").__version__, python=platform.python_version(),
+                date=time.strftime("%Y-%m-%d"), dtype="bf16", timing="CUDA events, median of 50 after 5 warm-up")
+    (args.out / "bench_kernels.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    lines = [json.dumps(meta), "", "| shape | what | ms |", "|---|---|---|"]
+    lines += [f"| {r['shape']} | {r['what']} | {r['ms']:.4f} |" for r in rows]
+    (args.out / "bench_kernels.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""The Triton kernels against the reference operators, on the same random inputs.
+
+CPU (CI): Triton's interpreter (``TRITON_INTERPRET=1``) runs the very kernels on small shapes in
+float32/float16 (the interpreter has no bfloat16): the slot maps must be EQUAL to the reference's,
+ties included. GPU (``-m gpu``, run on the lent H200, results in docs/benchmarks.md): large shapes,
+odd grids, every dtype; since cuBLAS and the kernel sum in different orders, a plan is checked to
+be a correct ToMe plan for float64 similarities up to a tolerance, and equal where inputs are exact.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bigain_export.config import BiGainConfig
+from bigain_export.ops import library
+from bigain_export.ops import reference as ref
+
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install -e '.[dev]' installs it)")
+
+GRIDS = [(4, 4), (5, 7), (6, 8), (9, 4), (16, 16)]
+ANCHORS = ["window", "released", "fixed", "random"]
+
+
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+interpreter = pytest.mark.interpreter
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    """The kernel launchers, in the inner run under Triton's CPU interpreter (see below)."""
+    if not INTERPRETING:
+        pytest.skip("runs inside test_kernels_under_the_triton_interpreter (TRITON_INTERPRET=1)")
+    from bigain_export.kernels import launch
+
+    return launch
+
+
+def test_kernels_under_the_triton_interpreter():
+    """Triton reads TRITON_INTERPRET when it is imported, so the interpreter tests of this file
+    run in a child pytest with it set (and only there: it would reroute every CPU op here)."""
+    if INTERPRETING or torch.cuda.is_available():
+        pytest.skip("inner run, or a GPU is present (the -m gpu tests run the compiled kernels)")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "interpreter", __file__],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "skipped" not in done.stdout.splitlines()[-1], done.stdout[-2000:]
+
+
+def _tokens(b, n, c, seed, dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, c, generator=g).to(device=device, dtype=dtype)
+
+
+def _reference_plan(metric, h, w, r, anchor, offsets):
+    if offsets is None:
+        offsets = ref.window_offsets(ref.laplacian_score(metric, h, w), h, w, anchor)
+    return ref.merge_plan(metric, ref.anchor_tokens(offsets, h, w), r)
+
+
+def _offsets(anchor, h, w, seed):
+    if anchor == "fixed":
+        return torch.zeros(1, h // 2, w // 2, dtype=torch.long)
+    if anchor == "random":
+        return torch.randint(4, (1, h // 2, w // 2), generator=torch.Generator().manual_seed(seed))
+    return None
+
+
+def _exact_tie_tokens(b, n, seed):
+    """Rows drawn from 4 vectors whose unit rows and dot products are exact: ties are real ties."""
+    atoms = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [1.0, 1, 1, 1], [1.0, -1, 1, -1]])
+    pick = torch.randint(len(atoms), (b, n), generator=torch.Generator().manual_seed(seed))
+    return atoms[pick]
+
+
+# --------------------------------------------------------------------------- CPU: interpreter
+@interpreter
+@pytest.mark.parametrize("h,w", GRIDS)
+@pytest.mark.parametrize("anchor", ANCHORS)
+@pytest.mark.parametrize("ratio", [0.0, 0.5, 0.75])
+def test_interpreted_plan_equals_reference(interpreted, h, w, anchor, ratio):
+    n = h * w
+    r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+    for dtype in (torch.float32, torch.float16):
+        metric = _tokens(2, n, 12, seed=h * 31 + w, dtype=dtype)
+        offsets = _offsets(anchor, h, w, seed=n)
+        got = interpreted.merge_plan(metric, offsets, h, w, r, released=anchor == "released")
+        assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (dtype, anchor)
+
+
+@interpreter
+@pytest.mark.parametrize("kind", ["duplicated", "constant"])
+def test_interpreted_plan_breaks_ties_like_the_reference(interpreted, kind):
+    h, w = 8, 10
+    n = h * w
+    metric = _exact_tie_tokens(2, n, seed=3) if kind == "duplicated" else torch.ones(2, n, 4)
+    for ratio in (0.3, 0.5, 0.7):
+        r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+        for anchor in ("window", "released", "fixed"):
+            offsets = _offsets(anchor, h, w, seed=0)
+            got = interpreted.merge_plan(metric, offsets, h, w, r, released=anchor == "released")
+            assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (kind, ratio, anchor)
+
+
+@interpreter
+@pytest.mark.parametrize("h,w", [(5, 7), (16, 16)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype):
+    n, nd = h * w, (h // 2) * (w // 2)
+    x = _tokens(2, n, 70, seed=1, dtype=dtype)  # 70 channels: two channel blocks, one partial
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    slot = ref.token_merge_plan(_tokens(2, n, 70, seed=2), h, w, r)
+    tol = dict(rtol=0, atol=0) if dtype == torch.float32 else dict(rtol=1e-3, atol=1e-3)
+    merged = interpreted.merge(x, slot, n - r, nd)
+    torch.testing.assert_close(merged, ref.merge(x, slot, n - r), **tol)
+    assert torch.equal(interpreted.unmerge(merged, slot), ref.unmerge(merged, slot))
+    if h % 2 == 0 and w % 2 == 0:
+        alpha = torch.tensor([0.8, 1.2])
+        want = ref.kv_downsample(x, alpha.reshape(2, 1, 1), h, w, 2)
+        # the reference rounds each step in x.dtype, the kernel once: one half-precision ulp apart
+        torch.testing.assert_close(interpreted.kv_pool(x, alpha, h, w, 2), want,
+                                   **(dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-3, atol=4e-3)))
+
+
+# --------------------------------------------------------------------------- CPU: the custom ops
+def test_custom_ops_pass_opcheck():
+    h, w, n = 6, 8, 48
+    metric, x = _tokens(2, n, 8, seed=5), _tokens(2, n, 8, seed=6)
+    r = BiGainConfig(ratio=0.5).merged_count(n, h, w)
+    torch.library.opcheck(library.merge_plan_op, (metric, None, h, w, r, False))
+    torch.library.opcheck(library.merge_plan_op, (metric, torch.zeros(1, 3, 4, dtype=torch.long), h, w, r, False))
+    slot = library.merge_plan_op(metric, None, h, w, r, False)
+    torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12))
+    torch.library.opcheck(library.token_unmerge_op, (x[:, : n - r].contiguous(), slot))
+    torch.library.opcheck(library.kv_pool_op, (x, torch.tensor([0.9]), h, w, 2))
+
+
+def test_float64_stays_on_the_reference():
+    from bigain_export.kernels import launch
+
+    assert not launch.available(torch.zeros(1, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------------- GPU
+gpu = pytest.mark.gpu
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run with -m gpu on the GPU machine)")
+
+
+def _groups(slot, kept):
+    """Token -> group id: the slot for anchors and merged sources, -(token + 1) for kept ones."""
+    tokens = torch.arange(slot.shape[1], device=slot.device).expand_as(slot)
+    return torch.where(slot >= kept, slot, -(tokens + 1))
+
+
+def _check_valid_plan(slot, metric, dst_idx, r, atol):
+    """``slot`` is a ToMe plan of float64 similarities up to ``atol``: each merged source went to
+    a best anchor, and no kept source is more similar than a merged one (by more than atol)."""
+    b, n, _ = metric.shape
+    num_dst = dst_idx.shape[1]
+    num_src, kept = n - num_dst, n - num_dst - r
+    m = metric.double()
+    m = m / m.norm(dim=-1, keepdim=True)
+    dst_idx = dst_idx.expand(b, num_dst)
+    assert torch.equal(torch.gather(slot, 1, dst_idx), (kept + torch.arange(num_dst, device=slot.device)).expand(b, -1))
+    is_anchor = torch.zeros(b, n, dtype=torch.bool, device=slot.device).scatter_(1, dst_idx, True)
+    for i in range(b):
+        src = (~is_anchor[i]).nonzero().flatten()
+        sims = m[i, src] @ m[i, dst_idx[i]].T
+        best = sims.max(dim=1).values
+        src_slot = slot[i, src]
+        merged = src_slot >= kept
+        assert int(merged.sum()) == r
+        kept_slots = src_slot[~merged]
+        assert torch.equal(kept_slots, torch.arange(kept, device=slot.device))  # token order
+        chosen = sims[merged.nonzero().flatten(), (src_slot[merged] - kept)]
+        assert (chosen >= best[merged] - atol).all()
+        if 0 < r < num_src:
+            assert best[merged].min() >= best[~merged].max() - atol
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("h,w,c", [(16, 16, 64), (31, 33, 96), (64, 64, 320), (128, 128, 320), (32, 32, 1152)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("anchor", ["window", "released", "random"])
+def test_gpu_plan_is_a_correct_plan(h, w, c, dtype, anchor):
+    n = h * w
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    metric = _tokens(3, n, c, seed=n + c, dtype=dtype, device="cuda")
+    offsets = _offsets(anchor, h, w, seed=1)
+    offsets = None if offsets is None else offsets.cuda()
+    slot = library.merge_plan_op(metric, offsets, h, w, r, anchor == "released")
+    if offsets is None:  # the anchors must be the reference's (scores differ only in sum order)
+        offsets = ref.window_offsets(ref.laplacian_score(metric, h, w), h, w, anchor)
+    dst_idx = ref.anchor_tokens(offsets, h, w)
+    _check_valid_plan(slot, metric, dst_idx, r, atol=1e-3 if dtype != torch.float32 else 1e-5)
+    want = ref.merge_plan(metric, dst_idx, r)
+    # a near-tie flip at the top-r boundary renumbers every later kept source, so compare the
+    # partitions (each token's group = its anchor if merged, else itself): only flips differ
+    assert (_groups(slot, want.shape[1] - r - dst_idx.shape[1]) == _groups(want, want.shape[1] - r - dst_idx.shape[1])).float().mean() > 0.999
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("kind", ["duplicated", "constant"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype):
+    h, w = 64, 48
+    n = h * w
+    metric = _exact_tie_tokens(2, n, seed=9) if kind == "duplicated" else torch.ones(2, n, 4)
+    metric = metric.to("cuda", dtype)
+    for ratio in (0.3, 0.5, 0.7, 0.75):
+        r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+        for anchor in ("window", "fixed"):
+            offsets = _offsets(anchor, h, w, seed=0)
+            offsets = None if offsets is None else offsets.cuda()
+            got = library.merge_plan_op(metric, offsets, h, w, r, False)
+            assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (kind, ratio, anchor)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("h,w,c", [(31, 33, 96), (128, 128, 320)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype):
+    """Against the float32 reference rounded once to the dtype (the reference run in bf16 rounds
+    every step; the kernels accumulate in float32 and round once): within one ulp."""
+    n, nd = h * w, (h // 2) * (w // 2)
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    x = _tokens(2, n, c, seed=4, dtype=dtype, device="cuda")
+    slot = ref.token_merge_plan(_tokens(2, n, c, seed=5, device="cuda"), h, w, r)
+    ulp = {torch.float32: 1e-6, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[dtype]
+    tol = dict(rtol=ulp, atol=ulp)
+    merged = library.token_merge_op(x, slot, n - r, nd)
+    torch.testing.assert_close(merged, ref.merge(x.float(), slot, n - r).to(dtype), **tol)
+    assert torch.equal(library.token_unmerge(merged, slot), ref.unmerge(merged, slot))
+    hh, ww = h - h % 2, w - w % 2
+    x = x[:, : hh * ww].contiguous()
+    alpha = torch.tensor([0.8, 1.2], device="cuda")
+    want = ref.kv_downsample(x.float(), alpha.to(dtype).float().reshape(2, 1, 1), hh, ww, 2)
+    # the kernel rounds the window mean to the dtype first (as the reference does), hence 2 ulps
+    torch.testing.assert_close(library.kv_pool_op(x, alpha, hh, ww, 2), want.to(dtype), rtol=2 * ulp, atol=2 * ulp)
+
+
+@gpu
+@needs_cuda
+def test_gpu_custom_ops_compile_fullgraph_without_recompiles():
+    h, w, n, c = 32, 32, 1024, 64
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+
+    def step(x, t):
+        slot = library.merge_plan(x, h, w, r, "window")
+        merged = library.token_merge(x, slot, h, w, r)
+        pooled = library.kv_pool(x, ref.scheduled_alpha(t, 0.8, 1.2).reshape(-1, 1, 1), h, w, 2)
+        return library.token_unmerge(merged * 2, slot), pooled
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)
+    x = _tokens(2, n, c, seed=0, dtype=torch.bfloat16, device="cuda")
+    for t in (999, 500, 3):
+        got = compiled(x, torch.full((2,), t, device="cuda"))
+        want = step(x, torch.full((2,), t, device="cuda"))
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

@@ -1,0 +1,232 @@
+"""run_sweep on a micro DiT with a few images: every field, resume, changed settings, two processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from bigain_export.models import Denoiser
+from bigain_export.models import architectures as arch
+from bigain_export.sweep import run as sweep_run
+from bigain_export.sweep.grid import expand, parse_entry
+from bigain_export.sweep.latency import LatencySettings
+from bigain_export.sweep.pareto import Budget
+from bigain_export.sweep.run import SweepSettings, run_sweep
+from bigain_export.validate.run import ValidationSettings
+from bigain_export.validate.sampling import SamplingConfig
+from bigain_export.validate.schedule import ClassifierSchedule
+from validate_toys import PixelFeatures
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Micro models run fastest on one thread (two threads on a shared 2-core machine: 40x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def micro_dit(seed: int = 0) -> Denoiser:
+    """3 blocks on 8x8 tokens (BiGain patches blocks 1 and 2)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = arch.build_dit({**arch.TINY_DIT_CONFIG, "num_layers": 3, "patch_size": 4})
+    return Denoiser(model, num_classes=10, sample_shape=(1, 32, 32), scheduler_config=arch.SCHEDULER_CONFIG,
+                    name=f"micro-dit-{seed}").eval().requires_grad_(False)
+
+
+def data(n: int = 4):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, 32, 32, generator=g) * 2 - 1, torch.tensor([0, 3, 9, 1, 5, 7][:n])
+
+
+def settings(fid_seeds=(0, 1), chunk=500, **changes) -> SweepSettings:
+    validation = ValidationSettings(
+        num_classes=10, scheduler_config=arch.SCHEDULER_CONFIG, schedule=ClassifierSchedule.uniform(2),
+        sampling=SamplingConfig(num_steps=3, guidance_scale=2.0, null_label=10), drift_inputs=3, batch_size=8,
+    )
+    validation = dataclasses.replace(validation, **changes)
+    return SweepSettings(validation, fid_seeds=fid_seeds, latency=LatencySettings(batch=8, warmup=1, repeats=2),
+                         classify_chunk=chunk)
+
+
+GRID = ["none", "m=bigain-merge:ratio=0.5", "kv=bigain-kv"]
+
+
+def sweep(out, grid=GRID, denoiser=None, seeds=(0,), modes=("eager",), images=None, s=None, **kwargs):
+    imgs, labels = data() if images is None else images
+    points, skipped = expand([parse_entry(e) for e in grid], modes, seeds)
+    return run_sweep(denoiser or micro_dit(), points, imgs, labels, s or settings(), out, model_spec="micro",
+                     feature_fn=PixelFeatures(), progress=False, skipped=skipped, **kwargs)
+
+
+class Counter:
+    """Counts classify/sample calls made by run_sweep (a part measured = one call)."""
+
+    def __init__(self, monkeypatch):
+        self.classified: list[int] = []
+        self.sampled: list[int] = []
+        real_classify, real_sample = sweep_run.classify_sharded, sweep_run.sample_sharded
+
+        def classify(*args, **kwargs):
+            self.classified.append(1)
+            return real_classify(*args, **kwargs)
+
+        def sample(*args, **kwargs):
+            self.sampled.append(kwargs["config"].seed)
+            return real_sample(*args, **kwargs)
+
+        monkeypatch.setattr(sweep_run, "classify_sharded", classify)
+        monkeypatch.setattr(sweep_run, "sample_sharded", sample)
+
+
+def _numbers(report):
+    """What must agree between runs: everything but timings and latency."""
+    keep = ("accuracy", "accuracy_ci95", "predictions", "fid_per_seed", "drift", "flops_per_call")
+    return {p["name"]: {k: p[k] for k in keep} for p in report["points"]}
+
+
+def test_every_point_has_every_field(tmp_path):
+    report = sweep(tmp_path, budget=Budget.parse(100.0, "100%"))
+    assert [p["name"] for p in report["points"]] == ["none", "m", "kv"]
+    for p in report["points"]:
+        assert 0 <= p["accuracy"] <= 1 and p["num_images"] == 4 and p["eps_calls"] == 4 * 10 * 2
+        lo, hi = p["accuracy_ci95"]
+        assert lo <= p["accuracy"] <= hi
+        assert p["fid"] > 0 and p["fid_std"] >= 0 and set(p["fid_per_seed"]) == {"0", "1"}
+        assert p["fid"] == pytest.approx(sum(p["fid_per_seed"].values()) / 2)
+        assert p["drift"]["reference"] == "none" and p["drift"]["num_inputs"] == 3
+        assert p["latency"]["ms"] > 0 and p["latency"]["timer"] == "perf_counter" and p["latency"]["batch"] == 8
+        assert p["flops_per_call"] > 0 and p["flops_per_image"] == p["flops_per_call"] / 8
+        assert set(p["vs_reference"]) == {"acc_drop", "fid_rise", "fid_rise_pct", "speedup", "mcnemar"}
+        assert set(p["pareto"]) == {"accuracy", "fid"}
+    by_name = {p["name"]: p for p in report["points"]}
+    assert by_name["none"]["drift"]["max_abs"] == 0.0  # the deterministic reference against itself
+    assert by_name["m"]["drift"]["max_abs"] > 0 and by_name["kv"]["drift"]["max_abs"] > 0
+    assert by_name["m"]["flops_per_call"] < by_name["none"]["flops_per_call"]  # merging saves attention FLOPs
+    assert by_name["kv"]["flops_per_call"] < by_name["none"]["flops_per_call"]
+    assert report["answer"]["point"] in by_name  # with these bounds every point qualifies: the fastest
+    assert report["answer"]["point"] == min(by_name, key=lambda n: by_name[n]["latency"]["ms"])
+    assert report["pareto"]["accuracy"] and report["pareto"]["fid"]
+    for name in ("sweep.json", "sweep.md", "accuracy_vs_latency.png", "fid_vs_latency.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "**Answer:**" in (tmp_path / "sweep.md").read_text()
+    assert len(list((tmp_path / "points").glob("*.json"))) == 3  # one checkpoint per point
+
+
+def test_resume_skips_finished_points_and_remeasures_changed_ones(tmp_path, monkeypatch, caplog):
+    first = sweep(tmp_path, resume=True)
+    counter = Counter(monkeypatch)
+    again = sweep(tmp_path, resume=True)
+    assert counter.classified == [] and counter.sampled == []  # nothing measured again
+    assert _numbers(again) == _numbers(first)
+
+    # The same name with another ratio: that point (only) is measured again, and the log says why.
+    caplog.set_level(logging.WARNING, logger="bigain_export.sweep.records")
+    changed = sweep(tmp_path, grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"], resume=True)
+    assert counter.classified == [1] and counter.sampled == [0, 1]
+    assert "sweep point m: classify@0 was measured with other settings (method.config.classify.ratio 0.5 vs 0.7)" in caplog.text
+    assert changed["points"][1]["config"]["ratio"] == 0.7
+    fresh = sweep(tmp_path / "fresh", grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"])
+    assert _numbers(changed) == _numbers(fresh)
+
+    # One more sampling seed: only that FID is measured.
+    counter.classified.clear(), counter.sampled.clear()
+    sweep(tmp_path, grid=["none", "m=bigain-merge:ratio=0.7", "kv=bigain-kv"], s=settings(fid_seeds=(0, 1, 2)),
+          resume=True)
+    assert counter.classified == [] and counter.sampled == [2, 2, 2]
+
+
+def test_resume_never_reuses_another_models_or_datas_points(tmp_path, monkeypatch):
+    sweep(tmp_path, resume=True)
+    counter = Counter(monkeypatch)
+    other = sweep(tmp_path, denoiser=micro_dit(seed=1), resume=True)
+    assert len(counter.classified) == 3  # every point measured again
+    assert _numbers(other) == _numbers(sweep(tmp_path / "fresh", denoiser=micro_dit(seed=1)))
+    counter.classified.clear()
+    imgs, labels = data()
+    sweep(tmp_path, denoiser=micro_dit(seed=1), images=(imgs * 0.5, labels), resume=True)
+    assert len(counter.classified) == 3
+    counter.classified.clear()
+    sweep(tmp_path, denoiser=micro_dit(seed=1), images=(imgs * 0.5, labels), s=settings(classifier_seed=1), resume=True)
+    assert len(counter.classified) == 3
+
+
+def test_classification_in_chunks_equals_one_pass_and_a_larger_limit_reuses_them(tmp_path, monkeypatch):
+    whole = sweep(tmp_path / "whole", images=data(5), s=settings(sampling=None))
+    counter = Counter(monkeypatch)
+    chunked = sweep(tmp_path / "chunked", images=data(5), s=settings(sampling=None, chunk=2), resume=True)
+    assert len(counter.classified) == 3 * 3  # 3 points x chunks [0:2], [2:4], [4:5]
+    assert _numbers(chunked) == _numbers(whole)
+    assert [p["num_images"] for p in chunked["points"]] == [5, 5, 5]
+    assert chunked["points"][1]["accuracy_ci95"] == whole["points"][1]["accuracy_ci95"]
+
+    # Six images: only the new chunk [4:6] is classified; drift, latency and FLOPs are kept.
+    counter.classified.clear()
+    grown = sweep(tmp_path / "chunked", images=data(6), s=settings(sampling=None, chunk=2), resume=True)
+    assert len(counter.classified) == 3 * 1
+    assert [p["seconds"]["latency"] for p in grown["points"]] == [p["seconds"]["latency"] for p in chunked["points"]]
+    assert _numbers(grown) == _numbers(sweep(tmp_path / "six", images=data(6), s=settings(sampling=None)))
+
+
+def test_seeds_make_random_tome_reproducible_and_give_its_spread(tmp_path):
+    grid = ["none", "tome:ratio=0.5"]
+    first = sweep(tmp_path / "a", grid=grid, seeds=(0, 1, 2), s=settings(fid_seeds=(0,)))
+    second = sweep(tmp_path / "b", grid=grid, seeds=(0, 1, 2), s=settings(fid_seeds=(0,)))
+    assert _numbers(first) == _numbers(second)  # seeded: a rerun draws the same anchors
+    assert [p["name"] for p in first["points"]] == ["none", "tome-0.5@s0", "tome-0.5@s1", "tome-0.5@s2"]
+    drifts = {p["drift"]["max_abs"] for p in first["points"][1:]}
+    assert len(drifts) == 3  # different seeds draw different anchors
+    group = first["seed_groups"]["tome-0.5"]
+    assert group["seeds"] == [0, 1, 2] and group["accuracy_min"] <= group["accuracy_mean"] <= group["accuracy_max"]
+
+
+@pytest.mark.slow
+def test_compile_mode_and_a_grid_error_before_any_work(tmp_path, monkeypatch):
+    report = sweep(tmp_path, grid=["none", "m=bigain-merge:ratio=0.5"], modes=("eager", "compile"),
+                   s=settings(sampling=None), compile_backend="eager")
+    names = [p["name"] for p in report["points"]]
+    assert names == ["none", "m", "compile:none", "compile:m"]
+    by_name = {p["name"]: p for p in report["points"]}
+    assert by_name["compile:m"]["predictions"] == by_name["m"]["predictions"]
+    assert by_name["compile:m"]["fid"] is None  # sampling off
+
+    counter = Counter(monkeypatch)
+    from bigain_export.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="dit_blocks has \\[5\\], but the model has 3 blocks"):
+        sweep(tmp_path / "bad", grid=["none", "bad=bigain-merge:dit_blocks=[1,5]"])
+    assert counter.classified == []  # refused before measuring anything
+
+
+def _worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        report = sweep(out_dir, images=data(5), s=settings(chunk=2), resume=True)  # chunks cross the shards
+        if rank == 1:  # every rank holds the report
+            torch.save(report, result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_result_of_one(tmp_path):
+    result_file = tmp_path / "rank1.pt"
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path / "dist"), str(result_file)), nprocs=2, join=True)
+    sharded = torch.load(result_file, weights_only=False)
+    single = sweep(tmp_path / "single", images=data(5))
+    got, want = _numbers(sharded), _numbers(single)
+    for name in want:
+        assert got[name]["predictions"] == want[name]["predictions"]
+        assert got[name]["accuracy"] == want[name]["accuracy"]
+        assert got[name]["fid_per_seed"] == pytest.approx(want[name]["fid_per_seed"], rel=1e-6)
+        assert got[name]["drift"]["max_abs"] == pytest.approx(want[name]["drift"]["max_abs"], rel=1e-6, abs=1e-9)
+    assert sharded["run"]["world_size"] == 2
+    assert (tmp_path / "dist" / "sweep.json").is_file()  # written once, by rank 0
