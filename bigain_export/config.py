@@ -62,7 +62,8 @@ class BiGainConfig:
         alpha: fixed IE-KVD alpha, or ``None`` to schedule it linearly in the timestep from
             ``alpha_start`` at t = 999 to ``alpha_end`` at t = 0 (generation default 0.8 -> 1.2;
             the paper's classification setting is a fixed 0.9, see :meth:`for_task`).
-        unet_levels: UNet resolution levels patched (0 = full latent resolution).
+        unet_levels: UNet resolution levels patched (0 = full latent resolution); ``None`` means
+            the highest-resolution level that has transformer blocks (0 on SD 2.x, 1 on SDXL).
         dit_blocks: transformer block indices patched in a DiT; ``None`` means the paper's blocks
             1-5 and 7-11, intersected with the model's depth.
         plan_reuse: opt-in. Compute the merge plan at the first patched block of each resolution
@@ -82,7 +83,7 @@ class BiGainConfig:
     alpha: float | None = None
     alpha_start: float = 0.8
     alpha_end: float = 1.2
-    unet_levels: tuple[int, ...] = (0,)
+    unet_levels: tuple[int, ...] | None = None
     dit_blocks: tuple[int, ...] | None = None
     plan_reuse: bool = False
     merge_crossattn: bool = False
@@ -113,10 +114,11 @@ class BiGainConfig:
                 _fail(name, value, "a finite number" + (" or None (scheduled)" if name == "alpha" else ""))
         if self.kv == "todo" and self.alpha not in (None, 1.0):
             _fail("alpha", self.alpha, "None or 1.0 for kv='todo' (ToDo is nearest-exact downsampling)")
-        levels = tuple(self.unet_levels)
-        if not levels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in levels):
-            _fail("unet_levels", self.unet_levels, "a non-empty tuple of integers >= 0")
-        object.__setattr__(self, "unet_levels", tuple(sorted(set(levels))))
+        if self.unet_levels is not None:
+            levels = tuple(self.unet_levels)
+            if not levels or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in levels):
+                _fail("unet_levels", self.unet_levels, "None (auto) or a non-empty tuple of integers >= 0")
+            object.__setattr__(self, "unet_levels", tuple(sorted(set(levels))))
         if self.dit_blocks is not None:
             blocks = tuple(self.dit_blocks)
             if not blocks or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in blocks):
@@ -178,7 +180,7 @@ class BiGainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data["unet_levels"] = list(self.unet_levels)
+        data["unet_levels"] = None if self.unet_levels is None else list(self.unet_levels)
         data["dit_blocks"] = None if self.dit_blocks is None else list(self.dit_blocks)
         return data
 

@@ -155,3 +155,6 @@ def test_the_parser_repeats_the_registry_names_exactly():
     from bigain_export.models import registry
 
     assert args.BUILTIN_MODELS == registry.BUILTIN_MODELS and args.DEFAULT_MODEL == registry.DEFAULT_MODEL
+    from bigain_export.models.prompts import DEFAULT_TEMPLATE
+
+    assert args.DEFAULT_PROMPT_TEMPLATE == DEFAULT_TEMPLATE

@@ -69,3 +69,11 @@ def test_round_trip_through_dict():
     config = BiGainConfig.preset("bigain-both", ratio=0.7, dit_blocks=(3, 1), unet_levels=(1, 0))
     assert config.dit_blocks == (1, 3) and config.unet_levels == (0, 1)
     assert BiGainConfig.from_dict(config.to_dict()) == config
+
+
+def test_unet_levels_default_is_auto_and_round_trips():
+    config = BiGainConfig()
+    assert config.unet_levels is None and config.to_dict()["unet_levels"] is None
+    assert BiGainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match=r"unet_levels=\(\).*None \(auto\)"):
+        BiGainConfig(unet_levels=())

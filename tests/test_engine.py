@@ -32,7 +32,7 @@ def engine_copy(built, tmp_path):
 
 def test_build_writes_a_complete_engine_with_drift(built):
     denoiser, engine, report = built
-    assert sorted(p.name for p in engine.path.iterdir()) == ["manifest.json", "model.onnx"]
+    assert sorted(p.name for p in engine.path.iterdir()) == ["config.json", "manifest.json", "model.onnx"]
     manifest = json.loads((engine.path / "manifest.json").read_text())
     assert manifest["config"] == CONFIG.to_dict()
     assert manifest["model"] == "tiny-random:dit" and manifest["model_sha256"] == model_sha256(denoiser)

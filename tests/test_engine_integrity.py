@@ -83,14 +83,14 @@ def test_external_data_must_be_listed(engine_copy):
     model = onnx.load(str(engine_copy / "model.onnx"))
     onnx.save_model(model, str(engine_copy / "model.onnx"), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
-    files = {"model.onnx": file_sha256(engine_copy / "model.onnx")}
+    files = {name: file_sha256(engine_copy / name) for name in ("model.onnx", "config.json")}
     _edit_manifest(engine_copy, files=files)
     (engine_copy / "model.onnx.data").rename(engine_copy.parent / "hidden.data")
     with pytest.raises(EngineError, match=r"external data 'model.onnx.data' is not listed"):
         load_engine(engine_copy)
     (engine_copy.parent / "hidden.data").rename(engine_copy / "model.onnx.data")
     _edit_manifest(engine_copy, files={**files, "model.onnx.data": file_sha256(engine_copy / "model.onnx.data")})
-    assert load_engine(engine_copy).manifest.files.keys() == {"model.onnx", "model.onnx.data"}
+    assert load_engine(engine_copy).manifest.files.keys() == {"model.onnx", "config.json", "model.onnx.data"}
 
 
 def test_the_spec_must_match_the_graph(engine_copy):

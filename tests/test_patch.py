@@ -209,6 +209,24 @@ def test_pixart_is_patched_like_dit():
     assert torch.equal(run_dit(pixart, inputs), reference)
 
 
+def test_default_unet_level_is_the_first_with_transformer_blocks():
+    """SDXL-style: level 0 is plain ResNets, so the default (auto) patches level 1; (0,) says why not."""
+    torch.manual_seed(0)
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=8, norm_num_groups=8,
+    ).eval()
+    apply_bigain(unet, BiGainConfig())
+    names = patch_info(unet).target_names
+    # the mid block sits at the lowest resolution, which is level 1 in this two-level UNet
+    assert names and all(n.startswith(("down_blocks.1.", "up_blocks.0.", "mid_block.")) for n in names)
+    with pytest.raises(UnsupportedModelError, match=r"level\(s\) \[0\].*levels with blocks: \[1\]"):
+        apply_bigain(unet, BiGainConfig(unet_levels=(0,)))
+
+
 def test_python_int_timesteps_do_not_recompile_per_value():
     """A scheduled alpha used ``torch.tensor(t)`` of a Python-int timestep stored on the call
     state, which torch.compile treated as a constant: one graph per timestep. Now, as for the

@@ -464,5 +464,5 @@ def test_build_engine_with_trt_backend_keeps_plan_and_says_drift_was_not_measure
     if not torch.cuda.is_available():
         assert "Hopper" not in engine.manifest.drift["reason"] and "no CUDA device" in engine.manifest.drift["reason"]
     loaded = load_engine(tmp_path / "trt")
-    assert set(loaded.manifest.files) == {"model.onnx", "model.plan"}
+    assert set(loaded.manifest.files) == {"config.json", "model.onnx", "model.plan"}
     assert (tmp_path / "trt" / "model.plan").stat().st_size > 0

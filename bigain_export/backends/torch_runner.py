@@ -37,7 +37,8 @@ class TorchRunner(BaseRunner):
         self._original = (self.denoiser.device, self.denoiser.dtype)
         self.denoiser.to(self.device, self.dtype).eval()
         apply_bigain(self.denoiser, self.config)
-        self._model = torch.compile(self.denoiser, fullgraph=True) if self.compile else self.denoiser
+        network = self.denoiser.network_module()  # takes the spec's inputs (labels or embeddings)
+        self._model = torch.compile(network, fullgraph=True) if self.compile else network
 
     def get_input_metadata_impl(self):
         meta = TensorMetadata()

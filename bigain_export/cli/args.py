@@ -18,6 +18,7 @@ flag                meaning                                             default
 ``--drift-inputs``  random inputs of the drift check                    16
 ``--device``        cpu, cuda, cuda:N                                   cpu
 ``--backend``       auto | ort-cpu | ort-cuda | trt                     auto
+``--prompt-template``  a class's prompt for SD / SDXL pipelines         ``a photo of a {}.``
 ``-v``              debug logging (before or after the subcommand)      off
 ==================  ==================================================  ===========================
 """
@@ -155,6 +156,15 @@ def add_drift_limit_args(parser: argparse.ArgumentParser, *, recorded: bool) -> 
                         help=f"mean |eps_engine - eps_eager| to {what} (default 1e-4 fp32, 1e-2 fp16/bf16)")
     parser.add_argument("--max-drift-abs", dest="_renamed_max_drift_abs", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--max-drift-rel", dest="_renamed_max_drift_rel", default=None, help=argparse.SUPPRESS)
+
+
+DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."  # the paper's (models.prompts.DEFAULT_TEMPLATE)
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="TEXT",
+                        help="text-to-image pipelines (SD, SDXL): the prompt of a class, {} = its name "
+                        f"(default {DEFAULT_PROMPT_TEMPLATE!r}; a classes file's prompts win)")
 
 
 def add_device_args(parser: argparse.ArgumentParser) -> None:

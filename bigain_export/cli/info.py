@@ -33,6 +33,14 @@ def _drift_text(drift) -> str:
            f"{drift.get('num_feeds', '?')} feeds): {stats}"
 
 
+def _patched_text(patched) -> str:
+    if not patched:
+        return "not recorded"
+    levels = patched.get("unet_levels")
+    where = f" at UNet level(s) {levels}" if levels is not None else ""
+    return f"{len(patched.get('blocks') or [])} blocks{where}"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.build import load_engine
     from ..engine.manifest import Manifest, file_sha256, plain_file_name
@@ -66,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         "inputs:     " + ", ".join(f"{t.name} {list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in spec.inputs),
         "outputs:    " + ", ".join(f"{t.name} {list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in spec.outputs),
         f"bigain.ai:  {manifest.custom_nodes or 'no custom nodes'}",
+        f"patched:    {_patched_text(manifest.patched)}",
         f"drift:      {_drift_text(manifest.drift)}",
         "built with: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())),
         "files:",

@@ -21,7 +21,7 @@ from ..errors import BigainError
 from .args import add_common_args, refuse_renamed
 
 # Data-flow order: what users run first comes first in --help.
-SUBCOMMANDS = ("export", "build", "info", "compare", "validate", "check", "sweep")
+SUBCOMMANDS = ("export", "build", "info", "compare", "validate", "generate", "check", "sweep")
 
 
 class Terminated(BaseException):

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_config_args, add_device_args,
-                   add_drift_limit_args, add_model_args, add_precision_args, check_device, config_from_args, count,
-                   finite_float, positive_int)
+                   add_drift_limit_args, add_model_args, add_precision_args, add_prompt_args, check_device,
+                   config_from_args, count, finite_float, positive_int)
 
 DATA_CHOICES = ("fmnist-test", "fmnist-train")
 
@@ -41,10 +41,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_config_args(parser, from_engine=True)
     parser.add_argument("--engine", default=None, metavar="DIR",
                         help="engine folder to validate; the model and config default to its manifest's")
-    parser.add_argument("--data", default="fmnist-test", metavar="NAME|NPZ",
-                        help=f"{' | '.join(DATA_CHOICES)}, or an .npz with 'images' [N,C,H,W] in [-1,1] "
-                        "(or uint8) and 'labels' [N]")
-    parser.add_argument("--limit", type=positive_int, default=100, metavar="N", help="first N images (default 100)")
+    parser.add_argument("--data", default="fmnist-test", metavar="NAME|DIR|NPZ",
+                        help=f"{' | '.join(DATA_CHOICES)}; an image folder DIR/<class>/<images> (optional "
+                        "DIR/classes.json or classes.txt: folder -> name, prompt), resized and centre-cropped "
+                        "to the model's resolution; or an .npz with 'images' [N,C,H,W] in model space "
+                        "(pixels in [-1,1] or uint8, or latents) and 'labels' [N]")
+    parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
+                        help="first N images (default 100; image folders: round-robin over the classes)")
+    add_prompt_args(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
     parser.add_argument("--resume", action="store_true",
                         help="checkpoint each finished method in DIR/methods and reuse checkpoints measured on "
@@ -62,6 +66,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fid-images", type=positive_int, default=None, metavar="N",
                         help="images generated per method (default: --limit)")
     parser.add_argument("--no-fid", action="store_true", help="skip generation and FID")
+    parser.add_argument("--fid-ref", "--fid-reference", dest="fid_ref", default=None, metavar="DIR|NAME|NPZ",
+                        help="FID reference images: any folder of images, or a --data spec of pixels "
+                        "(default: the --data images)")
     parser.add_argument("--fid-cache", default=None, metavar="DIR",
                         help="reference-statistics cache (default: $XDG_CACHE_HOME/bigain-export/fid)")
     parser.add_argument("--drift-inputs", type=count, default=16, metavar="N",
@@ -72,43 +79,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _load_data(spec: str, limit: int, sample_shape, num_classes: int):
-    """``(images [N, C, H, W] in [-1, 1], labels [N])``, checked against the model's shapes."""
-    import numpy as np
-    import torch
-
+    """``(images [N, C, H, W], labels [N])`` in a pixel-space model's space (``sweep`` reads data
+    this way), checked against its shapes and classes; ``validate`` itself goes through
+    ``validate.inputs.prepare_inputs`` (class binding, the VAE of latent pipelines)."""
+    from ..data.sources import load_data
     from ..errors import DataError
 
-    if spec in DATA_CHOICES:
-        from ..data.fashion_mnist import load_fashion_mnist
-
-        data = load_fashion_mnist(spec.split("-", 1)[1])
-        images, labels = data.images, data.labels
-    else:
-        try:
-            with np.load(spec, allow_pickle=False) as npz:
-                images, labels = torch.from_numpy(npz["images"]), torch.from_numpy(npz["labels"])
-        except (OSError, KeyError, ValueError, EOFError) as exc:
-            raise DataError(
-                f"--data {spec!r}: not {' | '.join(DATA_CHOICES)} nor a readable .npz with 'images' and 'labels' "
-                f"({str(exc)[:120]})"
-            ) from None
-        if images.dtype == torch.uint8:
-            images = images.float() / 127.5 - 1
-        if not (images.dtype.is_floating_point and labels.dtype in (torch.int64, torch.int32, torch.int16,
-                                                                    torch.int8, torch.uint8)):
-            raise DataError(f"--data {spec!r}: images are {images.dtype} and labels {labels.dtype}; allowed: float "
-                            "(or uint8) images and integer labels")
-        images, labels = images.float(), labels.long()
+    data = load_data(spec, tuple(sample_shape), limit=limit, progress=False)
+    images, labels = data.images, data.labels
     want = tuple(sample_shape)
     if images.ndim != 4 or tuple(images.shape[1:]) != want or labels.shape != images.shape[:1]:
         raise DataError(f"--data {spec!r} holds images {list(images.shape)} and labels {list(labels.shape)}; "
                         f"allowed for this model: images [N, {', '.join(map(str, want))}] and labels [N]")
-    images, labels = images[:limit], labels[:limit]
     if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
         raise DataError(f"--data {spec!r} has label {int(labels.max()) if labels.max() >= num_classes else int(labels.min())}; "
                         f"allowed for this model: 0 .. {num_classes - 1}")
-    if not torch.isfinite(images).all():
-        raise DataError(f"--data {spec!r} has non-finite pixels; allowed: finite values in [-1, 1]")
     return images, labels
 
 
@@ -208,7 +193,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.build import EngineEpsFn, load_engine
     from ..errors import ConfigError
+    from ..models.prompts import check_template
     from ..models.registry import load_denoiser
+    from ..validate.fid import InceptionFeatures, reference_statistics
+    from ..data.image_folder import scan_image_folder
+    from ..validate.inputs import prepare_inputs
     from ..validate.atomic import check_writable
     from ..validate.provenance import Provenance, engine_facts, method_facts, model_facts
     from ..validate.run import TaskEps, validate
@@ -228,11 +217,28 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_fid:
             check_writable(_cache_dir(args.fid_cache), what="--fid-cache")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]
+    check_template(args.prompt_template)
+    if Path(args.data).is_dir():  # the folder's layout is checked before the model loads
+        scan_image_folder(args.data)
     denoiser = load_denoiser(model, device, dtype)
     model_provenance = model_facts(denoiser, model)  # hashes the weights once, for the engine check too
     if engine is not None:  # the engine belongs to this model: weights, shapes, classes, config
         engine = load_engine(args.engine, config=config, denoiser=denoiser, model_hash=model_provenance["sha256"])
-    images, labels = _load_data(args.data, args.limit, denoiser.sample_shape, denoiser.num_classes)
+    # The data's classes become the candidates (prompts for SD/SDXL); pixels -> the model's space.
+    inputs = prepare_inputs(denoiser, args.data, limit=args.limit, prompt_template=args.prompt_template,
+                            fid_ref=args.fid_ref, progress=not args.no_progress)
+    denoiser, images, labels = inputs.denoiser, inputs.images, inputs.labels
+    model_provenance.update(num_classes=int(denoiser.num_classes), null_label=int(denoiser.null_label),
+                            prompts=getattr(denoiser.conditioning, "prompts", None))  # the bound classes
+    fid_reference, feature_fn, decode = None, None, None
+    if denoiser.space.kind != "pixels":
+        decode = denoiser.decode
+    if not args.no_fid and (decode is not None or args.fid_ref):
+        if inputs.fid_images is None:
+            raise ConfigError(f"--data {args.data} holds latents: FID needs real images; allowed: --fid-ref DIR or --no-fid")
+        if int(os.environ.get("RANK", "0")) == 0:
+            feature_fn = InceptionFeatures(device=device)
+            fid_reference = reference_statistics(inputs.fid_images, feature_fn, _cache_dir(args.fid_cache))
 
     dtype_name = PRECISION_DTYPES[args.precision]
     methods: dict[str, Any] = {"eager-none": _patched_eps(denoiser, None)}
@@ -250,17 +256,19 @@ def run(args: argparse.Namespace) -> int:
     metadata = {
         "model": model, "config": config.to_dict(), "config_label": config.describe(),
         "engine": args.engine, "paper_alpha": paper_alpha, "data": args.data, "limit": args.limit,
-        "device": device, "precision": args.precision,
+        "device": device, "precision": args.precision, "class_names": denoiser.class_names,
+        "prompts": getattr(denoiser.conditioning, "prompts", None), "fid_ref": args.fid_ref,
     }
 
     with contextlib.ExitStack() as stack:
         if engine is not None:
-            methods["engine"] = stack.enter_context(EngineEpsFn(engine))
+            methods["engine"] = stack.enter_context(EngineEpsFn(engine, condition=denoiser.condition))
             facts["engine"] = method_facts(config, backend=engine.manifest.backend,
                                            dtype=PRECISION_DTYPES[engine.spec.precision], engine=engine_facts(engine))
         settings = _settings(args, denoiser, schedule, batch_size)
         report = validate(
             methods, images.to(device), labels, settings, args.out, reference_method=reference,
+            fid_reference=fid_reference, feature_fn=feature_fn, decode=decode,
             fid_cache_dir=_cache_dir(args.fid_cache), metadata=metadata, progress=not args.no_progress,
             resume=args.resume, provenance=Provenance(
                 model=model_provenance, methods=facts, data_source=args.data,

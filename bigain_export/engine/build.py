@@ -5,6 +5,7 @@ An engine is a directory::
     <engine>/model.onnx        bigain.ai nodes + local functions (any ONNX runtime runs it)
     <engine>/model.onnx.data   external weights, above 2 GB only
     <engine>/model.plan        TensorRT only: the serialized engine
+    <engine>/config.json       the network's diffusers config (EngineUNet / EngineTransformer read it)
     <engine>/manifest.json     config, model id and hash, shapes, precision, opset, versions, drift,
                                and the sha256 of every other file (``manifest.py``)
 
@@ -72,7 +73,9 @@ def load_engine(path: str | os.PathLike, *, config: BiGainConfig | None = None, 
     manifest = Manifest.read(path)
     manifest.verify_files(path)
     if denoiser is not None:
-        manifest.verify_matches(path, sample_shape=denoiser.sample_shape, num_classes=denoiser.num_classes,
+        # the network's labels (a DiT bound to a few classes still takes all of them)
+        labels = getattr(denoiser.conditioning, "network_labels", (denoiser.num_classes,))[0]
+        manifest.verify_matches(path, sample_shape=denoiser.sample_shape, num_classes=labels,
                                 model_hash=model_hash or model_sha256(denoiser))
     manifest.verify_matches(path, config=config, model_hash=model_hash)
     return Engine(path, manifest)
@@ -193,6 +196,9 @@ def build_engine(
         steps = 3 if backend == "trt" else 2
         log.info("[1/%d] exporting %s (%s) to ONNX ...", steps, denoiser.name, config.describe())
         exported = export_onnx(denoiser, config, staging / ONNX_NAME, batch=batch, precision=precision, inline_copy=inline_copy)
+        from .diffusers_modules import write_network_config
+
+        write_network_config(denoiser, staging)
         if backend == "trt":
             from ..backends.trt import build_plan
 
@@ -202,8 +208,9 @@ def build_engine(
         files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
         manifest = Manifest(
             model=_model_spec(denoiser.name), model_sha256=model_sha256(denoiser), config=config.to_dict(),
-            spec=DenoiserSpec(batch, tuple(denoiser.sample_shape), precision).to_dict(), backend=backend,
+            spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
             opset=exported.opset, files=files, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
+            patched=exported.patched,
         )
         engine = Engine(staging, manifest)
         log.info("[%d/%d] measuring drift against the eager model on %s ...", steps, steps, backend)
@@ -259,9 +266,11 @@ class EngineEpsFn:
             eps = eps_fn(sample, timestep, labels)
     """
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, condition=None):
         self.engine = engine
         self.batch = engine.spec.batch
+        # labels -> the engine's conditioning inputs (Denoiser.condition); default: labels as they are
+        self.condition = condition or (lambda labels: {"class_labels": labels})
         self._runner = None
 
     def __enter__(self) -> "EngineEpsFn":
@@ -285,8 +294,10 @@ class EngineEpsFn:
         feed = {
             "sample": sample.detach().float().cpu().numpy(),
             "timestep": timestep.detach().long().cpu().numpy(),
-            "class_labels": torch.as_tensor(class_labels).detach().long().cpu().numpy(),
         }
+        dtypes = {c.name: c.torch_dtype for c in self.engine.spec.conditions}
+        for name, value in self.condition(torch.as_tensor(class_labels)).items():
+            feed[name] = value.detach().to(dtypes.get(name, value.dtype)).cpu().numpy()
         self.engine.spec.check_feed(feed, str(self.engine.path))
         self._check_values(feed)
         eps = self._runner.infer(feed)["eps"]
@@ -296,9 +307,9 @@ class EngineEpsFn:
         """Labels and timesteps the model was trained on; a runtime would index out of range or
         silently extrapolate."""
         info = self.engine.manifest.model_info
-        labels, steps = feed["class_labels"], feed["timestep"]
+        labels, steps = feed.get("class_labels"), feed["timestep"]  # text engines take embeddings
         allowed = set(range(info["num_classes"])) | {info["null_label"]}
-        bad = sorted({int(v) for v in labels.tolist()} - allowed)
+        bad = sorted({int(v) for v in labels.tolist()} - allowed) if labels is not None else []
         if bad:
             raise EngineError(f"{self.engine.path}: class label {bad[0]} is not allowed; allowed: 0 .. "
                               f"{info['num_classes'] - 1}, or the null label {info['null_label']}")

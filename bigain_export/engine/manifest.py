@@ -72,13 +72,21 @@ def versions() -> dict[str, str]:
 
 
 def model_info(denoiser) -> dict[str, Any]:
-    """What an engine's inputs may hold: labels ``0 .. null_label``, timesteps ``0 .. T-1``."""
+    """What an engine's inputs may hold: labels ``0 .. null_label``, timesteps ``0 .. T-1``.
+
+    Labels are the network's (a DiT bound to 3 of its 1000 classes still takes 0 .. 999 and its
+    null label 1000); a text-conditioned network takes no labels (its prompt classes are listed).
+    """
+    num_classes, null_label = getattr(denoiser.conditioning, "network_labels", (denoiser.num_classes, denoiser.null_label))
     return {
         "kind": denoiser.kind,
-        "num_classes": int(denoiser.num_classes),
-        "null_label": int(denoiser.null_label),
+        "num_classes": int(num_classes),
+        "null_label": int(null_label),
         "num_train_timesteps": int(denoiser.scheduler_config.get("num_train_timesteps", 1000)),
     }
+
+
+_SPEC_KEYS = {"batch", "sample_shape", "precision", "conditions", "timestep", "output"}
 
 
 def _is_int(value: Any, minimum: int = 0) -> bool:
@@ -102,11 +110,12 @@ def _check_fields(data: dict[str, Any]) -> None:
          "model_sha256", "64 lowercase hex digits")
     need(isinstance(data.get("config"), dict), "config", "a BiGainConfig object")
     spec = data.get("spec")
-    need(isinstance(spec, dict) and set(spec) == {"batch", "sample_shape", "precision"}
+    need(isinstance(spec, dict) and {"batch", "sample_shape", "precision"} <= set(spec) <= _SPEC_KEYS
          and _is_int(spec.get("batch"), 1) and spec.get("precision") in DTYPES
          and isinstance(spec.get("sample_shape"), list) and len(spec["sample_shape"]) == 3
          and all(_is_int(v, 1) for v in spec["sample_shape"]),
-         "spec", "{'batch': int >= 1, 'sample_shape': [C, H, W] ints >= 1, 'precision': fp32 | fp16 | bf16}")
+         "spec", "{'batch': int >= 1, 'sample_shape': [C, H, W] ints >= 1, 'precision': fp32 | fp16 | bf16, "
+         "optional 'conditions', 'timestep', 'output'}")
     need(data.get("backend") in BACKENDS, "backend", " | ".join(BACKENDS))
     need(_is_int(data.get("opset"), 1), "opset", "an integer >= 1")
     files = data.get("files")
@@ -121,9 +130,10 @@ def _check_fields(data: dict[str, Any]) -> None:
     need(data.get("drift") is None or isinstance(data["drift"], dict), "drift", "an object or null")
     info = data.get("model_info")
     need(isinstance(info, dict) and set(info) == {"kind", "num_classes", "null_label", "num_train_timesteps"}
-         and isinstance(info.get("kind"), str) and _is_int(info.get("num_classes"), 1)
+         and isinstance(info.get("kind"), str) and _is_int(info.get("num_classes"), 0)
          and _is_int(info.get("null_label")) and _is_int(info.get("num_train_timesteps"), 1),
-         "model_info", "{'kind': str, 'num_classes': int >= 1, 'null_label': int >= 0, 'num_train_timesteps': int >= 1}")
+         "model_info", "{'kind': str, 'num_classes': int >= 0, 'null_label': int >= 0, 'num_train_timesteps': int >= 1}")
+    need(data.get("patched") is None or isinstance(data["patched"], dict), "patched", "an object or null")
 
 
 def plain_file_name(name: str) -> bool:
@@ -145,6 +155,7 @@ class Manifest:
     model_info: dict[str, Any]
     versions: dict[str, str] = field(default_factory=versions)
     drift: dict[str, Any] | None = None
+    patched: dict[str, Any] | None = None  # blocks and UNet levels patched (unet_levels=None resolved)
     manifest_version: int = MANIFEST_VERSION
 
     @property
@@ -153,7 +164,7 @@ class Manifest:
 
     @property
     def denoiser_spec(self) -> DenoiserSpec:
-        return DenoiserSpec(self.spec["batch"], tuple(self.spec["sample_shape"]), self.spec["precision"])
+        return DenoiserSpec.from_dict(self.spec)
 
     @property
     def required_files(self) -> tuple[str, ...]:
@@ -178,7 +189,7 @@ class Manifest:
                 raise EngineError(f"{path}: manifest_version={_brief(version)}; this tool reads {MANIFEST_VERSION} "
                                   "(rebuild the engine with 'bigain-export build')")
             known = {f.name for f in fields(cls)}
-            missing = sorted(known - set(data) - {"versions", "drift", "manifest_version"})
+            missing = sorted(known - set(data) - {"versions", "drift", "manifest_version", "patched"})
             unknown = sorted(set(data) - known)
             if missing or unknown:
                 raise ValueError(f"missing field(s) {missing}" if missing else f"unexpected field(s) {unknown}")

@@ -37,6 +37,7 @@ class ExportResult:
     inlined_path: Path | None
     custom_nodes: dict[str, int]  # op_type -> count
     opset: int
+    patched: dict | None = None  # {"blocks": [...], "unet_levels": [...] or None}: what the config resolved to
 
 
 def custom_node_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -48,14 +49,18 @@ def custom_node_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainConfig) -> onnx.ModelProto:
-    """Patch, trace and unpatch; returns the in-memory model with local functions attached."""
+    """Patch, trace and unpatch; returns the in-memory model with local functions attached.
+
+    What is traced is the denoiser's network (``Denoiser.network_module``): its inputs are the
+    spec's, i.e. class labels or a text pipeline's embeddings (and SDXL's added conditions).
+    """
     inputs = spec.sample_inputs()
     args = tuple(inputs[t.name] for t in spec.inputs)
     apply_bigain(denoiser, config)
     try:
         with torch.no_grad():
             program = torch.onnx.export(
-                denoiser, args, dynamo=True, opset_version=STANDARD_OPSET,
+                denoiser.network_module(), args, dynamo=True, opset_version=STANDARD_OPSET,
                 input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
                 external_data=False, verbose=False,
             )
@@ -118,6 +123,7 @@ def export_onnx(
     batch: int = 2,
     precision: str = "fp32",
     inline_copy: bool = False,
+    spec: DenoiserSpec | None = None,
 ) -> ExportResult:
     """Export ``denoiser`` with ``config`` baked in to ``path``.
 
@@ -128,6 +134,8 @@ def export_onnx(
         precision: ``fp32`` | ``fp16`` | ``bf16`` (the graph's compute dtype; I/O stays float32).
         inline_copy: also write ``<name>.inlined.onnx`` with the functions inlined, for runtimes
             that do not take model-local functions.
+        spec: the graph's I/O (default ``DenoiserSpec.for_denoiser(denoiser, batch, precision)``);
+            the optimum layout asks for a scalar timestep and ``out_sample``.
     """
     path = Path(path)
     if config.merges and config.anchor not in EXPORTABLE_ANCHORS:
@@ -135,7 +143,7 @@ def export_onnx(
             f"anchor={config.anchor!r} draws a new random pattern at every call and cannot be baked into "
             f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
         )
-    spec = DenoiserSpec(batch, tuple(denoiser.sample_shape), precision)
+    spec = spec or DenoiserSpec.for_denoiser(denoiser, batch, precision)
     original = (denoiser.device, denoiser.dtype)
     # Trace on the CPU: the fake outputs of torch.onnx.ops.symbolic are CPU tensors (torch 2.11
     # on CUDA failed with "found two different devices cpu, cuda:0"); tracing computes nothing.
@@ -156,4 +164,14 @@ def export_onnx(
     if inline_copy:
         inlined = path.with_suffix(".inlined.onnx")
         save_model_atomically(onnx.inliner.inline_local_functions(model), inlined)
-    return ExportResult(path, inlined, counts, STANDARD_OPSET)
+    return ExportResult(path, inlined, counts, STANDARD_OPSET, patched_blocks(denoiser, config))
+
+
+def patched_blocks(denoiser: torch.nn.Module, config: BiGainConfig) -> dict:
+    """The blocks (and UNet levels) ``config`` patches in ``denoiser``: ``unet_levels=None`` resolved."""
+    from ..patch.adapters import layout_of
+    from ..patch.apply import resolve_model
+
+    layout = layout_of(resolve_model(denoiser), config)
+    levels = None if layout.unet_levels is None else list(layout.unet_levels)
+    return {"blocks": [t.name for t in layout.targets], "unet_levels": levels}

@@ -7,13 +7,15 @@ Accepted specs (wherever the project takes a model path):
 * a local **model folder** holding ``config.json`` of a ``DiTTransformer2DModel`` (also the older
   ``Transformer2DModel`` DiT configs) or a ``UNet2DConditionModel`` plus safetensors weights, e.g.
   one written by :func:`~bigain_export.models.storage.save_denoiser`;
-* a local **pipeline folder** (``model_index.json``) with a ``transformer/`` (DiT-XL/2) or
-  ``unet/`` (SD 2.x) subfolder and ``scheduler/scheduler_config.json``.
+* a local **pipeline folder** (``model_index.json`` naming a ``vae``): ``stable-diffusion-2-base``,
+  ``stable-diffusion-xl-base-1.0``, ``DiT-XL-2-256`` as diffusers saves them. Loaded whole by
+  :mod:`.pipelines` (VAE, text encoders, scheduler); the denoiser works in latent space.
+* a pipeline folder without a VAE entry: its ``transformer/`` or ``unet/`` alone, in pixel space.
 
 Loading never unpickles: diffusers' ``from_pretrained(..., use_safetensors=True)`` and
 ``safetensors.torch.load_file`` only. A folder with ``.bin``/``.pt`` weights alone is refused.
-A UNet needs labels -> tokens: ``class_encoder.safetensors`` in its folder, or for an SD pipeline
-``class_names`` whose prompts are encoded by the pipeline's text encoder (:mod:`.prompts`).
+A bare UNet folder needs labels -> tokens: ``class_encoder.safetensors`` beside it; an SD/SDXL
+pipeline encodes one prompt per class name with its own text encoders instead.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from ..errors import DataError, UnsupportedModelError
 from . import architectures as arch
 from .class_encoder import ClassTokenEncoder, has_class_encoder
 from .denoiser import Denoiser
-from .prompts import DEFAULT_TEMPLATE, prompt_class_encoder
+from .pipelines import bind_labels, is_latent_pipeline, load_pipeline
+from .prompts import DEFAULT_TEMPLATE
 from .storage import META_NAME, SCHEDULER_NAME
 
 log = logging.getLogger(__name__)
@@ -169,9 +172,13 @@ def load_folder(
     *,
     name: str | None = None,
     class_names: list[str] | None = None,
-    prompt_template: str = DEFAULT_TEMPLATE,
 ) -> Denoiser:
-    """Load a local diffusers model or pipeline folder as an fp32 CPU :class:`Denoiser` in eval mode."""
+    """Load a local diffusers model folder (or a pipeline's network alone) as an fp32 CPU
+    :class:`Denoiser` in eval mode, in pixel space.
+
+    ``class_names`` are matched against the model's own names (any order, a subset allowed);
+    a model without names takes them as its names when there is one per label.
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise DataError(
@@ -184,7 +191,8 @@ def load_folder(
     meta = _read_json(model_dir / META_NAME) if (model_dir / META_NAME).is_file() else {}
     config = model.config
     sample_shape = tuple(meta.get("sample_shape") or (config.in_channels, config.sample_size, config.sample_size))
-    names = class_names or meta.get("class_names") or _pipeline_class_names(pipeline_dir)
+    own_names = meta.get("class_names") or _pipeline_class_names(pipeline_dir)
+    names = own_names or class_names
 
     class_encoder = None
     if cls is DiTTransformer2DModel:
@@ -192,13 +200,10 @@ def load_folder(
     elif has_class_encoder(model_dir):
         class_encoder = ClassTokenEncoder.load(model_dir)
         num_classes = class_encoder.num_classes
-    elif names and pipeline_dir is not None:
-        class_encoder = prompt_class_encoder(pipeline_dir, list(names), prompt_template)
-        num_classes = class_encoder.num_classes
     else:
         raise UnsupportedModelError(
-            f"{model_dir}: a UNet needs class_encoder.safetensors beside it, or (in an SD pipeline "
-            "folder with tokenizer/ and text_encoder/) class_names to encode as prompts"
+            f"{model_dir}: a UNet needs class_encoder.safetensors beside it, or a whole SD / SDXL pipeline "
+            "folder (model_index.json with vae, text_encoder and tokenizer) to encode class prompts"
         )
     if names is not None and len(names) != num_classes:
         log.warning("%s: %d class names for %d classes; ignoring the names", model_dir, len(names), num_classes)
@@ -213,6 +218,8 @@ def load_folder(
         class_names=list(names) if names else None,
         class_encoder=class_encoder,
     )
+    if own_names and class_names and list(class_names) != list(own_names):
+        denoiser = bind_labels(denoiser, list(class_names))
     return denoiser.eval().requires_grad_(False)
 
 
@@ -223,14 +230,17 @@ def load_denoiser(
     *,
     class_names: list[str] | None = None,
     prompt_template: str = DEFAULT_TEMPLATE,
+    class_prompts: list[str] | None = None,
 ) -> Denoiser:
     """Load ``spec`` (a built-in name or a local diffusers folder) as an eval-mode Denoiser.
 
     Args:
         spec: ``"builtin:fmnist-dit"``, ``"builtin:fmnist-unet"``, or a folder path.
-        device, dtype: where and in which precision the weights end up (built-ins are stored fp16).
-        class_names: names for the labels; for an SD pipeline UNet, the classes whose prompts
-            ``prompt_template.format(name)`` become the conditioning tokens.
+        device, dtype: where and in which precision the weights end up (built-ins are stored fp16;
+            a pipeline's VAE and text encoders stay float32).
+        class_names: the candidate classes: names of the model's labels (built-ins, DiT's
+            ``id2label``; a subset in any order), or for SD / SDXL pipelines the classes whose
+            prompts ``prompt_template.format(name)`` (or ``class_prompts``) condition the UNet.
 
     Raises:
         DataError: unknown built-in name, missing folder or files, pickle-only weights.
@@ -241,8 +251,11 @@ def load_denoiser(
         if not (folder / "config.json").is_file():
             raise DataError(f"built-in model {spec} is missing its files in {folder}; reinstall bigain-export")
         denoiser = load_folder(folder, name=spec, class_names=class_names)
+    elif is_latent_pipeline(Path(spec).expanduser()):
+        denoiser = load_pipeline(spec, class_names=class_names, class_prompts=class_prompts,
+                                 prompt_template=prompt_template)
     else:
-        denoiser = load_folder(spec, class_names=class_names, prompt_template=prompt_template)
+        denoiser = load_folder(spec, class_names=class_names)
     return denoiser.to(device=device, dtype=dtype)
 
 

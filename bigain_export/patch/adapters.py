@@ -44,6 +44,7 @@ class ModelLayout:
     targets: tuple[Target, ...]
     sample_arg: str  # name of the spatial input argument
     num_train_timesteps: int = 1000
+    unet_levels: tuple[int, ...] | None = None  # UNets: the levels patched (the config's, or the auto choice)
 
 
 def _check_self_attention(name: str, block: torch.nn.Module) -> None:
@@ -67,7 +68,11 @@ def _unet_level(name: str, num_down: int, num_up: int) -> int:
 
 
 def unet_layout(unet: torch.nn.Module, config: BiGainConfig) -> ModelLayout:
-    """Self-attention of the transformer blocks at the config's resolution levels (0 = full)."""
+    """Self-attention of the transformer blocks at the config's resolution levels (0 = full).
+
+    ``unet_levels=None`` picks the highest-resolution level that has transformer blocks: level 0
+    on SD 2.x, level 1 on SDXL (whose full-resolution blocks are plain ResNets).
+    """
     num_down, num_up = len(unet.down_blocks), len(unet.up_blocks)
     found: dict[int, list[Target]] = {}
     for name, module in unet.named_modules():
@@ -77,15 +82,18 @@ def unet_layout(unet: torch.nn.Module, config: BiGainConfig) -> ModelLayout:
             continue
         level = _unet_level(name, num_down, num_up)
         found.setdefault(level, []).append(Target(name, module, metric_from_block_input=True))
-    missing = [level for level in config.unet_levels if level not in found]
+    if not found:
+        raise UnsupportedModelError(f"{type(unet).__name__} has no transformer blocks to patch")
+    levels = config.unet_levels if config.unet_levels is not None else (min(found),)
+    missing = [level for level in levels if level not in found]
     if missing:
         raise UnsupportedModelError(
             f"UNet has no transformer blocks at level(s) {missing}; levels with blocks: {sorted(found)}"
         )
-    targets = tuple(t for level in config.unet_levels for t in found[level])
+    targets = tuple(t for level in levels for t in found[level])
     for target in targets:
         _check_self_attention(target.name, target.block)
-    return ModelLayout("unet", 1, targets, "sample")
+    return ModelLayout("unet", 1, targets, "sample", unet_levels=tuple(levels))
 
 
 def dit_blocks(config: BiGainConfig, depth: int) -> tuple[int, ...]:

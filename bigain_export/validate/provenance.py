@@ -63,6 +63,7 @@ COMPARED_RUN_FACTS: tuple[tuple[str, ...], ...] = (
     ("model", "sha256"),
     ("model", "sample_shape"),
     ("model", "num_classes"),
+    ("model", "prompts"),
     ("data", "sha256"),
     ("data", "num_images"),
     ("settings", "num_classes"),
@@ -124,6 +125,8 @@ def model_facts(denoiser, spec: str | None = None) -> dict[str, Any]:
         "sample_shape": list(denoiser.sample_shape),
         "num_classes": int(denoiser.num_classes),
         "null_label": int(denoiser.null_label),
+        # text pipelines: the class prompts are the conditioning (another template, another model)
+        "prompts": getattr(getattr(denoiser, "conditioning", None), "prompts", None),
     }
 
 

@@ -157,6 +157,7 @@ def validate(
     resume: bool = False,
     provenance: Provenance | None = None,
     drift_references: Mapping[str, str] | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Measure every method and (on rank 0) write the report into ``out_dir``.
 
@@ -182,6 +183,9 @@ def validate(
             Without it the report cannot be judged by the gate.
         drift_references: method -> the method its drift is measured against (default: every
             method against ``reference_method``).
+        decode: model space -> images in [-1, 1] (``Denoiser.decode``: the VAE of a latent model),
+            applied to generated samples before FID and the sample grids. With it, ``images`` are
+            latents and ``fid_reference`` (statistics of real pixels) is required.
 
     Returns:
         The report dict (see ``report.py``), on every rank.
@@ -199,6 +203,8 @@ def validate(
         )
     if resume and out_dir is None:
         raise ValidationError("resume=True needs out_dir (checkpoints live in <out_dir>/methods)")
+    if decode is not None and fid_reference is None and settings.sampling is not None:
+        raise ValidationError("decode= (a latent model) needs fid_reference: statistics of real images, not latents")
     if provenance is not None:
         missing = [n for n in names if n not in provenance.methods]
         if missing:
@@ -298,6 +304,8 @@ def validate(
                     sample_shape=sample_shape, config=settings.sampling, batch_size=settings.batch_size,
                     device=device, progress=progress and main,
                 )
+                if decode is not None:
+                    samples = decode(samples)  # latents -> images for FID and grids
                 entry["seconds"]["sample"] = time.perf_counter() - start
                 grids[name] = samples[:SAMPLES_PER_METHOD].cpu()
                 if main:
