@@ -239,3 +239,15 @@ def test_listed_file_names_never_leave_the_engine_folder(engine_dir, tmp_path, n
     finally:
         manifest_module.file_sha256 = real
     assert all(p.parent == work.resolve() for p in opened), opened
+
+
+@pytest.mark.parametrize("value", [[], {}, ["engine"], 3, None])
+def test_a_reference_method_of_the_wrong_type_is_one_line(tmp_path, value):
+    """Found by this file's Hypothesis run once: ``reference_method: []`` raised TypeError
+    (a list is unhashable in ``x in methods``)."""
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps({**BASE_REPORT, "reference_method": value}))
+    with pytest.raises(Exception) as info:
+        load_report(path)
+    _one_line(info.value)
+    assert "reference_method=" in str(info.value)

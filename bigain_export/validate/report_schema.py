@@ -162,7 +162,8 @@ def check_report(data: Any, source: str) -> dict[str, Any]:
     methods = data.get("methods")
     if not isinstance(methods, dict) or not methods:
         raise bad("'methods' must be a non-empty object")
-    if data.get("reference_method") not in methods:
+    reference = data.get("reference_method")
+    if not isinstance(reference, str) or reference not in methods:  # (a list is unhashable: check the type first)
         raise bad(f"reference_method={_brief(data.get('reference_method'))} is not one of its methods")
     if not isinstance(data.get("settings"), dict):
         raise bad("'settings' must be an object")
