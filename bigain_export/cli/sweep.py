@@ -75,7 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="images generated per point (default: --limit)")
     parser.add_argument("--fid-seeds", type=count, nargs="+", default=None, metavar="SEED",
                         help="sampling seeds; one FID per seed, reported as mean and sd (default: --seed)")
-    parser.add_argument("--fid-reference", default=None, metavar="NAME|NPZ",
+    parser.add_argument("--fid-ref", "--fid-reference", dest="fid_reference", default=None, metavar="NAME|NPZ",
                         help="real images of the FID reference, all of them (default: the --data images used)")
     parser.add_argument("--no-fid", action="store_true", help="skip generation and FID")
     parser.add_argument("--fid-cache", default=None, metavar="DIR",
