@@ -52,7 +52,9 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-# Tile shape of the similarity kernel (measured on an H200: docs/benchmarks.md, issue 11).
+# Tile shape of the similarity kernel: what the recorded whole-UNet runs used (H200,
+# docs/benchmarks.md). In the tile sweep of bench_kernels.py, M=256 x N=128 made the 1024 px plan
+# 9% faster (0.346 vs 0.381 ms); not adopted until a whole-model run confirms it.
 SIM_BLOCK_M, SIM_BLOCK_N, SIM_BLOCK_K = 128, 128, 64
 SIM_WARPS, SIM_STAGES = 8, 3
 
