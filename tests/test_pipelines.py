@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -338,3 +339,30 @@ def test_cli_bad_input_is_one_line(folders, engines, tmp_path, capsys):
                                                "--prompts", "a cat", "--out", tmp_path / "g")
     assert "has no {} slot" in error("validate", "--model", folders["sd"], "--data", folders["data"],
                                      "--prompt-template", "a photo", "--out", tmp_path / "r")
+
+
+def test_cli_sweep_an_sd_pipeline_on_an_image_folder(folders, tmp_path, capsys, monkeypatch):
+    """sweep takes the data as validate does: an image folder's classes become the prompts, the
+    classifier runs on VAE latents, FID compares VAE-decoded samples with the folder's pixels, and
+    engine points are fed through the pipeline's text conditioning."""
+    import bigain_export.sweep.run as sweep_run
+
+    monkeypatch.setattr(sweep_run, "InceptionFeatures", lambda device="cpu": PixelFeatures())
+    out = tmp_path / "sweep"
+    code = _cli("sweep", "--model", folders["sd"], "--data", folders["data"], "--out", out,
+                "--grid", "none", "m=bigain-merge:ratio=0.5", "--modes", "eager", "engine", "--backend", "ort-cpu",
+                "--batch-size", "2", "--schedule", "uniform-2", "--steps", "2", "--guidance", "1",
+                "--drift-inputs", "2", "--latency-warmup", "1", "--latency-repeats", "1",
+                "--fid-cache", tmp_path / "cache", "--no-progress")
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "sweep.json").read_text())
+    by_name = {p["name"]: p for p in report["points"]}
+    assert set(by_name) == {"none", "m", "engine:none", "engine:m"}
+    assert report["provenance"]["run"]["model"]["prompts"][0] == "a photo of a goldfish."
+    assert all(p["num_images"] == 6 and p["fid"] is not None for p in by_name.values())
+    assert by_name["engine:m"]["predictions"] == by_name["m"]["predictions"]
+    # latents without real pixels are refused before any work
+    latents = tmp_path / "latents.npz"
+    np.savez(latents, images=np.zeros((2, 4, 16, 16), np.float32), labels=np.array([0, 1]), class_names=np.array(CLASSES))
+    assert _cli("sweep", "--model", folders["sd"], "--data", latents, "--out", tmp_path / "s2", "--no-progress") == 2
+    assert "FID needs real images" in capsys.readouterr().err

@@ -160,6 +160,21 @@ def add_drift_limit_args(parser: argparse.ArgumentParser, *, recorded: bool) -> 
 DEFAULT_PROMPT_TEMPLATE = "a photo of a {}."  # the paper's (models.prompts.DEFAULT_TEMPLATE)
 
 
+DATA_CHOICES = ("fmnist-test", "fmnist-train")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """``--data``, ``--limit`` and ``--prompt-template``: what validate and sweep measure on."""
+    parser.add_argument("--data", default="fmnist-test", metavar="NAME|DIR|NPZ",
+                        help=f"{' | '.join(DATA_CHOICES)}; an image folder DIR/<class>/<images> (optional "
+                        "DIR/classes.json or classes.txt: folder -> name, prompt), resized and centre-cropped "
+                        "to the model's resolution; or an .npz with 'images' [N,C,H,W] in model space "
+                        "(pixels in [-1,1] or uint8, or latents) and 'labels' [N]")
+    parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
+                        help="first N images (default 100; image folders: round-robin over the classes)")
+    add_prompt_args(parser)
+
+
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-template", default=DEFAULT_PROMPT_TEMPLATE, metavar="TEXT",
                         help="text-to-image pipelines (SD, SDXL): the prompt of a class, {} = its name "

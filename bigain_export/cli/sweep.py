@@ -16,9 +16,10 @@ import logging
 import os
 from pathlib import Path
 
-from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_device_args, add_engine_args,
-                   add_model_args, add_precision_args, alpha_value, check_device, count, finite_float, positive_int)
-from .validate import DATA_CHOICES, _cache_dir, _load_data, _maybe_init_distributed
+from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_data_args, add_device_args,
+                   add_engine_args, add_model_args, add_precision_args, alpha_value, check_device, count, finite_float,
+                   positive_int)
+from .validate import _cache_dir, _maybe_init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_engine_args(parser)
 
     add_model_args(parser)
-    parser.add_argument("--data", default="fmnist-test", metavar="NAME|NPZ",
-                        help=f"{' | '.join(DATA_CHOICES)}, or an .npz with 'images' [N,C,H,W] in [-1,1] (or uint8) "
-                        "and 'labels' [N]")
-    parser.add_argument("--limit", type=positive_int, default=100, metavar="N", help="first N images (default 100)")
+    add_data_args(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="sweep folder")
     parser.add_argument("--resume", action="store_true",
                         help="reuse the finished parts of points checkpointed in DIR/points, measured on the same "
@@ -138,8 +136,11 @@ def _settings(args, denoiser, batch_size: int):
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..data.image_folder import scan_image_folder
     from ..errors import ConfigError
+    from ..models.prompts import check_template
     from ..models.registry import DEFAULT_MODEL, load_denoiser
+    from ..validate.inputs import prepare_inputs
     from ..sweep.pareto import Budget
     from ..sweep.report import render_markdown
     from ..sweep.run import run_sweep
@@ -158,17 +159,27 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_fid:
             check_writable(_cache_dir(args.fid_cache), what="--fid-cache")
     model = args.model or DEFAULT_MODEL
+    check_template(args.prompt_template)
+    if Path(args.data).is_dir():  # the folder's layout is checked before the model loads
+        scan_image_folder(args.data)
     denoiser = load_denoiser(model, device, getattr(torch, PRECISION_DTYPES[args.precision]))
-    images, labels = _load_data(args.data, args.limit, denoiser.sample_shape, denoiser.num_classes)
+    # As validate: the data's classes become the candidates, pixels go to the model's space
+    # (the VAE of a latent pipeline), FID compares decoded samples with real pixels.
+    inputs = prepare_inputs(denoiser, args.data, limit=args.limit, prompt_template=args.prompt_template,
+                            fid_ref=args.fid_reference, progress=not args.no_progress)
+    denoiser, images, labels = inputs.denoiser, inputs.images, inputs.labels
+    decode = None if denoiser.space.kind == "pixels" else denoiser.decode
     fid_reference = None
-    if args.fid_reference and not args.no_fid:
-        fid_reference = _load_data(args.fid_reference, 1 << 62, denoiser.sample_shape, denoiser.num_classes)[0]
+    if not args.no_fid and (decode is not None or args.fid_reference):
+        if inputs.fid_images is None:
+            raise ConfigError(f"--data {args.data} holds latents: FID needs real images; allowed: --fid-ref DIR or --no-fid")
+        fid_reference = inputs.fid_images
     settings = _settings(args, denoiser, args.batch_size or DEFAULT_BATCH_SIZE)
     for s in skipped:
         logger.warning("sweep: skipping %s: %s", s["point"], s["reason"])
     report = run_sweep(
         denoiser, points, images.to(device), labels, settings, args.out, model_spec=model,
-        fid_reference=fid_reference, fid_cache_dir=_cache_dir(args.fid_cache), engine_backend=args.backend,
+        fid_reference=fid_reference, decode=decode, fid_cache_dir=_cache_dir(args.fid_cache), engine_backend=args.backend,
         resume=args.resume, progress=not args.no_progress, budget=budget, skipped=skipped,
         metadata={"fid_reference": args.fid_reference or "the --data images"},
         data_source=args.data, data_limit=args.limit,

@@ -23,11 +23,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_config_args, add_device_args,
-                   add_drift_limit_args, add_model_args, add_precision_args, add_prompt_args, check_device,
+from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_config_args, add_data_args,
+                   add_device_args, add_drift_limit_args, add_model_args, add_precision_args, check_device,
                    config_from_args, count, finite_float, positive_int)
-
-DATA_CHOICES = ("fmnist-test", "fmnist-train")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,14 +39,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_config_args(parser, from_engine=True)
     parser.add_argument("--engine", default=None, metavar="DIR",
                         help="engine folder to validate; the model and config default to its manifest's")
-    parser.add_argument("--data", default="fmnist-test", metavar="NAME|DIR|NPZ",
-                        help=f"{' | '.join(DATA_CHOICES)}; an image folder DIR/<class>/<images> (optional "
-                        "DIR/classes.json or classes.txt: folder -> name, prompt), resized and centre-cropped "
-                        "to the model's resolution; or an .npz with 'images' [N,C,H,W] in model space "
-                        "(pixels in [-1,1] or uint8, or latents) and 'labels' [N]")
-    parser.add_argument("--limit", type=positive_int, default=100, metavar="N",
-                        help="first N images (default 100; image folders: round-robin over the classes)")
-    add_prompt_args(parser)
+    add_data_args(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="report folder")
     parser.add_argument("--resume", action="store_true",
                         help="checkpoint each finished method in DIR/methods and reuse checkpoints measured on "
@@ -76,25 +67,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_drift_limit_args(parser, recorded=True)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
-
-
-def _load_data(spec: str, limit: int, sample_shape, num_classes: int):
-    """``(images [N, C, H, W], labels [N])`` in a pixel-space model's space (``sweep`` reads data
-    this way), checked against its shapes and classes; ``validate`` itself goes through
-    ``validate.inputs.prepare_inputs`` (class binding, the VAE of latent pipelines)."""
-    from ..data.sources import load_data
-    from ..errors import DataError
-
-    data = load_data(spec, tuple(sample_shape), limit=limit, progress=False)
-    images, labels = data.images, data.labels
-    want = tuple(sample_shape)
-    if images.ndim != 4 or tuple(images.shape[1:]) != want or labels.shape != images.shape[:1]:
-        raise DataError(f"--data {spec!r} holds images {list(images.shape)} and labels {list(labels.shape)}; "
-                        f"allowed for this model: images [N, {', '.join(map(str, want))}] and labels [N]")
-    if labels.numel() and not (0 <= int(labels.min()) and int(labels.max()) < num_classes):
-        raise DataError(f"--data {spec!r} has label {int(labels.max()) if labels.max() >= num_classes else int(labels.min())}; "
-                        f"allowed for this model: 0 .. {num_classes - 1}")
-    return images, labels
 
 
 def _patched_eps(denoiser, config):

@@ -182,7 +182,7 @@ class Denoiser(torch.nn.Module):
 
     def network_module(self) -> "NetworkModule":
         """:meth:`network` as a module taking the spec's inputs positionally (export, runners)."""
-        return NetworkModule(self)
+        return NetworkModule(self).train(self.training)  # a new module starts in training mode
 
     def extra_repr(self) -> str:
         return (

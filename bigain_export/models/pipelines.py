@@ -238,7 +238,7 @@ def bind_labels(denoiser: Denoiser, class_names: list[str]) -> Denoiser:
         name=denoiser.name, class_names=list(class_names), class_encoder=denoiser.class_encoder,
         conditioning=LabelConditioning(len(ids), torch.tensor(ids + [null]), network_labels), space=denoiser.space,
         pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
-    )
+    ).eval().requires_grad_(False)
     bound.label_names = known
     return bound
 

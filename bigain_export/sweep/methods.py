@@ -148,5 +148,5 @@ class PointOpener:
         info = {"path": str(path), "backend": engine.manifest.backend,
                 "manifest_sha256": file_sha256(path / MANIFEST_NAME), "build_drift": engine.manifest.drift}
         torch.manual_seed(point.seed)
-        with EngineEpsFn(engine) as eps_fn:
+        with EngineEpsFn(engine, condition=self.denoiser.condition) as eps_fn:
             yield eps_fn, info

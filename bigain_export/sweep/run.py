@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -137,6 +137,7 @@ def run_sweep(
     model_spec: str,
     fid_reference: torch.Tensor | FIDStats | None = None,
     feature_fn: FeatureFn | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     fid_cache_dir: str | os.PathLike | None = None,
     engine_backend: str = "auto",
     compile_backend: str = "inductor",
@@ -159,6 +160,8 @@ def run_sweep(
         model_spec: what the user passed as the model (recorded; the weight hash identifies it).
         fid_reference: real images (default: ``images``) or precomputed statistics.
         feature_fn: FID features (default: the Inception network on the model's device).
+        decode: model space -> images in [-1, 1] (``Denoiser.decode``: a latent pipeline's VAE),
+            applied to the samples before FID; needs ``fid_reference`` (real images).
         engine_backend: engine runtime of ``engine`` points (``auto``: ORT CUDA when available).
         resume: reuse the finished parts of an earlier run with identical facts.
         budget: the ``--max-acc-drop`` / ``--max-fid-rise`` question to answer.
@@ -182,6 +185,8 @@ def run_sweep(
                               f"allowed: [N, {', '.join(map(str, denoiser.sample_shape))}] and [N]")
     val = settings.validation
     lat = settings.latency
+    if decode is not None and val.sampling is not None and fid_reference is None:
+        raise ValidationError("decode= (a latent model) needs fid_reference: statistics of real images, not latents")
     main = is_main_process()
     device = images.device
     out = Path(out_dir) if out_dir is not None else None
@@ -243,7 +248,7 @@ def run_sweep(
         elif part.startswith("fid@"):
             part_settings.update(sampling=dataclasses.replace(val.sampling, seed=int(part[4:])).to_dict(),
                                  fid_images=fid_count)
-            part_run.update(data=fid_data, fid_reference=fid_facts)
+            part_run.update(data=fid_data, fid_reference=fid_facts, decoded=decode is not None)
         elif part == "drift":  # drift, latency and FLOPs see no data
             part_settings["drift"] = validation_facts["drift"]
             drift_reference = methods[points[0].name]
@@ -306,7 +311,8 @@ def run_sweep(
                                          batch_size=val.batch_size, device=device, progress=progress and main)
             result = {"fid": None, "fid_num_images": fid_count}
             if main:
-                result["fid"] = fid_against(compute_statistics(samples, feature_fn), reference_stats)
+                images_out = samples if decode is None else decode(samples)  # latents -> images
+                result["fid"] = fid_against(compute_statistics(images_out, feature_fn), reference_stats)
         elif part == "drift":
             inputs, ref_out = drift_reference()
             with opener.open(point, "classification") as (fn, _):
