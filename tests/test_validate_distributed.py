@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -67,3 +68,23 @@ def pytest_approx(value):
     import pytest
 
     return pytest.approx(value, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("device, local_rank, local_world, gpus, expected", [
+    ("cpu", 1, 4, 0, ("gloo", "cpu")),
+    ("cuda", 1, 2, 2, ("nccl", "cuda:1")),          # one GPU per rank
+    ("cuda", 3, 4, 1, ("gloo", "cuda:0")),          # four ranks share one GPU: NCCL would refuse
+    ("cuda", 3, 4, 2, ("gloo", "cuda:1")),
+])
+def test_process_group_plan_shares_gpus_over_gloo(device, local_rank, local_world, gpus, expected):
+    from bigain_export.cli.validate import process_group_plan
+
+    assert process_group_plan(device, local_rank, local_world, gpus) == expected
+
+
+def test_process_group_plan_refuses_cuda_without_a_gpu():
+    from bigain_export.cli.validate import process_group_plan
+    from bigain_export.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        process_group_plan("cuda", 0, 2, 0)

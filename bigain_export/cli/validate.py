@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
 from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_config_args, add_data_args,
                    add_device_args, add_drift_limit_args, add_model_args, add_precision_args, check_device,
                    config_from_args, count, finite_float, positive_int)
@@ -90,18 +91,36 @@ def _patched_eps(denoiser, config):
     return eps_fn
 
 
+def process_group_plan(device: str, local_rank: int, local_world: int, gpus: int) -> tuple[str, str]:
+    """``(backend, this rank's device)`` for a torchrun launch on ``device``.
+
+    One GPU per local rank: NCCL, rank r on ``cuda:r``. More local ranks than GPUs (several
+    processes sharing a GPU, which overlaps the launch-bound calls of small models): NCCL refuses
+    two ranks on one device, so gloo (results travel as CPU objects either way,
+    ``validate/distributed.py``) with rank r on ``cuda:(r mod gpus)``. CPU: gloo.
+    """
+    if not device.startswith("cuda"):
+        return "gloo", device
+    if gpus < 1:
+        raise ConfigError(f"--device {device} is not allowed here: no CUDA device is visible; allowed: cpu")
+    if local_world <= gpus:
+        return "nccl", f"cuda:{local_rank}"
+    return "gloo", f"cuda:{local_rank % gpus}"
+
+
 def _maybe_init_distributed(device: str) -> str:
     """Join the torchrun process group when launched by torchrun; return this rank's device."""
     import torch
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        cuda = device.startswith("cuda")
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-        if cuda:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return f"cuda:{local}"
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+        backend, device = process_group_plan(device, local, local_world, gpus)
+        dist.init_process_group(backend=backend)
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
     return device
 
 
