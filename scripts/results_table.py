@@ -8,9 +8,10 @@ the defaults below (argparse keeps the last occurrence):
 
 Defaults: the grid of ``scripts/grids/published.json`` (none; ToMe with random and fixed anchors,
 BiGain merging with window and released anchors, at 0.3/0.5/0.7; ToDo, BiGain KV and both at
-s=2), eager and engine modes, ToMe's random anchors with seeds 0 1 2, FID over sampling seeds
-0 1 2 against all 10k test images, the paper's sampler per family (DiT: DDIM, UNet: Euler),
-guidance 1.0 (the built-ins saturate above ~1.5), the paper's per-task alpha, batch 250, true fp32,
+s=2; plan reuse at 0.5/0.7), eager mode (add ``--modes eager engine`` for engines), the first 2,000
+test images, fp16, ToMe's random anchors with seeds 0 1 2, FID of 1,000 samples per sampling seed
+(0 1 2) against all 10k test images, the paper's sampler per family (DiT: DDIM, UNet: Euler),
+guidance 1.0 (the built-ins saturate above ~1.5), the paper's per-task alpha, batch 250,
 and the budget question of issue 12 (``--max-acc-drop 1.0 --max-fid-rise 5%``).
 """
 
@@ -34,10 +35,10 @@ def published_args(model: str, fid: bool = True, grid: bool = True) -> list[str]
     when the caller gives its own ``--grid`` / ``--grid-file``)."""
     sampler = "euler" if "unet" in model else "ddim"
     args = ["--grid-file", str(GRID)] if grid else []
-    args += ["--modes", "eager", "engine", "--seeds", "0", "1", "2", "--sampler", sampler,
-            "--guidance", "1", "--alpha", "paper", "--batch-size", "250", "--max-acc-drop", "1.0", "--resume"]
+    args += ["--modes", "eager", "--precision", "fp16", "--limit", "2000", "--seeds", "0", "1", "2",
+             "--sampler", sampler, "--guidance", "1", "--alpha", "paper", "--batch-size", "250", "--max-acc-drop", "1.0", "--resume"]
     if fid:
-        args += ["--fid-seeds", "0", "1", "2", "--fid-reference", "fmnist-test", "--max-fid-rise", "5%"]
+        args += ["--fid-seeds", "0", "1", "2", "--fid-images", "1000", "--fid-reference", "fmnist-test", "--max-fid-rise", "5%"]
     return args
 
 

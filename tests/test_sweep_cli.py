@@ -134,3 +134,52 @@ def test_engine_points_build_onnx_runtime_engines(model_and_data, tmp_path):
     assert len(built) == 2
     assert _sweep(model, data, out, *args) == 0  # resumed: nothing rebuilt
     assert sorted(p.name for p in (out / "engines").iterdir()) == built
+
+
+def _load_script(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_published_protocol_parses_and_names_the_checkpointed_points():
+    """scripts/results_table.py's flags are sweep flags, and its grid names the points whose
+    checkpoints docs/results/sweep/<model>/points holds (a renamed point would not resume)."""
+    from pathlib import Path
+
+    from bigain_export.cli.main import build_parser
+    from bigain_export.cli.sweep import _grid
+
+    table = _load_script("results_table")
+    root = Path(__file__).resolve().parents[1]
+    for model in ("builtin:fmnist-dit", "builtin:fmnist-unet"):
+        args = build_parser().parse_args(["sweep", "--model", model, "--out", "x", *table.published_args(model)])
+        assert (args.precision, args.limit, args.fid_images, args.modes) == ("fp16", 2000, 1000, ["eager"])
+        points, _ = _grid(args)
+        names = {p.name for p in points}
+        assert len(points) == 24 and {"none", "bigain-merge-reuse-0.7", "tome-0.7@s2"} <= names
+        saved = root / "docs" / "results" / "sweep" / model.split("-")[1] / "points"
+        for path in saved.glob("*.json"):
+            assert json.loads(path.read_text())["name"] in names, path
+
+
+def test_sweep_progress_shows_measured_and_missing_parts(tmp_path):
+    from bigain_export.sweep.records import PointRecords
+
+    records = PointRecords(tmp_path / "points")
+    facts = {"run": {"device": {"name": "cpu"}, "packages": {"torch": "x"}, "model": {"id": "m"}},
+             "method": {"dtype": "float32"}}
+    chunk = {"accuracy": 0.5, "correct": 5, "num_images": 10, "eps_calls": 1, "predictions": [0] * 10}
+    records.save("none", "classify@0", facts, chunk)
+    records.save("none", "fid@0", facts, {"fid": 10.0})
+    records.save("none", "fid@1", facts, {"fid": 12.0})
+    records.save("m", "classify@0", {**facts, "method": {"dtype": "float16"}}, {**chunk, "correct": 2})
+    text = _load_script("sweep_progress").render(tmp_path)
+    assert "| none | 10 | 50.0 [" in text and "11.0 ± 1.4 (2)" in text
+    assert "| m | 10 | 20.0 [" in text and "fid@0, fid@1" in text  # m lacks both FIDs
+    assert "dtype: \"float16\", \"float32\"  **(differs between points)**" in text

@@ -47,7 +47,7 @@ def remove_report(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _classification(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def merge_classification(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The classification chunks (``classify@<first image>``) of a point merged, in image order."""
     chunks = sorted(((int(k.split("@")[1]), r) for k, r in parts.items() if k.startswith("classify@")),
                     key=lambda c: c[0])
@@ -60,7 +60,7 @@ def _classification(parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _point_entry(point: SweepPoint, parts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    cls = _classification(parts)
+    cls = merge_classification(parts)
     fids = {key[4:]: r.get("fid") for key, r in parts.items() if key.startswith("fid@")}
     values = [v for v in fids.values() if v is not None]
     flops = parts.get("flops", {})
