@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 import pytest
@@ -230,3 +231,43 @@ def test_two_gloo_processes_give_the_result_of_one(tmp_path):
         assert got[name]["drift"]["max_abs"] == pytest.approx(want[name]["drift"]["max_abs"], rel=1e-6, abs=1e-9)
     assert sharded["run"]["world_size"] == 2
     assert (tmp_path / "dist" / "sweep.json").is_file()  # written once, by rank 0
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda r: r.update(correct=r["correct"] + 1), "from its predictions"),        # a raised score
+    (lambda r: r.update(accuracy=1.0, correct=r["num_images"]), "from its predictions"),
+    (lambda r: r["predictions"].pop(), "predictions for 4 images"),                 # a truncated list
+    (lambda r: r["predictions"].__setitem__(0, 10), "outside 0..9"),
+])
+def test_resume_remeasures_a_hand_edited_classification(tmp_path, monkeypatch, caplog, edit, reason):
+    """A checkpoint whose facts still match but whose numbers were edited is not reused: the
+    classification is re-derived from its predictions and this run's labels."""
+    first = sweep(tmp_path, resume=True)
+    path = next(p for p in (tmp_path / "points").glob("m-*.json"))
+    record = json.loads(path.read_text())
+    edit(record["parts"]["classify@0"]["result"])
+    path.write_text(json.dumps(record))
+    counter = Counter(monkeypatch)
+    caplog.set_level(logging.WARNING, logger="bigain_export.sweep.run")
+    again = sweep(tmp_path, resume=True)
+    assert counter.classified == [1]  # m's classification only
+    assert "sweep point m: the saved classify@0 is inconsistent" in caplog.text and reason in caplog.text
+    assert _numbers(again) == _numbers(first)
+
+
+@pytest.mark.parametrize("part, edit", [
+    ("fid@0", lambda r: r.update(fid=float("nan"))),
+    ("fid@1", lambda r: r.update(fid_num_images=3)),
+    ("latency", lambda r: r.update(ms=r["ms_p90"] * 2)),
+    ("drift", lambda r: r.update(rel_l2=-1.0)),
+])
+def test_resume_remeasures_an_impossible_part(tmp_path, caplog, part, edit):
+    sweep(tmp_path, resume=True)
+    path = next(p for p in (tmp_path / "points").glob("kv-*.json"))
+    record = json.loads(path.read_text())
+    edit(record["parts"][part]["result"])
+    path.write_text(json.dumps(record))
+    caplog.set_level(logging.WARNING, logger="bigain_export.sweep.run")
+    sweep(tmp_path, resume=True)
+    assert f"sweep point kv: the saved {part} is inconsistent" in caplog.text
+    assert json.loads(path.read_text())["parts"][part]["result"] != record["parts"][part]["result"]

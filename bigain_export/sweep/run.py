@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -342,6 +343,13 @@ def run_sweep(
         for part in parts:
             facts = part_facts(point, part)
             saved = records.load(point.name, part, facts) if (resume and main and records) else None
+            if saved is not None:
+                problem = _inconsistency(part, saved, labels[slice(*chunks[part])] if part in chunks else None,
+                                         num_classes=val.num_classes, fid_count=fid_count)
+                if problem:
+                    logger.warning("sweep point %s: the saved %s is inconsistent (%s): measuring it again",
+                                   point.name, part, problem)
+                    saved = None
             saved = gather(saved)[0]  # rank 0 decides: every rank skips the same parts
             if saved is not None:
                 measured[point.name][part] = saved
@@ -370,6 +378,47 @@ def run_sweep(
     report = gather(report)[0]
     barrier()
     return report
+
+
+def _finite(value: Any, low: float = 0.0) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= low
+
+
+def _inconsistency(part: str, result: Any, labels: torch.Tensor | None, *, num_classes: int,
+                   fid_count: int) -> str | None:
+    """Why a reused part's result cannot be what its part measured (a hand-edited or foreign
+    checkpoint whose facts still match), else None. Classification is re-derived from its
+    predictions and this run's labels; the other parts are checked for range and shape."""
+    if not isinstance(result, Mapping):
+        return "not a result"
+    if part.startswith("classify@"):
+        preds = result.get("predictions")
+        if not isinstance(preds, list) or len(preds) != len(labels):
+            return f"{len(preds) if isinstance(preds, list) else 'no'} predictions for {len(labels)} images"
+        if not all(isinstance(p, int) and not isinstance(p, bool) and 0 <= p < num_classes for p in preds):
+            return f"a prediction outside 0..{num_classes - 1}"
+        correct = sum(int(p == y) for p, y in zip(preds, labels.tolist()))
+        if result.get("correct") != correct or result.get("num_images") != len(labels):
+            return f"correct {result.get('correct')} of {result.get('num_images')} vs {correct} of {len(labels)} from its predictions"
+        if not _finite(result.get("accuracy")) or abs(result["accuracy"] - correct / len(labels)) > 1e-12:
+            return f"accuracy {result.get('accuracy')} vs {correct / len(labels)} from its predictions"
+        return None
+    if part.startswith("fid@"):
+        if result.get("fid_num_images") != fid_count:
+            return f"FID of {result.get('fid_num_images')} samples vs {fid_count}"
+        return None if _finite(result.get("fid")) else f"FID {result.get('fid')!r}"
+    if part == "drift":
+        bad = [k for k in ("max_abs", "rel_l2", "mean_abs") if not _finite(result.get(k))]
+        return f"drift {bad[0]} {result.get(bad[0])!r}" if bad else None
+    if part == "latency":
+        keys = ("ms_min", "ms_p10", "ms", "ms_p90")
+        if not all(_finite(result.get(k)) for k in keys):
+            return "a latency that is not a positive number"
+        values = [result[k] for k in keys]
+        return None if values == sorted(values) else "latency min <= p10 <= median <= p90 does not hold"
+    if part == "flops":
+        return None if _finite(result.get("flops_per_call"), 1) else f"FLOPs {result.get('flops_per_call')!r}"
+    return None
 
 
 def _summary(part: str, result: Mapping[str, Any]) -> str:
