@@ -82,8 +82,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="random inputs of the drift check (default 16; 0 skips drift)")
     parser.add_argument("--latency-warmup", type=positive_int, default=5, metavar="N",
                         help="untimed calls first (default 5)")
-    parser.add_argument("--latency-repeats", type=positive_int, default=20, metavar="N",
-                        help="timed calls; the median is reported (default 20)")
+    parser.add_argument("--latency-repeats", type=positive_int, default=50, metavar="N",
+                        help="timed calls; the median is reported (default 50)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Renamed flags answer with their new names (cli/args.py RENAMED).
     parser.add_argument("--paper-alpha", dest="_renamed_paper_alpha", action="store_true", help=argparse.SUPPRESS)

@@ -2,7 +2,8 @@
 
 Latency is the **median ms per eps call** at the model's resolution and the sweep's batch, one
 fixed timestep (500) and fixed random inputs, after ``warmup`` calls (a ``torch.compile``d model
-compiles during the first; that call's time is reported separately as ``first_call_ms``):
+compiles during the first; that call's time is reported separately as ``first_call_ms``), with
+Python's garbage collector off while timing:
 
 * on a CUDA device, per-call CUDA events on the current stream (no host sync between calls);
 * on the CPU, and for engines (whose call returns host memory, so it is synchronous anyway),
@@ -15,6 +16,7 @@ the protocol of the paper's cost column (method.md §3).
 
 from __future__ import annotations
 
+import gc
 import platform
 import statistics
 import time
@@ -35,8 +37,11 @@ class LatencySettings:
 
     batch: int
     warmup: int = 5
-    repeats: int = 20
+    repeats: int = 50
     timestep: int = TIMESTEP
+    # 2: Python's garbage collector is off while timing (as timeit does); its pauses showed up as
+    # outliers in launch-bound calls. A part measured under protocol 1 is not reused.
+    protocol: int = 2
 
     def __post_init__(self) -> None:
         for name, low in (("batch", 1), ("warmup", 1), ("repeats", 1)):
@@ -87,22 +92,14 @@ def measure_latency(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], settings: L
     for _ in range(settings.warmup - 1):
         eps_fn(*inputs)
     sync()
-    times: list[float] = []
-    if cuda:
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-                  for _ in range(settings.repeats)]
-        for begin, end in events:
-            begin.record()
-            eps_fn(*inputs)
-            end.record()
-        sync()
-        times = [begin.elapsed_time(end) for begin, end in events]
-    else:
-        for _ in range(settings.repeats):
-            start = time.perf_counter()
-            eps_fn(*inputs)
-            sync()
-            times.append(1e3 * (time.perf_counter() - start))
+    gc.collect()
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        times = _timed_calls(eps_fn, inputs, settings.repeats, cuda, sync)
+    finally:
+        if collecting:
+            gc.enable()
     ordered = sorted(times)
 
     def quantile(q: float) -> float:
@@ -113,6 +110,27 @@ def measure_latency(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], settings: L
         "first_call_ms": first_ms, "timer": "cuda-events" if cuda else "perf_counter",
         "device": device_name(device), **settings.to_dict(),
     }
+
+
+def _timed_calls(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], repeats: int, cuda: bool, sync) -> list[float]:
+    """ms of each of ``repeats`` calls: CUDA events on the stream (no host sync between calls),
+    else ``perf_counter`` around each synchronised call."""
+    times: list[float] = []
+    if cuda:
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                  for _ in range(repeats)]
+        for begin, end in events:
+            begin.record()
+            eps_fn(*inputs)
+            end.record()
+        sync()
+        return [begin.elapsed_time(end) for begin, end in events]
+    for _ in range(repeats):
+        start = time.perf_counter()
+        eps_fn(*inputs)
+        sync()
+        times.append(1e3 * (time.perf_counter() - start))
+    return times
 
 
 @torch.no_grad()
