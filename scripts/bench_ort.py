@@ -1,10 +1,17 @@
-"""ONNX Runtime (CUDA provider) vs eager vs torch.compile on the SD2-base UNet architecture.
+"""ONNX Runtime engines (with and without ORT's transformers-optimizer fusions) vs eager vs torch.compile.
 
-Exports the patched UNet (random weights, fp16, batch 2, 512 px) with BiGain's custom nodes and
-their function bodies, runs it with onnxruntime-gpu, and times the same inputs on eager and
-compiled PyTorch (median ms, CUDA events / synchronised wall clock for ORT with IO binding).
+Exports the patched SD2-base UNet architecture (random weights from its diffusers config, fp16,
+batch 2) with BiGain's custom nodes and their function bodies, once per method and resolution;
+runs it in ONNX Runtime as exported (``--ort-optimize none``) and after
+``bigain_export.backends.ort_optimize`` (``fusions``: the same step as ``bigain-export build
+--ort-optimize``), and times the same inputs on eager and compiled PyTorch in the same run
+(median ms; CUDA events for torch, synchronised wall clock with IO binding for ORT CUDA).
+Writes raw JSON (card, versions, date, every row) to ``--out/bench_ort.json``.
 
-    python scripts/bench_ort.py --res 512 --methods none bigain-merge bigain-kv --out results/
+    # the GPU machine (onnxruntime-gpu): issue 11's ORT targets
+    python scripts/bench_ort.py --res 512 1024 --methods none bigain-merge-0.7 --out $OUT
+    # any CPU, tiny SD2-shaped UNet: exercises every code path in ~1-2 min
+    python scripts/bench_ort.py --tiny --out /tmp/bench
 """
 
 from __future__ import annotations
@@ -25,9 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bigain_export import BiGainConfig, apply_bigain, remove_bigain  # noqa: E402
 from bigain_export.export.onnx_export import custom_node_counts, save_model_atomically  # noqa: E402
 from bigain_export.export.onnx_ops import STANDARD_OPSET, attach_functions  # noqa: E402
+from bigain_export.backends.ort_optimize import optimize_model_proto  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import SD2_BASE_UNET, cuda_median_ms  # noqa: E402
+
+# The SD2-base UNet's structure (3 cross-attention levels, linear projections, a DownBlock2D at the
+# bottom) at toy widths, for CPU runs of this script.
+TINY_UNET = dict(SD2_BASE_UNET, sample_size=8, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
+                 attention_head_dim=(2, 2, 4, 4), cross_attention_dim=32, norm_num_groups=8)
 
 METHODS = {
     "none": BiGainConfig.preset("none"),
@@ -48,7 +61,7 @@ class UNetEps(torch.nn.Module):
         return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
 
 
-def export(wrapper, config, args, path: Path) -> dict:
+def export(wrapper, config, args, path: Path, device: str) -> dict:
     # traced on the CPU: torch.onnx.ops.symbolic's fake outputs live there (see export_onnx)
     wrapper.cpu()
     apply_bigain(wrapper.unet, config)
@@ -59,15 +72,33 @@ def export(wrapper, config, args, path: Path) -> dict:
                                         output_names=["eps"], external_data=False)
     finally:
         remove_bigain(wrapper.unet)
-        wrapper.cuda()
+        wrapper.to(device)
     model = attach_functions(program.model_proto)
     save_model_atomically(model, path)
     return custom_node_counts(model)
 
 
-def ort_median_ms(session, feeds: dict, warmup: int, iters: int) -> float:
+def wall_median_ms(fn, warmup: int, iters: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def torch_median_ms(fn, warmup: int, iters: int, device: str) -> float:
+    return cuda_median_ms(fn, warmup, iters) if device == "cuda" else wall_median_ms(fn, warmup, iters)
+
+
+def ort_median_ms(session, feeds: dict, warmup: int, iters: int, device: str) -> float:
     import onnxruntime as ort
 
+    if device != "cuda":
+        host = {k: v.cpu().numpy() for k, v in feeds.items()}
+        return wall_median_ms(lambda: session.run(None, host), warmup, iters)
     binding = session.io_binding()
     for name, tensor in feeds.items():
         binding.bind_input(name, "cuda", 0, {torch.float16: np.float16, torch.int64: np.int64}[tensor.dtype], list(tensor.shape), tensor.data_ptr())
@@ -87,74 +118,104 @@ def ort_median_ms(session, feeds: dict, warmup: int, iters: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--res", type=int, default=512)
-    parser.add_argument("--methods", nargs="+", default=["none", "bigain-merge", "bigain-kv"], choices=list(METHODS))
-    parser.add_argument("--iters", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--res", type=int, nargs="+", default=None, help="pixels (default 512 1024; --tiny: 64)")
+    parser.add_argument("--methods", nargs="+", default=["none", "bigain-merge-0.7"], choices=list(METHODS))
+    parser.add_argument("--ort-optimize", nargs="+", default=["none", "fusions"], choices=["none", "fusions"],
+                        help="ONNX Runtime graphs to time: as exported, and after ORT's transformers optimizer")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=None, help="default 30 (--tiny: 3)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 5 (--tiny: 1)")
+    parser.add_argument("--tiny", action="store_true", help="toy widths of the SD2 UNet structure on any device (CPU check)")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_ort"))
     args = parser.parse_args()
+    res = args.res or ([64] if args.tiny else [512, 1024])
+    iters, warmup = args.iters or (3 if args.tiny else 30), args.warmup or (1 if args.tiny else 5)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "ort-cuda" if device == "cuda" else "ort-cpu"
 
+    import onnx
     import onnxruntime as ort
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    try:
-        ort.preload_dlls()
-    except Exception as exc:  # noqa: BLE001
-        print("preload_dlls:", exc)
+    if device == "cuda":
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001
+            print("preload_dlls:", exc)
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise SystemExit(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider here (the CPU build "
+                             "would run silently); put onnxruntime-gpu first on the path")
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     args.out.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD2_BASE_UNET).to("cuda", torch.float16).eval()
+    unet_config = TINY_UNET if args.tiny else SD2_BASE_UNET
+    unet = UNet2DConditionModel(**unet_config).to(device, torch.float16).eval()
     unet.set_attn_processor(AttnProcessor2_0())
     wrapper = UNetEps(unet)
-    side = args.res // 8
-    inputs = (torch.randn(2, 4, side, side, device="cuda", dtype=torch.float16),
-              torch.full((2,), 500, device="cuda", dtype=torch.int64),
-              torch.randn(2, 77, 1024, device="cuda", dtype=torch.float16))
     rows = []
-    for name in args.methods:
-        config = METHODS[name]
-        t0 = time.time()
-        path = args.workdir / f"unet_{name}.onnx"
-        nodes = export(wrapper, config, inputs, path)
-        export_s = time.time() - t0
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(str(path), options, providers=["CUDAExecutionProvider"])
+    for px in res:
+        side = px // 8
+        inputs = (torch.randn(args.batch, 4, side, side, device=device, dtype=torch.float16),
+                  torch.full((args.batch,), 500, device=device, dtype=torch.int64),
+                  torch.randn(args.batch, 77, unet_config["cross_attention_dim"], device=device, dtype=torch.float16))
         feeds = dict(zip(["sample", "timestep", "encoder_hidden_states"], inputs))
-        with torch.inference_mode():
-            out_ort = torch.from_numpy(session.run(None, {k: v.cpu().numpy() for k, v in feeds.items()})[0]).cuda()
-            ort_ms = ort_median_ms(session, feeds, args.warmup, args.iters)
-            apply_bigain(unet, config)
-            eager_out = wrapper(*inputs)
-            eager_ms = cuda_median_ms(lambda: wrapper(*inputs), args.warmup, args.iters)
-            compiled_ms = float("nan")
-            if not args.no_compile:
-                torch._dynamo.reset()
-                compiled = torch.compile(wrapper)
-                compiled_ms = cuda_median_ms(lambda: compiled(*inputs), args.warmup, args.iters)
-            remove_bigain(unet)
-        diff = (out_ort.float() - eager_out.float())
-        row = dict(method=name, config=config.describe(), custom_nodes=nodes, export_s=round(export_s, 1),
-                   ort_cuda_ms=ort_ms, eager_ms=eager_ms, compile_ms=compiled_ms,
-                   ort_vs_eager_mean_abs=diff.abs().mean().item(), ort_vs_eager_max_abs=diff.abs().max().item(),
-                   onnx_mb=round(path.stat().st_size / 2**20, 1))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        del session
-        path.unlink()
-    meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, onnxruntime=ort.__version__,
-                cuda=torch.version.cuda, python=platform.python_version(), date=time.strftime("%Y-%m-%d"),
-                res=args.res, batch=2, dtype="fp16", iters=args.iters)
-    (args.out / "bench_ort.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
-    print(json.dumps(meta))
-    print("| method | ORT CUDA ms | eager ms | compile ms | ORT vs eager mean abs |")
-    print("|---|---|---|---|---|")
+        for name in args.methods:
+            config = METHODS[name]
+            t0 = time.time()
+            path = args.workdir / f"unet_{name}_{px}.onnx"
+            nodes = export(wrapper, config, inputs, path, device)
+            export_s = time.time() - t0
+            with torch.inference_mode():
+                apply_bigain(unet, config)
+                eager_out = wrapper(*inputs)
+                eager_ms = torch_median_ms(lambda: wrapper(*inputs), warmup, iters, device)
+                compiled_ms = float("nan")
+                if not args.no_compile:
+                    torch._dynamo.reset()
+                    compiled = torch.compile(wrapper)
+                    compiled_ms = torch_median_ms(lambda: compiled(*inputs), warmup, iters, device)
+                remove_bigain(unet)
+            for optimize in args.ort_optimize:
+                record, run_path = None, path
+                if optimize == "fusions":
+                    optimized, record = optimize_model_proto(onnx.load(str(path)), backend=backend, precision="fp16")
+                    run_path = path.with_name(path.stem + ".fused.onnx")
+                    save_model_atomically(optimized, run_path)
+                options = ort.SessionOptions()
+                options.log_severity_level = 3
+                session = ort.InferenceSession(str(run_path), options, providers=providers)
+                with torch.inference_mode():
+                    out_ort = torch.from_numpy(session.run(None, {k: v.cpu().numpy() for k, v in feeds.items()})[0]).to(device)
+                    ort_ms = ort_median_ms(session, feeds, warmup, iters, device)
+                diff = (out_ort.float() - eager_out.float())
+                row = dict(px=px, method=name, config=config.describe(), ort_optimize=optimize, ort_backend=backend,
+                           ort_optimization=record, custom_nodes=nodes, export_s=round(export_s, 1), ort_ms=ort_ms,
+                           eager_ms=eager_ms, compile_ms=compiled_ms, ort_over_compile=ort_ms / compiled_ms,
+                           ort_vs_eager_mean_abs=diff.abs().mean().item(), ort_vs_eager_max_abs=diff.abs().max().item(),
+                           onnx_mb=round(run_path.stat().st_size / 2**20, 1))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                del session
+                if run_path != path:
+                    run_path.unlink()
+            path.unlink()
+    meta = dict(card=torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+                device=device, torch=torch.__version__, onnxruntime=ort.__version__, onnx=onnx.__version__,
+                cuda=torch.version.cuda, python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                unet="tiny SD2-shaped" if args.tiny else "SD2-base", unet_config=unet_config, res=res,
+                batch=args.batch, dtype="fp16", iters=iters, warmup=warmup, argv=sys.argv[1:])
+    (args.out / "bench_ort.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=str))
+    print(json.dumps(meta, default=str))
+    print("| px | method | ORT graph | ORT ms | eager ms | compile ms | ORT / compile | ORT vs eager mean abs |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['ort_cuda_ms']:.2f} | {r['eager_ms']:.2f} | {r['compile_ms']:.2f} | {r['ort_vs_eager_mean_abs']:.2e} |")
+        print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_ms']:.2f} | {r['eager_ms']:.2f} | "
+              f"{r['compile_ms']:.2f} | {r['ort_over_compile']:.2f} | {r['ort_vs_eager_mean_abs']:.2e} |")
 
 
 if __name__ == "__main__":

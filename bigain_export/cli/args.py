@@ -18,6 +18,7 @@ flag                meaning                                             default
 ``--drift-inputs``  random inputs of the drift check                    16
 ``--device``        cpu, cuda, cuda:N                                   cpu
 ``--backend``       auto | ort-cpu | ort-cuda | trt                     auto
+``--ort-optimize``  auto | none | fusions (ONNX Runtime engines)        auto (= fusions for fp16)
 ``--prompt-template``  a class's prompt for SD / SDXL pipelines         ``a photo of a {}.``
 ``-v``              debug logging (before or after the subcommand)      off
 ==================  ==================================================  ===========================
@@ -189,6 +190,22 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("engine")
     group.add_argument("--backend", default="auto", choices=("auto", "ort-cpu", "ort-cuda", "trt"),
                        help="auto: ONNX Runtime CUDA when available, else CPU")
+
+
+ORT_OPTIMIZE_CHOICES = ("auto", "none", "fusions")  # = backends.ort_optimize.ORT_OPTIMIZE (a test keeps them equal)
+DEFAULT_ORT_OPTIMIZE = "auto"
+
+
+def add_ort_optimize_args(parser: argparse.ArgumentParser) -> None:
+    """``--ort-optimize``: ONNX Runtime's transformers-optimizer fusions in the engine's graph.
+
+    Only on subcommands that pass it to ``build_engine`` (``build``); the sweep builds fp32
+    engines through ``build_engine``'s default, which is this flag's default (``auto``: none in fp32).
+    """
+    parser.add_argument("--ort-optimize", default=DEFAULT_ORT_OPTIMIZE, choices=ORT_OPTIMIZE_CHOICES,
+                        help="ONNX Runtime engines: auto = ORT's transformers-optimizer fusions for fp16 builds, "
+                        "none for fp32/bf16; fusions = for fp32 and fp16 builds; none = the graph as exported "
+                        f"(default {DEFAULT_ORT_OPTIMIZE}; not applicable to --backend trt)")
 
 
 RENAMED = {

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from .args import (DEFAULT_BATCH_SIZE, add_batch_args, add_config_args, add_device_args, add_drift_args,
-                   add_engine_args, add_model_args, add_precision_args, check_device, config_from_args)
+                   add_engine_args, add_model_args, add_ort_optimize_args, add_precision_args, check_device,
+                   config_from_args)
 
 PAPER_ALPHA_ENGINE = ("--alpha paper is not allowed for an engine (it bakes one alpha); allowed: --alpha 0.9 "
                       "(the paper's for classification) or --alpha scheduled (generation)")
@@ -24,6 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model_args(parser)
     add_config_args(parser)
     add_engine_args(parser)
+    add_ort_optimize_args(parser)
     add_batch_args(parser)
     add_precision_args(parser)
     add_drift_args(parser)
@@ -33,13 +35,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def default_engine_dir(model: str, config, backend: str, batch: int, precision: str) -> Path:
-    key = json.dumps([model, config.to_dict(), backend, batch, precision], sort_keys=True)
+def default_engine_dir(model: str, config, backend: str, batch: int, precision: str, ort_optimize: str = "auto") -> Path:
+    recipe = [model, config.to_dict(), backend, batch, precision]
+    if ort_optimize != "auto":  # engines built with the default keep the folder names they had
+        recipe.append(ort_optimize)
+    key = json.dumps(recipe, sort_keys=True)
     name = model.replace("builtin:", "").replace("/", "_").strip("_.")[-40:]
     return Path("engines/build") / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends.ort_optimize import resolve_ort_optimize
     from ..engine.build import (_resolve_backend, build_engine, check_build_args, check_engine_target,
                                 drift_feed_count)
     from ..errors import ConfigError
@@ -54,15 +60,18 @@ def run(args: argparse.Namespace) -> int:
     batch = args.batch_size or DEFAULT_BATCH_SIZE
     model = args.model or DEFAULT_MODEL
     feeds = drift_feed_count(args.drift_inputs, batch)
-    out = args.out or default_engine_dir(model, config, backend, batch, args.precision)
+    out = args.out or default_engine_dir(model, config, backend, batch, args.precision, args.ort_optimize)
     # Everything that can be refused is refused before the model loads and the export starts.
+    optimize = resolve_ort_optimize(args.ort_optimize, backend, args.precision)
     check_build_args(backend, batch, args.precision, feeds, allow_unmeasured=False)
     check_engine_target(out)
     check_writable(out.parent, what="--out's folder")
     denoiser = load_denoiser(model)
-    print(f"building {backend} engine for {model} with {config.describe()} (batch {batch}, {args.precision})")
+    fused = ", ORT fusions" if optimize == "fusions" else ""
+    print(f"building {backend} engine for {model} with {config.describe()} (batch {batch}, {args.precision}{fused})")
     engine, report = build_engine(denoiser, config, out, backend=backend, batch=batch, precision=args.precision,
-                                  drift_feeds_count=feeds, inline_copy=args.inline_copy, device=device)
+                                  drift_feeds_count=feeds, inline_copy=args.inline_copy, device=device,
+                                  ort_optimize=args.ort_optimize)
     print(f"engine:   {engine.path}/")
     print(f"manifest: {engine.path / 'manifest.json'} (drift recorded there)")
     if report is None:

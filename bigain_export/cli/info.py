@@ -42,6 +42,7 @@ def _patched_text(patched) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends.ort_optimize import describe
     from ..engine.build import load_engine
     from ..engine.manifest import Manifest, file_sha256, plain_file_name
     from ..errors import EngineError
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "outputs:    " + ", ".join(f"{t.name} {list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in spec.outputs),
         f"bigain.ai:  {manifest.custom_nodes or 'no custom nodes'}",
         f"patched:    {_patched_text(manifest.patched)}",
+        f"ort optim:  {describe(manifest.ort_optimization)}",
         f"drift:      {_drift_text(manifest.drift)}",
         "built with: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())),
         "files:",

@@ -178,8 +178,13 @@ def build_engine(
     inline_copy: bool = False,
     device: str = "cpu",
     allow_unmeasured: bool = False,
+    ort_optimize: str = "auto",
 ) -> tuple[Engine, Any]:
     """Export ``denoiser`` with ``config``, build the engine, measure drift; returns (engine, drift report).
+
+    ``ort_optimize`` (ONNX Runtime backends): ``auto`` applies ONNX Runtime's transformers-optimizer
+    fusions to fp16 builds only, ``fusions`` to any fp32/fp16 build, ``none`` never
+    (``backends/ort_optimize.py``); the manifest's ``ort_optimization`` records what was applied.
 
     The report is None only for a TensorRT plan that this machine built but cannot run (the
     manifest says why). Without ``allow_unmeasured``, ``backend="trt"`` is refused up front on a
@@ -187,15 +192,26 @@ def build_engine(
     """
     out_dir = Path(out_dir)
     backend = _resolve_backend(backend)
+    from ..backends.ort_optimize import resolve_ort_optimize
+
+    optimize = resolve_ort_optimize(ort_optimize, backend, precision)
     check_build_args(backend, batch, precision, drift_feeds_count, allow_unmeasured)
     check_engine_target(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out_dir.parent)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-{os.getpid()}-"))
     try:
-        steps = 3 if backend == "trt" else 2
+        steps = 3 if backend == "trt" or optimize == "fusions" else 2
         log.info("[1/%d] exporting %s (%s) to ONNX ...", steps, denoiser.name, config.describe())
         exported = export_onnx(denoiser, config, staging / ONNX_NAME, batch=batch, precision=precision, inline_copy=inline_copy)
+        ort_optimization = None
+        if optimize == "fusions":
+            from ..backends.ort_optimize import optimize_onnx
+
+            log.info("[2/3] ONNX Runtime graph optimizations (transformers optimizer) ...")
+            ort_optimization = optimize_onnx(exported.path, backend=backend, precision=precision)
+            if exported.inlined_path is not None:  # the function-free copy is of the graph that ships
+                _write_inlined(exported.path, exported.inlined_path)
         from .diffusers_modules import write_network_config
 
         write_network_config(denoiser, staging)
@@ -210,7 +226,7 @@ def build_engine(
             model=_model_spec(denoiser.name), model_sha256=model_sha256(denoiser), config=config.to_dict(),
             spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
             opset=exported.opset, files=files, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
-            patched=exported.patched,
+            patched=exported.patched, ort_optimization=ort_optimization,
         )
         engine = Engine(staging, manifest)
         log.info("[%d/%d] measuring drift against the eager model on %s ...", steps, steps, backend)
@@ -231,6 +247,14 @@ def build_engine(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Engine(out_dir, manifest), report
+
+
+def _write_inlined(path: Path, inlined: Path) -> None:
+    import onnx
+
+    from ..export.onnx_export import save_model_atomically
+
+    save_model_atomically(onnx.inliner.inline_local_functions(onnx.load(str(path))), inlined)
 
 
 def _model_spec(name: str) -> str:

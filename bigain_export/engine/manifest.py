@@ -86,6 +86,8 @@ def model_info(denoiser) -> dict[str, Any]:
     }
 
 
+_ORT_OPTIMIZATION_KEYS = {"optimizer", "onnxruntime", "model_type", "opt_level", "for_backend", "precision", "float16",
+                          "fusions", "com_microsoft_nodes", "layernorm_bias_added", "seconds"}  # = backends.ort_optimize.RECORD_KEYS
 _SPEC_KEYS = {"batch", "sample_shape", "precision", "conditions", "timestep", "output"}
 
 
@@ -134,6 +136,13 @@ def _check_fields(data: dict[str, Any]) -> None:
          and _is_int(info.get("null_label")) and _is_int(info.get("num_train_timesteps"), 1),
          "model_info", "{'kind': str, 'num_classes': int >= 0, 'null_label': int >= 0, 'num_train_timesteps': int >= 1}")
     need(data.get("patched") is None or isinstance(data["patched"], dict), "patched", "an object or null")
+    opt = data.get("ort_optimization")
+    need(opt is None or (data.get("backend") in ("ort-cpu", "ort-cuda") and isinstance(opt, dict)
+                         and set(opt) == _ORT_OPTIMIZATION_KEYS and isinstance(opt.get("fusions"), dict)
+                         and all(isinstance(k, str) and _is_int(v) for k, v in opt["fusions"].items())
+                         and isinstance(opt.get("float16"), bool) and _is_int(opt.get("opt_level"))),
+         "ort_optimization", "null, or (ONNX Runtime engines) {optimizer, onnxruntime, model_type, opt_level, "
+         "for_backend, precision, float16, fusions: {op: count}, com_microsoft_nodes, layernorm_bias_added, seconds}")
 
 
 def plain_file_name(name: str) -> bool:
@@ -156,6 +165,9 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=versions)
     drift: dict[str, Any] | None = None
     patched: dict[str, Any] | None = None  # blocks and UNet levels patched (unet_levels=None resolved)
+    # ONNX Runtime graph optimizations applied to model.onnx (backends/ort_optimize.py); None (or a
+    # manifest written before the field existed): the graph as exported
+    ort_optimization: dict[str, Any] | None = None
     manifest_version: int = MANIFEST_VERSION
 
     @property
@@ -189,7 +201,7 @@ class Manifest:
                 raise EngineError(f"{path}: manifest_version={_brief(version)}; this tool reads {MANIFEST_VERSION} "
                                   "(rebuild the engine with 'bigain-export build')")
             known = {f.name for f in fields(cls)}
-            missing = sorted(known - set(data) - {"versions", "drift", "manifest_version", "patched"})
+            missing = sorted(known - set(data) - {"versions", "drift", "manifest_version", "patched", "ort_optimization"})
             unknown = sorted(set(data) - known)
             if missing or unknown:
                 raise ValueError(f"missing field(s) {missing}" if missing else f"unexpected field(s) {unknown}")
