@@ -1,4 +1,5 @@
-"""ONNX Runtime graph optimization of engines (issue 11, item 3): ORT's transformers optimizer.
+"""ONNX Runtime graph optimization of engines (issue 11, item 3): ORT's transformers optimizer
+(and onnxscript's ORT fusions, which keep our nodes only because their functions are taken out).
 
 Optimized graphs agree with the graph as exported (fp32 within the engine tolerance 1e-4, fp16
 within 1e-2) on both built-ins with and without merging and on the tiny SD pipeline's UNet; the
@@ -268,3 +269,70 @@ def test_manifest_without_the_field_loads_as_none_applied(fp16_engine, tmp_path)
     (path / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(EngineError, match="ort_optimization"):
         load_engine(path)
+
+
+# -- onnxscript's ORT fusions (optimizer="onnxscript"; not a --ort-optimize choice yet) ----------
+
+
+def test_onnxscript_inliner_would_expand_our_functions(exported):
+    """Why the bigain.ai functions are taken out first: onnxscript's optimizer starts with
+    onnx_ir's InlinePass, which expands every call of a model-local function."""
+    import onnx_ir as ir
+    import onnx_ir.passes.common as common_passes
+
+    plain = exported("unet", "merge", "fp32")
+    model = ir.serde.deserialize_model(onnx.ModelProto.FromString(plain.SerializeToString()))
+    common_passes.InlinePass()(model)
+    assert custom_nodes(plain) and not custom_nodes(ir.serde.serialize_model(model))
+
+
+def test_onnxscript_fusions_keep_our_nodes_and_run_on_cpu(exported):
+    plain = exported("unet", "merge", "fp32")
+    optimized, record = optimize_model_proto(plain, backend="ort-cpu", precision="fp32", optimizer="onnxscript")
+    fused = record["com_microsoft_nodes"]
+    assert fused.get("MultiHeadAttention", 0) > 0 and fused.get("SkipLayerNormalization", 0) > 0, record
+    assert "GroupNorm" not in fused  # CUDA kernels only: left out for ort-cpu
+    assert record["optimizer"] == "onnxscript.rewriter.ort_fusions" and record["model_type"].startswith("onnxscript ")
+    assert record["fusions"]["sdpa"] > 0 and record["for_backend"] == "ort-cpu"
+    _assert_custom_nodes_survive(plain, optimized, "merge")
+    assert {o.domain for o in plain.opset_import} <= {o.domain for o in optimized.opset_import}
+    diff, scale = _mean_abs_diff(plain, optimized, feeds=1)
+    assert diff < 1e-4, (diff, scale)
+
+
+def test_onnxscript_cuda_set_fuses_group_norm_and_attention(exported):
+    """ort-cuda gets onnxscript's full rule set; its GroupNorm has CUDA kernels only, so the graph's
+    structure is tested here and a CPU session refuses it."""
+    plain = exported("unet", "merge", "fp32")
+    optimized, record = optimize_model_proto(plain, backend="ort-cuda", precision="fp32", optimizer="onnxscript")
+    fused = record["com_microsoft_nodes"]
+    assert fused.get("GroupNorm", 0) > 0 and fused.get("MultiHeadAttention", 0) > 0, record
+    assert sum(n.domain == "com.microsoft" for n in optimized.graph.node) == sum(fused.values())
+    _assert_custom_nodes_survive(plain, optimized, "merge")
+    with pytest.raises(Exception, match="GroupNorm"):
+        _session(optimized)
+
+
+def test_onnxscript_record_is_a_valid_manifest_field(exported, fp16_engine):
+    from bigain_export.backends.ort_optimize import describe
+    from bigain_export.engine.manifest import _check_fields
+
+    plain = exported("dit", "merge", "fp16")
+    _, record = optimize_model_proto(plain, backend="ort-cpu", precision="fp16", optimizer="onnxscript")
+    assert record["com_microsoft_nodes"].get("Attention", 0) > 0 and record["float16"] is True, record
+    data = json.loads((fp16_engine[1].path / "manifest.json").read_text())
+    data["ort_optimization"] = json.loads(json.dumps(record))
+    _check_fields(data)
+    line = describe(record)
+    assert line.startswith("onnxscript.rewriter.ort_fusions (onnxscript ") and "Attention" in line
+
+
+@pytest.mark.parametrize("backend,precision,optimizer,says", [
+    ("trt", "fp16", "onnxscript", "allowed backends: ort-cpu | ort-cuda"),
+    ("ort-cpu", "bf16", "onnxscript", "allowed: --precision fp32 | fp16"),
+    ("ort-cpu", "fp16", "tvm", "allowed: onnxruntime | onnxscript"),
+])
+def test_onnxscript_refusals_are_one_line(backend, precision, optimizer, says):
+    with pytest.raises(ConfigError, match=says) as info:
+        optimize_model_proto(onnx.ModelProto(), backend=backend, precision=precision, optimizer=optimizer)
+    assert "\n" not in str(info.value)

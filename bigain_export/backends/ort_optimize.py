@@ -21,6 +21,21 @@ optimizations when it loads the file) and returns what was applied, for the mani
   ``elementwise_affine=False`` norms that way: DiT's ``norm1``/``norm2``) made the optimizer's
   SkipLayerNorm fusion raise ``IndexError`` (it reads ``node.input[2]``): such norms get an
   explicit zero bias first (the same function), so the fusion applies.
+
+``optimizer="onnxscript"`` (not reachable from ``build`` yet, see ``OPTIMIZERS``) uses onnxscript's
+``rewriter.ort_fusions.optimize_for_ort`` instead, which does fuse our dynamo-exported attention
+(``MultiHeadAttention``) and GroupNorm where ORT's ``unet`` patterns do not:
+
+* It inlines every model-local function (``onnxscript.optimizer.optimize`` runs ``InlinePass``)
+  and rewrites inside function bodies, so the ``bigain.ai`` functions are taken out of the model
+  before it runs (their nodes are then unknown ops the inliner and the rules leave alone) and put
+  back, byte-identical, afterwards; opset imports it dropped as unused are restored.
+* ``GroupNorm`` has CUDA kernels only: for ``ort-cpu`` its rules (instance-to-group
+  normalization) are left out, so the graph gets MultiHeadAttention, SkipLayerNorm and Gelu and
+  runs on the CPU; ``ort-cuda`` gets onnxscript's full rule set. A CUDA-only op in a CPU graph
+  is refused.
+* The record has the same keys; ``model_type`` holds ``onnxscript <version>`` (its rules have no
+  model type, and the manifest's ``versions`` do not list onnxscript).
 """
 
 from __future__ import annotations
@@ -44,6 +59,12 @@ FUSION_PRECISIONS = ("fp32", "fp16")
 CUDA_ONLY_FUSIONS = ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_conv", "enable_bias_splitgelu",
                      "enable_bias_add", "enable_packed_qkv", "enable_packed_kv")
 DOMAIN = "bigain.ai"
+# Which optimizer ``optimize_model_proto`` runs. "onnxscript" is not a --ort-optimize choice yet:
+# engine/build.py calls ``optimize_onnx`` only for ``fusions`` and passes no optimizer.
+OPTIMIZERS = ("onnxruntime", "onnxscript")
+ONNXSCRIPT_OPTIMIZER = "onnxscript.rewriter.ort_fusions"
+# com.microsoft ops that ONNX Runtime implements only on CUDA (refused in a non-CUDA graph).
+CUDA_ONLY_OPS = ("GroupNorm", "SkipGroupNorm", "NhwcConv", "BiasSplitGelu", "BiasAdd")
 
 
 def resolve_ort_optimize(choice: str, backend: str, precision: str) -> str:
@@ -150,8 +171,37 @@ def _silent_tqdm_init(original):
     return init
 
 
-def optimize_model_proto(model, *, backend: str, precision: str):
-    """``(optimized ModelProto, record)``: ONNX Runtime's fusions on ``model`` (not modified)."""
+def _onnxscript_fuse(model, backend: str):
+    """onnxscript's ORT fusions on ``model`` (modified: its bigain.ai functions are taken out and
+    put back); returns ``(ModelProto, fusion counts)``."""
+    from unittest import mock
+
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import _core, instance_to_group_normalization, optimize_for_ort
+
+    ours = [f for f in model.functions if f.domain == DOMAIN]
+    others = [f for f in model.functions if f.domain != DOMAIN]
+    del model.functions[:]
+    model.functions.extend(others)  # onnxscript inlines these (none in our exports today)
+    rules = list(_core.ORT_PATTERN_REWRITE_RULES)
+    if backend != "ort-cuda":  # GroupNorm: CUDA kernels only
+        group_norm = {id(r) for r in instance_to_group_normalization.rules.rules}
+        rules = [r for r in rules if id(r) not in group_norm]
+    with mock.patch.object(_core, "ORT_PATTERN_REWRITE_RULES", rules):
+        fused, counts = optimize_for_ort(ir.serde.deserialize_model(model))
+    result = ir.serde.serialize_model(fused)
+    result.functions.extend(ours)
+    have = {o.domain for o in result.opset_import}
+    result.opset_import.extend(o for o in model.opset_import if o.domain not in have)
+    return result, {k: int(v) for k, v in sorted(counts.items()) if v}
+
+
+def optimize_model_proto(model, *, backend: str, precision: str, optimizer: str = "onnxruntime"):
+    """``(optimized ModelProto, record)``: ONNX Runtime's (or onnxscript's) fusions on ``model`` (not modified)."""
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"optimizer {optimizer!r} is not allowed; allowed: {' | '.join(OPTIMIZERS)}")
+    if optimizer == "onnxscript":
+        return _optimize_with_onnxscript(model, backend=backend, precision=precision)
     import onnx
     import onnxruntime
     from onnxruntime.transformers.optimizer import optimize_model
@@ -175,10 +225,7 @@ def optimize_model_proto(model, *, backend: str, precision: str):
         raise EngineError(f"ONNX Runtime's transformers optimizer changed the bigain.ai nodes ({before} -> {after}) "
                           "or their function bodies; build with --ort-optimize none")
     stats = {k: int(v) for k, v in sorted(optimized.get_fused_operator_statistics().items()) if v}
-    contrib: dict[str, int] = {}  # what the graph now holds (the statistics leave out e.g. FastGelu)
-    for node in result.graph.node:
-        if node.domain == "com.microsoft":
-            contrib[node.op_type] = contrib.get(node.op_type, 0) + 1
+    contrib = _contrib_nodes(result)  # what the graph now holds (the statistics leave out e.g. FastGelu)
     record = {
         "optimizer": "onnxruntime.transformers.optimizer",
         "onnxruntime": onnxruntime.__version__,
@@ -188,8 +235,62 @@ def optimize_model_proto(model, *, backend: str, precision: str):
         "precision": precision,
         "float16": precision == "fp16",
         "fusions": stats,
-        "com_microsoft_nodes": dict(sorted(contrib.items())),
+        "com_microsoft_nodes": contrib,
         "layernorm_bias_added": biases,
+        "seconds": round(seconds, 2),
+    }
+    return result, record
+
+
+def _contrib_nodes(model) -> dict[str, int]:
+    contrib: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.domain == "com.microsoft":
+            contrib[node.op_type] = contrib.get(node.op_type, 0) + 1
+    return dict(sorted(contrib.items()))
+
+
+def _optimize_with_onnxscript(model, *, backend: str, precision: str):
+    if backend not in ("ort-cpu", "ort-cuda"):
+        raise ConfigError(f"onnxscript's ORT fusions are not applicable to --backend {backend} (com.microsoft ops); "
+                          "allowed backends: ort-cpu | ort-cuda")
+    if precision not in FUSION_PRECISIONS:
+        raise ConfigError(f"onnxscript's ORT fusions are not allowed with --precision {precision}; "
+                          f"allowed: --precision {' | '.join(FUSION_PRECISIONS)}")
+    import onnx
+    import onnxruntime
+    import onnxscript
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    before, functions = custom_nodes(model), _functions(model)
+    start = time.perf_counter()
+    try:
+        result, counts = _onnxscript_fuse(model, backend)
+    except Exception as exc:  # noqa: BLE001  the rewriter's own failures
+        raise EngineError(f"onnxscript's ORT fusions failed ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'no message'}); "
+                          "build with --ort-optimize none") from exc
+    seconds = time.perf_counter() - start
+    after = custom_nodes(result)
+    if after != before or _functions(result) != functions:
+        raise EngineError(f"onnxscript's ORT fusions changed the bigain.ai nodes ({before} -> {after}) "
+                          "or their function bodies; build with --ort-optimize none")
+    contrib = _contrib_nodes(result)
+    cuda_only = sorted(set(contrib) & set(CUDA_ONLY_OPS))
+    if backend != "ort-cuda" and cuda_only:
+        raise EngineError(f"onnxscript's ORT fusions produced CUDA-only ops ({', '.join(cuda_only)}) for {backend}; "
+                          "build with --ort-optimize none")
+    record = {
+        "optimizer": ONNXSCRIPT_OPTIMIZER,
+        "onnxruntime": onnxruntime.__version__,
+        "model_type": f"onnxscript {onnxscript.__version__}",
+        "opt_level": OPT_LEVEL,
+        "for_backend": backend,
+        "precision": precision,
+        "float16": precision == "fp16",
+        "fusions": counts,
+        "com_microsoft_nodes": contrib,
+        "layernorm_bias_added": 0,
         "seconds": round(seconds, 2),
     }
     return result, record
@@ -213,6 +314,9 @@ def describe(record: dict[str, Any] | None) -> str:
     if not record:
         return "none (the graph as exported)"
     fusions = ", ".join(f"{k} {v}" for k, v in record["com_microsoft_nodes"].items()) or "no pattern matched"
+    if record["optimizer"] == ONNXSCRIPT_OPTIMIZER:
+        return (f"{record['optimizer']} ({record['model_type']}, onnxruntime {record['onnxruntime']}), "
+                f"for {record['for_backend']}, {'fp16' if record['float16'] else record['precision']}: {fusions}")
     return (f"{record['optimizer']} (onnxruntime {record['onnxruntime']}), model_type {record['model_type']}, "
             f"opt_level {record['opt_level']}, for {record['for_backend']}, "
             f"{'fp16' if record['float16'] else record['precision']}: {fusions}")
