@@ -3,8 +3,8 @@
 Exports the patched SD2-base UNet architecture (random weights from its diffusers config, fp16,
 batch 2) with BiGain's custom nodes and their function bodies, once per method and resolution;
 runs it in ONNX Runtime as exported (``--ort-optimize none``) and after
-``bigain_export.backends.ort_optimize`` (``fusions``: the same step as ``bigain-export build
---ort-optimize``), and times the same inputs on eager and compiled PyTorch in the same run
+``bigain_export.backends.ort_optimize`` (``fusions`` / ``onnxscript``: the same steps as
+``bigain-export build --ort-optimize``), and times the same inputs on eager and compiled PyTorch in the same run
 (median ms; CUDA events for torch, synchronised wall clock with IO binding for ORT CUDA).
 Writes raw JSON (card, versions, date, every row) to ``--out/bench_ort.json``.
 
@@ -120,8 +120,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--res", type=int, nargs="+", default=None, help="pixels (default 512 1024; --tiny: 64)")
     parser.add_argument("--methods", nargs="+", default=["none", "bigain-merge-0.7"], choices=list(METHODS))
-    parser.add_argument("--ort-optimize", nargs="+", default=["none", "fusions"], choices=["none", "fusions"],
-                        help="ONNX Runtime graphs to time: as exported, and after ORT's transformers optimizer")
+    parser.add_argument("--ort-optimize", nargs="+", default=["none", "fusions", "onnxscript"],
+                        choices=["none", "fusions", "onnxscript"],
+                        help="ONNX Runtime graphs to time: as exported, after ORT's transformers optimizer, after onnxscript's ORT fusions")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=None, help="default 30 (--tiny: 3)")
     parser.add_argument("--warmup", type=int, default=None, help="default 5 (--tiny: 1)")
@@ -182,9 +183,11 @@ def main() -> None:
                 remove_bigain(unet)
             for optimize in args.ort_optimize:
                 record, run_path = None, path
-                if optimize == "fusions":
-                    optimized, record = optimize_model_proto(onnx.load(str(path)), backend=backend, precision="fp16")
-                    run_path = path.with_name(path.stem + ".fused.onnx")
+                if optimize != "none":
+                    optimizer = "onnxscript" if optimize == "onnxscript" else "onnxruntime"
+                    optimized, record = optimize_model_proto(onnx.load(str(path)), backend=backend, precision="fp16",
+                                                             optimizer=optimizer)
+                    run_path = path.with_name(f"{path.stem}.{optimize}.onnx")
                     save_model_atomically(optimized, run_path)
                 options = ort.SessionOptions()
                 options.log_severity_level = 3

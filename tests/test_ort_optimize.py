@@ -180,8 +180,11 @@ def test_choice_resolution_and_one_line_errors():
     assert resolve_ort_optimize("auto", "ort-cpu", "bf16") == "none"
     assert resolve_ort_optimize("auto", "trt", "fp16") == "none"
     assert resolve_ort_optimize("fusions", "ort-cpu", "fp32") == "fusions"
-    for choice, backend, precision, says in [("fast", "ort-cpu", "fp16", "allowed: auto | none | fusions"),
+    assert resolve_ort_optimize("onnxscript", "ort-cuda", "fp32") == "onnxscript"
+    for choice, backend, precision, says in [("fast", "ort-cpu", "fp16", r"allowed: auto \| none \| fusions \| onnxscript"),
                                              ("fusions", "trt", "fp16", "not applicable to --backend trt"),
+                                             ("onnxscript", "trt", "fp16", "onnxscript is not applicable to --backend trt"),
+                                             ("onnxscript", "ort-cpu", "bf16", "not allowed with --precision bf16"),
                                              ("fusions", "ort-cpu", "bf16", "not allowed with --precision bf16")]:
         with pytest.raises(ConfigError, match=says):
             resolve_ort_optimize(choice, backend, precision)
@@ -271,7 +274,21 @@ def test_manifest_without_the_field_loads_as_none_applied(fp16_engine, tmp_path)
         load_engine(path)
 
 
-# -- onnxscript's ORT fusions (optimizer="onnxscript"; not a --ort-optimize choice yet) ----------
+# -- onnxscript's ORT fusions (--ort-optimize onnxscript) ------------------------------------------
+
+
+def test_onnxscript_engine_records_it_and_matches_eager(tmp_path):
+    """``build_engine(ort_optimize="onnxscript")``: the shipped graph is onnxscript's, the manifest
+    says so, and the engine's measured drift against eager passes the fp32 tolerance."""
+    from bigain_export.models.registry import tiny_random_denoiser
+
+    engine, report = build_engine(tiny_random_denoiser("dit"), CONFIGS["merge"], tmp_path / "e", backend="ort-cpu",
+                                  batch=2, drift_feeds_count=1, ort_optimize="onnxscript")
+    record = engine.manifest.ort_optimization
+    assert record["optimizer"] == "onnxscript.rewriter.ort_fusions" and record["com_microsoft_nodes"], record
+    graph = onnx.load(str(engine.path / "model.onnx"))
+    assert sum(n.domain == "com.microsoft" for n in graph.graph.node) == sum(record["com_microsoft_nodes"].values())
+    assert custom_nodes(graph) and report.passed, report.summary()
 
 
 def test_onnxscript_inliner_would_expand_our_functions(exported):

@@ -22,7 +22,7 @@ optimizations when it loads the file) and returns what was applied, for the mani
   SkipLayerNorm fusion raise ``IndexError`` (it reads ``node.input[2]``): such norms get an
   explicit zero bias first (the same function), so the fusion applies.
 
-``optimizer="onnxscript"`` (not reachable from ``build`` yet, see ``OPTIMIZERS``) uses onnxscript's
+``--ort-optimize onnxscript`` (``optimizer="onnxscript"``) uses onnxscript's
 ``rewriter.ort_fusions.optimize_for_ort`` instead, which does fuse our dynamo-exported attention
 (``MultiHeadAttention``) and GroupNorm where ORT's ``unet`` patterns do not:
 
@@ -50,7 +50,7 @@ from ..errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
 
-ORT_OPTIMIZE = ("auto", "none", "fusions")
+ORT_OPTIMIZE = ("auto", "none", "fusions", "onnxscript")
 DEFAULT_ORT_OPTIMIZE = "auto"
 MODEL_TYPE = "unet"
 OPT_LEVEL = 0
@@ -59,16 +59,16 @@ FUSION_PRECISIONS = ("fp32", "fp16")
 CUDA_ONLY_FUSIONS = ("enable_group_norm", "enable_skip_group_norm", "enable_nhwc_conv", "enable_bias_splitgelu",
                      "enable_bias_add", "enable_packed_qkv", "enable_packed_kv")
 DOMAIN = "bigain.ai"
-# Which optimizer ``optimize_model_proto`` runs. "onnxscript" is not a --ort-optimize choice yet:
-# engine/build.py calls ``optimize_onnx`` only for ``fusions`` and passes no optimizer.
+# Which optimizer ``optimize_model_proto`` runs, per --ort-optimize choice that optimizes.
 OPTIMIZERS = ("onnxruntime", "onnxscript")
+OPTIMIZER_OF = {"fusions": "onnxruntime", "onnxscript": "onnxscript"}
 ONNXSCRIPT_OPTIMIZER = "onnxscript.rewriter.ort_fusions"
 # com.microsoft ops that ONNX Runtime implements only on CUDA (refused in a non-CUDA graph).
 CUDA_ONLY_OPS = ("GroupNorm", "SkipGroupNorm", "NhwcConv", "BiasSplitGelu", "BiasAdd")
 
 
 def resolve_ort_optimize(choice: str, backend: str, precision: str) -> str:
-    """``none`` or ``fusions`` for a build of ``backend`` at ``precision`` (one-line errors).
+    """``none``, ``fusions`` or ``onnxscript`` for a build of ``backend`` at ``precision`` (one-line errors).
 
     ``auto``: fusions for fp16 ONNX Runtime builds, none otherwise (fp32 engines stay exactly
     what was exported; the fp32 drift guarantee of 1e-4 is not put at stake for no measured gain).
@@ -76,13 +76,13 @@ def resolve_ort_optimize(choice: str, backend: str, precision: str) -> str:
     if choice not in ORT_OPTIMIZE:
         raise ConfigError(f"--ort-optimize {choice!r} is not allowed; allowed: {' | '.join(ORT_OPTIMIZE)}")
     if backend == "trt":
-        if choice == "fusions":
-            raise ConfigError("--ort-optimize fusions is not applicable to --backend trt (TensorRT fuses the "
+        if choice in OPTIMIZER_OF:
+            raise ConfigError(f"--ort-optimize {choice} is not applicable to --backend trt (TensorRT fuses the "
                               "ONNX graph itself, and ONNX Runtime's fused com.microsoft ops do not parse there); "
                               "allowed with trt: auto | none")
         return "none"
-    if choice == "fusions" and precision not in FUSION_PRECISIONS:
-        raise ConfigError(f"--ort-optimize fusions is not allowed with --precision {precision} (ONNX Runtime's "
+    if choice in OPTIMIZER_OF and precision not in FUSION_PRECISIONS:
+        raise ConfigError(f"--ort-optimize {choice} is not allowed with --precision {precision} (ONNX Runtime's "
                           f"fused operators were not tested in it); allowed: --precision {' | '.join(FUSION_PRECISIONS)}, "
                           "or --ort-optimize none")
     if choice == "auto":
@@ -296,14 +296,15 @@ def _optimize_with_onnxscript(model, *, backend: str, precision: str):
     return result, record
 
 
-def optimize_onnx(path: str | Path, *, backend: str, precision: str) -> dict[str, Any]:
-    """Rewrite the ONNX file at ``path`` with ORT's fusions (atomically); returns the manifest record."""
+def optimize_onnx(path: str | Path, *, backend: str, precision: str, optimizer: str = "onnxruntime") -> dict[str, Any]:
+    """Rewrite the ONNX file at ``path`` with ``optimizer``'s fusions (atomically); returns the manifest record."""
     import onnx
 
     from ..export.onnx_export import save_model_atomically
 
     path = Path(path)
-    optimized, record = optimize_model_proto(onnx.load(str(path)), backend=backend, precision=precision)
+    optimized, record = optimize_model_proto(onnx.load(str(path)), backend=backend, precision=precision,
+                                             optimizer=optimizer)
     save_model_atomically(optimized, path)
     log.info("ORT fusions for %s: %s", backend, record["fusions"] or "none matched")
     return record

@@ -192,7 +192,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                        help="auto: ONNX Runtime CUDA when available, else CPU")
 
 
-ORT_OPTIMIZE_CHOICES = ("auto", "none", "fusions")  # = backends.ort_optimize.ORT_OPTIMIZE (a test keeps them equal)
+ORT_OPTIMIZE_CHOICES = ("auto", "none", "fusions", "onnxscript")  # = backends.ort_optimize.ORT_OPTIMIZE (a test keeps them equal)
 DEFAULT_ORT_OPTIMIZE = "auto"
 
 
@@ -204,7 +204,8 @@ def add_ort_optimize_args(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--ort-optimize", default=DEFAULT_ORT_OPTIMIZE, choices=ORT_OPTIMIZE_CHOICES,
                         help="ONNX Runtime engines: auto = ORT's transformers-optimizer fusions for fp16 builds, "
-                        "none for fp32/bf16; fusions = for fp32 and fp16 builds; none = the graph as exported "
+                        "none for fp32/bf16; fusions = for fp32 and fp16 builds; onnxscript = onnxscript's ORT fusions "
+                        "(attention and, on ort-cuda, GroupNorm; fp32/fp16); none = the graph as exported "
                         f"(default {DEFAULT_ORT_OPTIMIZE}; not applicable to --backend trt)")
 
 

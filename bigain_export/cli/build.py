@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     check_engine_target(out)
     check_writable(out.parent, what="--out's folder")
     denoiser = load_denoiser(model)
-    fused = ", ORT fusions" if optimize == "fusions" else ""
+    fused = {"fusions": ", ORT fusions", "onnxscript": ", onnxscript ORT fusions"}.get(optimize, "")
     print(f"building {backend} engine for {model} with {config.describe()} (batch {batch}, {args.precision}{fused})")
     engine, report = build_engine(denoiser, config, out, backend=backend, batch=batch, precision=args.precision,
                                   drift_feeds_count=feeds, inline_copy=args.inline_copy, device=device,

@@ -201,15 +201,16 @@ def build_engine(
     clean_stale_staging(out_dir.parent)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.building-{os.getpid()}-"))
     try:
-        steps = 3 if backend == "trt" or optimize == "fusions" else 2
+        steps = 3 if backend == "trt" or optimize != "none" else 2
         log.info("[1/%d] exporting %s (%s) to ONNX ...", steps, denoiser.name, config.describe())
         exported = export_onnx(denoiser, config, staging / ONNX_NAME, batch=batch, precision=precision, inline_copy=inline_copy)
         ort_optimization = None
-        if optimize == "fusions":
-            from ..backends.ort_optimize import optimize_onnx
+        if optimize != "none":
+            from ..backends.ort_optimize import OPTIMIZER_OF, optimize_onnx
 
-            log.info("[2/3] ONNX Runtime graph optimizations (transformers optimizer) ...")
-            ort_optimization = optimize_onnx(exported.path, backend=backend, precision=precision)
+            optimizer = OPTIMIZER_OF[optimize]
+            log.info("[2/3] ONNX Runtime graph optimizations (%s) ...", optimizer)
+            ort_optimization = optimize_onnx(exported.path, backend=backend, precision=precision, optimizer=optimizer)
             if exported.inlined_path is not None:  # the function-free copy is of the graph that ships
                 _write_inlined(exported.path, exported.inlined_path)
         from .diffusers_modules import write_network_config
