@@ -134,6 +134,38 @@ def test_engine_points_build_onnx_runtime_engines(model_and_data, tmp_path):
     assert len(built) == 2
     assert _sweep(model, data, out, *args) == 0  # resumed: nothing rebuilt
     assert sorted(p.name for p in (out / "engines").iterdir()) == built
+    # The same points with ORT's fusions: other engines (new folders), facts and manifests say so.
+    assert _sweep(model, data, out, *args, "--ort-optimize", "fusions") == 0
+    fused = sorted(set(p.name for p in (out / "engines").iterdir()) - set(built))
+    assert len(fused) == 2
+    manifest = json.loads((out / "engines" / fused[0] / "manifest.json").read_text())
+    assert manifest["ort_optimization"]["optimizer"] == "onnxruntime.transformers.optimizer"
+    report = json.loads((out / "sweep.json").read_text())
+    facts = report["provenance"]["methods"]["engine:m"]["engine"]  # one engine serves both tasks
+    assert facts["ort_optimize"] == "fusions" and facts["precision"] == "fp32"
+
+
+def test_engine_facts_follow_the_model_precision_and_graph_optimization():
+    """An fp16 sweep plans fp16 engines with ORT's fusions (``auto``); fp32 ones stay as exported."""
+    from bigain_export.models.registry import tiny_random_denoiser
+    from bigain_export.sweep.grid import expand, parse_entry
+    from bigain_export.sweep.methods import PointOpener
+
+    points, _ = expand([parse_entry("m=bigain-merge:ratio=0.5")], ["engine"], [0])
+    point = next(p for p in points if p.mode == "engine")
+    for dtype, precision, optimized in ((torch.float32, "fp32", "none"), (torch.float16, "fp16", "fusions")):
+        opener = PointOpener(tiny_random_denoiser("dit").to(dtype), model_hash="0" * 64, paper_alpha=False,
+                             engine_dir=None, engine_backend="ort-cpu", batch=2, device="cpu")
+        facts = opener.method_facts(point)
+        assert facts["dtype"] == str(dtype).replace("torch.", "")
+        assert (facts["engine"]["precision"], facts["engine"]["ort_optimize"]) == (precision, optimized)
+
+
+def test_sweep_refuses_a_graph_optimization_that_does_not_apply(capsys, tmp_path):
+    rc = main(["sweep", "--out", str(tmp_path / "s"), "--modes", "engine", "--backend", "trt",
+               "--ort-optimize", "fusions"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not applicable to --backend trt" in err[0]
 
 
 def _load_script(name):

@@ -199,8 +199,7 @@ DEFAULT_ORT_OPTIMIZE = "auto"
 def add_ort_optimize_args(parser: argparse.ArgumentParser) -> None:
     """``--ort-optimize``: ONNX Runtime's transformers-optimizer fusions in the engine's graph.
 
-    Only on subcommands that pass it to ``build_engine`` (``build``); the sweep builds fp32
-    engines through ``build_engine``'s default, which is this flag's default (``auto``: none in fp32).
+    On the subcommands that build engines (``build``, ``sweep``'s engine points), same default.
     """
     parser.add_argument("--ort-optimize", default=DEFAULT_ORT_OPTIMIZE, choices=ORT_OPTIMIZE_CHOICES,
                         help="ONNX Runtime engines: auto = ORT's transformers-optimizer fusions for fp16 builds, "

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_data_args, add_device_args,
-                   add_engine_args, add_model_args, add_precision_args, alpha_value, check_device, count, finite_float,
+                   add_engine_args, add_model_args, add_ort_optimize_args, add_precision_args, alpha_value, check_device, count, finite_float,
                    positive_int)
 from .validate import _cache_dir, _maybe_init_distributed
 
@@ -52,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     grid.add_argument("--seeds", type=count, nargs="+", default=[0],
                       help="global RNG seeds of ToMe's random anchors: one point per seed (default 0)")
     add_engine_args(parser)
+    add_ort_optimize_args(parser)
 
     add_model_args(parser)
     add_data_args(parser)
@@ -153,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fid_images is not None and args.fid_images < 2:
         raise ConfigError(f"--fid-images {args.fid_images} is not allowed; allowed: an integer >= 2")
     points, skipped = _grid(args)
+    from ..backends.ort_optimize import resolve_ort_optimize
+
+    resolve_ort_optimize(args.ort_optimize, args.backend, args.precision)  # one line, before any work
     device = _maybe_init_distributed(check_device(args.device))
     if int(os.environ.get("RANK", "0")) == 0:
         check_writable(args.out, what="--out")
@@ -180,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_sweep(
         denoiser, points, images.to(device), labels, settings, args.out, model_spec=model,
         fid_reference=fid_reference, decode=decode, fid_cache_dir=_cache_dir(args.fid_cache), engine_backend=args.backend,
+        engine_ort_optimize=args.ort_optimize,
         resume=args.resume, progress=not args.no_progress, budget=budget, skipped=skipped,
         metadata={"fid_reference": args.fid_reference or "the --data images"},
         data_source=args.data, data_limit=args.limit,

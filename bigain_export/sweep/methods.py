@@ -12,7 +12,9 @@ one engine is open at a time.
   classification, scheduled 0.8 -> 1.2 for generation; ``BiGainConfig.for_task``), as
   ``validate --paper-alpha`` does; an engine point then has one engine per task.
 * Engines are built under ``<engine_dir>`` from the loaded weights (rank 0 builds, the others
-  wait), reused when an earlier run left one with the same config, weights, backend and batch.
+  wait) at the model's precision (an fp16 sweep builds fp16 engines) with ``ort_optimize``
+  (``build --ort-optimize``), reused when an earlier run left one with the same config, weights,
+  backend, batch, precision and graph optimization.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from .grid import SweepPoint, is_random
 logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "generation")
+PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 class PointOpener:
@@ -50,10 +53,14 @@ class PointOpener:
         batch: static batch of the engines.
         device: where the eager model runs and engine drift is measured at build time.
         compile_backend: ``torch.compile`` backend (``inductor``; tests use ``eager``).
+        ort_optimize: ``build --ort-optimize`` for ONNX Runtime engines (``auto``: fusions in fp16 only).
     """
 
     def __init__(self, denoiser, *, model_hash: str, paper_alpha: bool, engine_dir: Path | None,
-                 engine_backend: str, batch: int, device: str, compile_backend: str = "inductor"):
+                 engine_backend: str, batch: int, device: str, compile_backend: str = "inductor",
+                 ort_optimize: str = "auto"):
+        from ..backends.ort_optimize import resolve_ort_optimize
+
         self.denoiser = denoiser
         self.model_hash = model_hash
         self.paper_alpha = paper_alpha
@@ -62,6 +69,10 @@ class PointOpener:
         self.batch = batch
         self.device = device
         self.compile_backend = compile_backend
+        self.precision = PRECISIONS[denoiser.dtype]
+        self.ort_optimize = ort_optimize
+        # What the engines' graphs get (refused here, before any work, when it does not apply).
+        self.graph_optimization = resolve_ort_optimize(ort_optimize, engine_backend, self.precision)
 
     def config_for(self, point: SweepPoint, task: str) -> BiGainConfig:
         return point.config.for_task(task) if self.paper_alpha else point.config
@@ -78,10 +89,12 @@ class PointOpener:
         if is_random(point.config):
             extra.update(anchor_seed=point.seed, processes=sharding)
         if point.mode == "engine":
-            engines = {task: planned_engine_facts(self.model_hash, config, backend=self.engine_backend, precision="fp32",
-                                                  batch=self.batch, sample_shape=self.denoiser.sample_shape)
+            engines = {task: {**planned_engine_facts(self.model_hash, config, backend=self.engine_backend,
+                                                     precision=self.precision, batch=self.batch,
+                                                     sample_shape=self.denoiser.sample_shape),
+                              "ort_optimize": self.graph_optimization}
                        for task, config in configs.items()}
-            return method_facts(configs, backend=self.engine_backend, dtype="float32", engine=engines, **extra)
+            return method_facts(configs, backend=self.engine_backend, dtype=dtype, engine=engines, **extra)
         if point.mode == "compile":
             extra["compile"] = {"backend": self.compile_backend, "fullgraph": True}
         unpatched = {task: (config if config.enabled else None) for task, config in configs.items()}
@@ -114,8 +127,10 @@ class PointOpener:
 
     # -- engines -----------------------------------------------------------------------------------
     def engine_path(self, config: BiGainConfig, point: SweepPoint) -> Path:
-        recipe = json.dumps({"config": config.to_dict(), "backend": self.engine_backend, "batch": self.batch,
-                             "model": self.model_hash}, sort_keys=True)
+        recipe = {"config": config.to_dict(), "backend": self.engine_backend, "batch": self.batch, "model": self.model_hash}
+        if (self.precision, self.graph_optimization) != ("fp32", "none"):  # fp32 engines keep their folder names
+            recipe.update(precision=self.precision, ort_optimize=self.graph_optimization)
+        recipe = json.dumps(recipe, sort_keys=True)
         return self.engine_dir / f"{_file_stem(point.entry)}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
     def _load_or_build(self, config: BiGainConfig, path: Path):
@@ -123,13 +138,16 @@ class PointOpener:
 
         try:  # an engine left by an earlier (possibly interrupted) run of the same recipe
             engine = load_engine(path, config=config, model_hash=self.model_hash, denoiser=self.denoiser)
-            if engine.spec.batch == self.batch and engine.manifest.backend == self.engine_backend:
+            optimized = engine.manifest.ort_optimization is not None
+            if (engine.spec.batch == self.batch and engine.manifest.backend == self.engine_backend
+                    and engine.spec.precision == self.precision and optimized == (self.graph_optimization != "none")):
                 return engine
         except EngineError:
             pass
         logger.info("sweep: building the %s engine of %s in %s", self.engine_backend, config.describe(), path)
         engine, _ = build_engine(self.denoiser, config, path, backend=self.engine_backend, batch=self.batch,
-                                 drift_feeds_count=2, device=self.device)
+                                 precision=self.precision, drift_feeds_count=2, device=self.device,
+                                 ort_optimize=self.ort_optimize)
         return engine
 
     @contextlib.contextmanager

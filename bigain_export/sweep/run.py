@@ -141,6 +141,7 @@ def run_sweep(
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     fid_cache_dir: str | os.PathLike | None = None,
     engine_backend: str = "auto",
+    engine_ort_optimize: str = "auto",
     compile_backend: str = "inductor",
     resume: bool = False,
     progress: bool = True,
@@ -200,7 +201,8 @@ def run_sweep(
     opener = PointOpener(denoiser, model_hash=model["sha256"], paper_alpha=settings.paper_alpha,
                          engine_dir=None if out is None else out / "engines",
                          engine_backend=_resolve_backend(engine_backend) if has_engines else engine_backend,
-                         batch=val.batch_size, device=str(device), compile_backend=compile_backend)
+                         batch=val.batch_size, device=str(device), compile_backend=compile_backend,
+                         ort_optimize=engine_ort_optimize)
     with strict_fp32():
         preflight(opener, points, tuple(images.shape[1:]), device)
 
