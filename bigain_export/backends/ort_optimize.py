@@ -128,11 +128,17 @@ def add_missing_layernorm_bias(model) -> int:
 
 
 def custom_nodes(model) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.domain == DOMAIN:
-            counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
+    """Our ``bigain.ai`` nodes by op type (``export.onnx_export.custom_node_counts``)."""
+    from ..export.onnx_export import custom_node_counts
+
+    return custom_node_counts(model)
+
+
+def _contrib_nodes(model) -> dict[str, int]:
+    """ONNX Runtime's fused ``com.microsoft`` nodes by op type, sorted (as recorded in manifests)."""
+    from ..export.onnx_export import custom_node_counts
+
+    return dict(sorted(custom_node_counts(model, "com.microsoft").items()))
 
 
 def _functions(model) -> list[bytes]:
@@ -173,7 +179,7 @@ def _silent_tqdm_init(original):
 
 def _onnxscript_fuse(model, backend: str):
     """onnxscript's ORT fusions on ``model`` (modified: its bigain.ai functions are taken out and
-    put back); returns ``(ModelProto, fusion counts)``."""
+    put back); returns ``(ModelProto, fusion counts, 0)`` as :func:`_onnxruntime_fuse` does."""
     from unittest import mock
 
     import onnx_ir as ir
@@ -193,107 +199,87 @@ def _onnxscript_fuse(model, backend: str):
     result.functions.extend(ours)
     have = {o.domain for o in result.opset_import}
     result.opset_import.extend(o for o in model.opset_import if o.domain not in have)
-    return result, {k: int(v) for k, v in sorted(counts.items()) if v}
+    return result, {k: int(v) for k, v in sorted(counts.items()) if v}, 0  # no LayerNorm biases added
 
 
 def optimize_model_proto(model, *, backend: str, precision: str, optimizer: str = "onnxruntime"):
     """``(optimized ModelProto, record)``: ONNX Runtime's (or onnxscript's) fusions on ``model`` (not modified)."""
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"optimizer {optimizer!r} is not allowed; allowed: {' | '.join(OPTIMIZERS)}")
-    if optimizer == "onnxscript":
-        return _optimize_with_onnxscript(model, backend=backend, precision=precision)
-    import onnx
     import onnxruntime
-    from onnxruntime.transformers.optimizer import optimize_model
 
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    before, functions = custom_nodes(model), _functions(model)
-    biases = add_missing_layernorm_bias(model)
-    start = time.perf_counter()
-    try:
-        with _quiet():
-            optimized = optimize_model(model, model_type=MODEL_TYPE, num_heads=0, hidden_size=0, opt_level=OPT_LEVEL,
-                                       optimization_options=fusion_options(backend), use_gpu=backend == "ort-cuda")
-    except Exception as exc:  # noqa: BLE001  the optimizer's own failures are internal errors of a fusion
-        raise EngineError(f"ONNX Runtime's transformers optimizer failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'no message'}); "
-                          "build with --ort-optimize none") from exc
-    seconds = time.perf_counter() - start
-    result = optimized.model
-    after = custom_nodes(result)
-    if after != before or _functions(result) != functions:
-        raise EngineError(f"ONNX Runtime's transformers optimizer changed the bigain.ai nodes ({before} -> {after}) "
-                          "or their function bodies; build with --ort-optimize none")
-    stats = {k: int(v) for k, v in sorted(optimized.get_fused_operator_statistics().items()) if v}
-    contrib = _contrib_nodes(result)  # what the graph now holds (the statistics leave out e.g. FastGelu)
+    if optimizer == "onnxscript":
+        _check_onnxscript_target(backend, precision)
+        import onnxscript
+
+        name, fuse = "onnxscript's ORT fusions", lambda m: _onnxscript_fuse(m, backend)
+        recorded_as, model_type = ONNXSCRIPT_OPTIMIZER, f"onnxscript {onnxscript.__version__}"
+    else:
+        name, fuse = "ONNX Runtime's transformers optimizer", lambda m: _onnxruntime_fuse(m, backend)
+        recorded_as, model_type = "onnxruntime.transformers.optimizer", MODEL_TYPE
+    result, fusions, biases, contrib, seconds = _guarded(model, name, fuse)
+    cuda_only = sorted(set(contrib) & set(CUDA_ONLY_OPS))
+    if optimizer == "onnxscript" and backend != "ort-cuda" and cuda_only:
+        raise EngineError(f"onnxscript's ORT fusions produced CUDA-only ops ({', '.join(cuda_only)}) for {backend}; "
+                          "build with --ort-optimize none")
     record = {
-        "optimizer": "onnxruntime.transformers.optimizer",
+        "optimizer": recorded_as,
         "onnxruntime": onnxruntime.__version__,
-        "model_type": MODEL_TYPE,
+        "model_type": model_type,
         "opt_level": OPT_LEVEL,
         "for_backend": backend,
         "precision": precision,
         "float16": precision == "fp16",
-        "fusions": stats,
-        "com_microsoft_nodes": contrib,
+        "fusions": fusions,
+        "com_microsoft_nodes": contrib,  # what the graph now holds (ORT's statistics leave out e.g. FastGelu)
         "layernorm_bias_added": biases,
         "seconds": round(seconds, 2),
     }
     return result, record
 
 
-def _contrib_nodes(model) -> dict[str, int]:
-    contrib: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.domain == "com.microsoft":
-            contrib[node.op_type] = contrib.get(node.op_type, 0) + 1
-    return dict(sorted(contrib.items()))
+def _guarded(model, name: str, fuse):
+    """Run ``fuse`` on a copy of ``model``; refuse a result whose bigain.ai nodes or function bodies
+    changed. ``fuse(copy) -> (result, fusion counts, layernorm biases added)``; returns those plus
+    the result's com.microsoft nodes and the seconds it took."""
+    import onnx
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    before, functions = custom_nodes(model), _functions(model)
+    start = time.perf_counter()
+    try:
+        result, fusions, biases = fuse(model)
+    except Exception as exc:  # noqa: BLE001  the optimizer's own failures are internal errors of a fusion
+        raise EngineError(f"{name} failed ({type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'no message'}); "
+                          "build with --ort-optimize none") from exc
+    seconds = time.perf_counter() - start
+    after = custom_nodes(result)
+    if after != before or _functions(result) != functions:
+        raise EngineError(f"{name} changed the bigain.ai nodes ({before} -> {after}) "
+                          "or their function bodies; build with --ort-optimize none")
+    return result, fusions, biases, _contrib_nodes(result), seconds
 
 
-def _optimize_with_onnxscript(model, *, backend: str, precision: str):
+def _onnxruntime_fuse(model, backend: str):
+    """ONNX Runtime's transformers optimizer on ``model`` (modified: missing LayerNorm biases added)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    biases = add_missing_layernorm_bias(model)
+    with _quiet():
+        optimized = optimize_model(model, model_type=MODEL_TYPE, num_heads=0, hidden_size=0, opt_level=OPT_LEVEL,
+                                   optimization_options=fusion_options(backend), use_gpu=backend == "ort-cuda")
+    stats = {k: int(v) for k, v in sorted(optimized.get_fused_operator_statistics().items()) if v}
+    return optimized.model, stats, biases
+
+
+def _check_onnxscript_target(backend: str, precision: str) -> None:
     if backend not in ("ort-cpu", "ort-cuda"):
         raise ConfigError(f"onnxscript's ORT fusions are not applicable to --backend {backend} (com.microsoft ops); "
                           "allowed backends: ort-cpu | ort-cuda")
     if precision not in FUSION_PRECISIONS:
         raise ConfigError(f"onnxscript's ORT fusions are not allowed with --precision {precision}; "
                           f"allowed: --precision {' | '.join(FUSION_PRECISIONS)}")
-    import onnx
-    import onnxruntime
-    import onnxscript
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    before, functions = custom_nodes(model), _functions(model)
-    start = time.perf_counter()
-    try:
-        result, counts = _onnxscript_fuse(model, backend)
-    except Exception as exc:  # noqa: BLE001  the rewriter's own failures
-        raise EngineError(f"onnxscript's ORT fusions failed ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else 'no message'}); "
-                          "build with --ort-optimize none") from exc
-    seconds = time.perf_counter() - start
-    after = custom_nodes(result)
-    if after != before or _functions(result) != functions:
-        raise EngineError(f"onnxscript's ORT fusions changed the bigain.ai nodes ({before} -> {after}) "
-                          "or their function bodies; build with --ort-optimize none")
-    contrib = _contrib_nodes(result)
-    cuda_only = sorted(set(contrib) & set(CUDA_ONLY_OPS))
-    if backend != "ort-cuda" and cuda_only:
-        raise EngineError(f"onnxscript's ORT fusions produced CUDA-only ops ({', '.join(cuda_only)}) for {backend}; "
-                          "build with --ort-optimize none")
-    record = {
-        "optimizer": ONNXSCRIPT_OPTIMIZER,
-        "onnxruntime": onnxruntime.__version__,
-        "model_type": f"onnxscript {onnxscript.__version__}",
-        "opt_level": OPT_LEVEL,
-        "for_backend": backend,
-        "precision": precision,
-        "float16": precision == "fp16",
-        "fusions": counts,
-        "com_microsoft_nodes": contrib,
-        "layernorm_bias_added": 0,
-        "seconds": round(seconds, 2),
-    }
-    return result, record
 
 
 def optimize_onnx(path: str | Path, *, backend: str, precision: str, optimizer: str = "onnxruntime") -> dict[str, Any]:

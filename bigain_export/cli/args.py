@@ -18,7 +18,7 @@ flag                meaning                                             default
 ``--drift-inputs``  random inputs of the drift check                    16
 ``--device``        cpu, cuda, cuda:N                                   cpu
 ``--backend``       auto | ort-cpu | ort-cuda | trt                     auto
-``--ort-optimize``  auto | none | fusions (ONNX Runtime engines)        auto (= fusions for fp16)
+``--ort-optimize``  auto | none | fusions | onnxscript (ORT only)       auto (= fusions for fp16)
 ``--prompt-template``  a class's prompt for SD / SDXL pipelines         ``a photo of a {}.``
 ``-v``              debug logging (before or after the subcommand)      off
 ==================  ==================================================  ===========================

@@ -40,10 +40,11 @@ class ExportResult:
     patched: dict | None = None  # {"blocks": [...], "unet_levels": [...] or None}: what the config resolved to
 
 
-def custom_node_counts(model: onnx.ModelProto) -> dict[str, int]:
+def custom_node_counts(model: onnx.ModelProto, domain: str = DOMAIN) -> dict[str, int]:
+    """``{op type: count}`` of the graph's nodes in ``domain`` (ours by default), in graph order."""
     counts: dict[str, int] = {}
     for node in model.graph.node:
-        if node.domain == DOMAIN:
+        if node.domain == domain:
             counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return counts
 
