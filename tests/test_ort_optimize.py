@@ -353,3 +353,16 @@ def test_onnxscript_refusals_are_one_line(backend, precision, optimizer, says):
     with pytest.raises(ConfigError, match=says) as info:
         optimize_model_proto(onnx.ModelProto(), backend=backend, precision=precision, optimizer=optimizer)
     assert "\n" not in str(info.value)
+
+
+def test_inline_copy_is_of_the_optimized_graph(tmp_path):
+    """``--inline-copy`` ships the graph that runs, i.e. after the fusions, with our functions inlined."""
+    from bigain_export.export.onnx_export import custom_node_counts
+    from bigain_export.models.registry import tiny_random_denoiser
+
+    engine, _ = build_engine(tiny_random_denoiser("dit"), CONFIGS["merge"], tmp_path / "e", backend="ort-cpu",
+                             batch=2, drift_feeds_count=1, ort_optimize="fusions", inline_copy=True)
+    inlined = onnx.load(str(engine.path / "model.inlined.onnx"))
+    fused = engine.manifest.ort_optimization["com_microsoft_nodes"]
+    assert fused and custom_node_counts(inlined, "com.microsoft") == fused
+    assert not custom_node_counts(inlined) and custom_nodes(onnx.load(str(engine.path / "model.onnx")))

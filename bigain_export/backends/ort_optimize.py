@@ -65,6 +65,9 @@ OPTIMIZER_OF = {"fusions": "onnxruntime", "onnxscript": "onnxscript"}
 ONNXSCRIPT_OPTIMIZER = "onnxscript.rewriter.ort_fusions"
 # com.microsoft ops that ONNX Runtime implements only on CUDA (refused in a non-CUDA graph).
 CUDA_ONLY_OPS = ("GroupNorm", "SkipGroupNorm", "NhwcConv", "BiasSplitGelu", "BiasAdd")
+# The keys of the manifest's ``ort_optimization`` record (``optimize_model_proto``; checked by engine/manifest.py).
+RECORD_KEYS = frozenset({"optimizer", "onnxruntime", "model_type", "opt_level", "for_backend", "precision", "float16",
+                         "fusions", "com_microsoft_nodes", "layernorm_bias_added", "seconds"})
 
 
 def resolve_ort_optimize(choice: str, backend: str, precision: str) -> str:

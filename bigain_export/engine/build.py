@@ -212,7 +212,11 @@ def build_engine(
             log.info("[2/3] ONNX Runtime graph optimizations (%s) ...", optimizer)
             ort_optimization = optimize_onnx(exported.path, backend=backend, precision=precision, optimizer=optimizer)
             if exported.inlined_path is not None:  # the function-free copy is of the graph that ships
-                _write_inlined(exported.path, exported.inlined_path)
+                import onnx
+
+                from ..export.onnx_export import save_inlined_copy
+
+                save_inlined_copy(onnx.load(str(exported.path)), exported.inlined_path)
         from .diffusers_modules import write_network_config
 
         write_network_config(denoiser, staging)
@@ -248,14 +252,6 @@ def build_engine(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Engine(out_dir, manifest), report
-
-
-def _write_inlined(path: Path, inlined: Path) -> None:
-    import onnx
-
-    from ..export.onnx_export import save_model_atomically
-
-    save_model_atomically(onnx.inliner.inline_local_functions(onnx.load(str(path))), inlined)
 
 
 def _model_spec(name: str) -> str:

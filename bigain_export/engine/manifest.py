@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..backends.ort_optimize import RECORD_KEYS
 from ..config import BiGainConfig
 from ..errors import BigainError, EngineError
 from ..export.spec import DTYPES, DenoiserSpec
@@ -86,8 +87,6 @@ def model_info(denoiser) -> dict[str, Any]:
     }
 
 
-_ORT_OPTIMIZATION_KEYS = {"optimizer", "onnxruntime", "model_type", "opt_level", "for_backend", "precision", "float16",
-                          "fusions", "com_microsoft_nodes", "layernorm_bias_added", "seconds"}  # = backends.ort_optimize.RECORD_KEYS
 _SPEC_KEYS = {"batch", "sample_shape", "precision", "conditions", "timestep", "output"}
 
 
@@ -138,7 +137,7 @@ def _check_fields(data: dict[str, Any]) -> None:
     need(data.get("patched") is None or isinstance(data["patched"], dict), "patched", "an object or null")
     opt = data.get("ort_optimization")
     need(opt is None or (data.get("backend") in ("ort-cpu", "ort-cuda") and isinstance(opt, dict)
-                         and set(opt) == _ORT_OPTIMIZATION_KEYS and isinstance(opt.get("fusions"), dict)
+                         and set(opt) == RECORD_KEYS and isinstance(opt.get("fusions"), dict)
                          and all(isinstance(k, str) and _is_int(v) for k, v in opt["fusions"].items())
                          and isinstance(opt.get("float16"), bool) and _is_int(opt.get("opt_level"))),
          "ort_optimization", "null, or (ONNX Runtime engines) {optimizer, onnxruntime, model_type, opt_level, "

@@ -40,6 +40,11 @@ class ExportResult:
     patched: dict | None = None  # {"blocks": [...], "unet_levels": [...] or None}: what the config resolved to
 
 
+def save_inlined_copy(model: onnx.ModelProto, path: Path) -> None:
+    """``model`` with its local functions (our nodes' bodies) inlined, for runtimes without functions."""
+    save_model_atomically(onnx.inliner.inline_local_functions(model), path)
+
+
 def custom_node_counts(model: onnx.ModelProto, domain: str = DOMAIN) -> dict[str, int]:
     """``{op type: count}`` of the graph's nodes in ``domain`` (ours by default), in graph order."""
     counts: dict[str, int] = {}
@@ -164,7 +169,7 @@ def export_onnx(
     inlined = None
     if inline_copy:
         inlined = path.with_suffix(".inlined.onnx")
-        save_model_atomically(onnx.inliner.inline_local_functions(model), inlined)
+        save_inlined_copy(model, inlined)
     return ExportResult(path, inlined, counts, STANDARD_OPSET, patched_blocks(denoiser, config))
 
 

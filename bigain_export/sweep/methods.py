@@ -30,6 +30,7 @@ import torch
 
 from ..config import BiGainConfig
 from ..errors import EngineError
+from ..export.spec import DTYPES
 from ..patch import bigain_patched
 from ..validate.checkpoint import _file_stem
 from ..validate.distributed import barrier, is_main_process
@@ -38,7 +39,7 @@ from .grid import SweepPoint, is_random
 logger = logging.getLogger(__name__)
 
 TASKS = ("classification", "generation")
-PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+PRECISIONS = {dtype: name for name, dtype in DTYPES.items()}  # torch dtype -> an engine's --precision
 
 
 class PointOpener:
