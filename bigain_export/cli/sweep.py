@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from .args import (DEFAULT_BATCH_SIZE, PRECISION_DTYPES, add_batch_args, add_data_args, add_device_args,
-                   add_engine_args, add_model_args, add_ort_optimize_args, add_precision_args, alpha_value, check_device, count, finite_float,
-                   positive_int)
+                   add_engine_args, add_model_args, add_ort_optimize_args, add_precision_args, alpha_value,
+                   check_device, count, finite_float, positive_int)
 from .validate import _cache_dir, _maybe_init_distributed
 
 logger = logging.getLogger(__name__)

@@ -71,7 +71,6 @@ class PointOpener:
         self.device = device
         self.compile_backend = compile_backend
         self.precision = PRECISIONS[denoiser.dtype]
-        self.ort_optimize = ort_optimize
         # What the engines' graphs get (refused here, before any work, when it does not apply).
         self.graph_optimization = resolve_ort_optimize(ort_optimize, engine_backend, self.precision)
 
@@ -148,7 +147,7 @@ class PointOpener:
         logger.info("sweep: building the %s engine of %s in %s", self.engine_backend, config.describe(), path)
         engine, _ = build_engine(self.denoiser, config, path, backend=self.engine_backend, batch=self.batch,
                                  precision=self.precision, drift_feeds_count=2, device=self.device,
-                                 ort_optimize=self.ort_optimize)
+                                 ort_optimize=self.graph_optimization)
         return engine
 
     @contextlib.contextmanager

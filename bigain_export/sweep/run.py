@@ -33,7 +33,7 @@ from ..backends.precision import strict_fp32
 from ..errors import ValidationError
 from ..validate.atomic import check_writable
 from ..validate.distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
-from ..validate.drift import DriftInputs, drift, eps_outputs
+from ..validate.drift import DRIFT_STATS, DriftInputs, drift, eps_outputs
 from ..validate.fid import FeatureFn, FIDStats, InceptionFeatures, compute_statistics, fid_against, reference_statistics
 from ..validate.provenance import (Provenance, data_facts, fid_reference_facts, measured_facts, model_facts,
                                    run_facts, tensor_sha256)
@@ -410,7 +410,7 @@ def _inconsistency(part: str, result: Any, labels: torch.Tensor | None, *, num_c
             return f"FID of {result.get('fid_num_images')} samples vs {fid_count}"
         return None if _finite(result.get("fid")) else f"FID {result.get('fid')!r}"
     if part == "drift":
-        bad = [k for k in ("max_abs", "rel_l2", "mean_abs") if not _finite(result.get(k))]
+        bad = [k for k in DRIFT_STATS if not _finite(result.get(k))]
         return f"drift {bad[0]} {result.get(bad[0])!r}" if bad else None
     if part == "latency":
         keys = ("ms_min", "ms_p10", "ms", "ms_p90")
