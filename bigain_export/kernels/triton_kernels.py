@@ -268,13 +268,19 @@ def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slo
 
 
 @triton.jit
+def _row_tile(ROWS, C, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile of a ``[B, ROWS, C]`` tensor (grid: row blocks, channel blocks, batch):
+    ``(b, rows [BLOCK_T], channels [BLOCK_C], row mask, tile mask)``."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    row_ok = rows < ROWS
+    return tl.program_id(2), rows, ch, row_ok, row_ok[:, None] & (ch[None, :] < C)
+
+
+@triton.jit
 def gather_rows_kernel(y_ptr, slot_ptr, out_ptr, N, C, NUM_IN, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """Unmerge: ``out[b, n] = y[b, slot[b, n]]``."""
-    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    valid = tok < N
-    m = valid[:, None] & (ch[None, :] < C)
+    b, tok, ch, valid, m = _row_tile(N, C, BLOCK_T, BLOCK_C)
     slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
     v = tl.load(y_ptr + b.to(tl.int64) * NUM_IN * C + slot[:, None] * C + ch[None, :], mask=m, other=0.0)
     tl.store(out_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], v, mask=m)
@@ -285,11 +291,7 @@ def merge_kernel(x_ptr, slot_ptr, count_ptr, out_ptr, acc_ptr, N, C, NUM_OUT, KE
                  BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """Kept sources are copied to their row; anchors and merged sources are summed in float32
     (atomics) and counted, for :func:`finish_merge_kernel` to divide."""
-    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    valid = tok < N
-    m = valid[:, None] & (ch[None, :] < C)
+    b, tok, ch, valid, m = _row_tile(N, C, BLOCK_T, BLOCK_C)
     slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
     v = tl.load(x_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], mask=m, other=0.0)
     is_kept = slot < KEPT
@@ -298,18 +300,15 @@ def merge_kernel(x_ptr, slot_ptr, count_ptr, out_ptr, acc_ptr, N, C, NUM_OUT, KE
     anchor = tl.where(is_kept, 0, slot - KEPT)
     acc_rows = acc_ptr + b.to(tl.int64) * NUM_DST * C + anchor[:, None] * C + ch[None, :]
     tl.atomic_add(acc_rows, v.to(tl.float32), mask=m & (~is_kept)[:, None])
-    if pid_c == 0:
+    if tl.program_id(1) == 0:  # one channel block counts
         tl.atomic_add(count_ptr + b * NUM_DST + anchor, 1.0, mask=valid & (~is_kept))
 
 
 @triton.jit
 def finish_merge_kernel(acc_ptr, count_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST,
                         BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    k = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m = (k < NUM_DST)[:, None] & (ch[None, :] < C)
-    count = tl.load(count_ptr + b * NUM_DST + k, mask=k < NUM_DST, other=1.0)
+    b, k, ch, k_ok, m = _row_tile(NUM_DST, C, BLOCK_T, BLOCK_C)
+    count = tl.load(count_ptr + b * NUM_DST + k, mask=k_ok, other=1.0)
     v = tl.load(acc_ptr + b.to(tl.int64) * NUM_DST * C + k[:, None] * C + ch[None, :], mask=m, other=0.0)
     v = v / count[:, None]
     out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
@@ -320,10 +319,7 @@ def finish_merge_kernel(acc_ptr, count_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST,
 def kv_pool_kernel(x_ptr, alpha_ptr, alpha_batch_stride, out_ptr, N, C, W, OUT_W, NUM_OUT,
                    S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """out = mean + alpha * (nearest - mean) over each s x s window (nearest-exact: offset s // 2)."""
-    pid_t, pid_c, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    o = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    ch = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    m = (o < NUM_OUT)[:, None] & (ch[None, :] < C)
+    b, o, ch, _, m = _row_tile(NUM_OUT, C, BLOCK_T, BLOCK_C)
     i, j = o // OUT_W, o % OUT_W
     base = x_ptr + b.to(tl.int64) * N * C
     total = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
