@@ -196,6 +196,10 @@ def test_mcnemar_exact_p_values():
     assert mcnemar_exact(10, 0) == pytest.approx(2 / 2**10)  # all 10 discordant images favour A
     assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 2**10)  # P(X<=1), X~Bin(10, 1/2), two-sided
     assert mcnemar_exact(3, 12) == mcnemar_exact(12, 3)
+    # More than 1023 discordant images (a 2,000-image sweep of a weak method): 2.0**n overflowed.
+    assert mcnemar_exact(600, 600) == 1.0
+    assert 0.0 < mcnemar_exact(480, 560) < 0.02  # z = 80 / sqrt(1040) = 2.48: p ~ 0.015
+    assert mcnemar_exact(0, 1500) == 0.0  # 2 / 2**1500 underflows to 0.0, not an error
     got = paired_comparison([1, 1, 0, 0, 1], [1, 0, 1, 0, 0])
     assert got == {"images": 5, "only_a": 2, "only_b": 1, "mcnemar_p": 1.0}
     with pytest.raises(ValueError, match="the same images"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import math
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -39,8 +40,9 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     n, k = only_a + only_b, min(only_a, only_b)
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    # Integer arithmetic: 2.0**n overflows a float beyond n = 1023 discordant images.
+    tail = fractions.Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)
+    return float(min(fractions.Fraction(1), 2 * tail))
 
 
 def paired_comparison(a_correct, b_correct) -> dict:
