@@ -113,7 +113,17 @@ def test_every_point_has_every_field(tmp_path):
     assert by_name["m"]["flops_per_call"] < by_name["none"]["flops_per_call"]  # merging saves attention FLOPs
     assert by_name["kv"]["flops_per_call"] < by_name["none"]["flops_per_call"]
     assert report["answer"]["point"] in by_name  # with these bounds every point qualifies: the fastest
-    assert report["answer"]["point"] == min(by_name, key=lambda n: by_name[n]["latency"]["ms"])
+    assert report["answer"]["point"] == min(by_name, key=lambda n: by_name[n]["latency"]["ms_paired"])
+    # Latency paired with the reference (protocol 3): ms_paired = the reference's ms / the speedup.
+    ref_ms = by_name["none"]["latency"]["ms"]
+    assert by_name["none"]["latency"]["ms_paired"] == ref_ms  # 1.0x of itself by definition
+    for name in ("m", "kv"):
+        lat = by_name[name]["latency"]
+        assert lat["speedup"] == pytest.approx(lat["reference_ms"] / lat["ms"])
+        assert lat["speedup_min"] <= lat["speedup_max"] and lat["rounds"] == 10
+        assert lat["ms_paired"] == pytest.approx(ref_ms / lat["speedup"])
+        assert by_name[name]["vs_reference"]["speedup"] == pytest.approx(lat["speedup"])
+    assert "Noise check: `none` against its own copy gave" in (tmp_path / "sweep.md").read_text()
     assert report["pareto"]["accuracy"] and report["pareto"]["fid"]
     for name in ("sweep.json", "sweep.md", "accuracy_vs_latency.png", "fid_vs_latency.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -259,6 +269,8 @@ def test_resume_remeasures_a_hand_edited_classification(tmp_path, monkeypatch, c
     ("fid@0", lambda r: r.update(fid=float("nan"))),
     ("fid@1", lambda r: r.update(fid_num_images=3)),
     ("latency", lambda r: r.update(ms=r["ms_p90"] * 2)),
+    ("latency", lambda r: r.update(speedup=r["speedup"] * 2)),
+    ("latency", lambda r: r.pop("reference_ms")),
     ("drift", lambda r: r.update(rel_l2=-1.0)),
 ])
 def test_resume_remeasures_an_impossible_part(tmp_path, caplog, part, edit):

@@ -84,7 +84,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--latency-warmup", type=positive_int, default=5, metavar="N",
                         help="untimed calls first (default 5)")
     parser.add_argument("--latency-repeats", type=positive_int, default=50, metavar="N",
-                        help="timed calls; the median is reported (default 50)")
+                        help="timed calls of each point, and as many of the reference; the median is "
+                             "reported (default 50)")
+    parser.add_argument("--latency-rounds", type=positive_int, default=10, metavar="N",
+                        help="alternating blocks the point's calls and the reference's are split into; the "
+                             "speedup is the reference's median over the point's (default 10)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     # Renamed flags answer with their new names (cli/args.py RENAMED).
     parser.add_argument("--paper-alpha", dest="_renamed_paper_alpha", action="store_true", help=argparse.SUPPRESS)
@@ -130,7 +134,8 @@ def _settings(args, denoiser, batch_size: int):
         schedule=ClassifierSchedule.named(args.schedule), classifier_seed=args.seed, sampling=sampling,
         fid_images=args.fid_images, drift_inputs=args.drift_inputs, drift_seed=args.seed, batch_size=batch_size,
     )
-    latency = LatencySettings(batch=batch_size, warmup=args.latency_warmup, repeats=args.latency_repeats)
+    latency = LatencySettings(batch=batch_size, warmup=args.latency_warmup, repeats=args.latency_repeats,
+                              rounds=args.latency_rounds)
     return SweepSettings(validation, fid_seeds=fid_seeds, latency=latency, paper_alpha=args.alpha == "paper")
 
 

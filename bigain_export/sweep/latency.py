@@ -7,7 +7,14 @@ Python's garbage collector off while timing:
 
 * on a CUDA device, per-call CUDA events on the current stream (no host sync between calls);
 * on the CPU, and for engines (whose call returns host memory, so it is synchronous anyway),
-  ``time.perf_counter`` around each call.
+  ``time.perf_counter`` around each call (the reference too, so that both share one timer).
+
+**Paired with the reference (protocol 3).** A point's calls are interleaved with calls of the
+uncompressed reference: ``rounds`` rounds, each a block of the reference's calls and a block of the
+point's (their order alternating between rounds), ``repeats`` calls of each in all. The speedup is
+the reference's median over the point's median *of the same minutes*, with the range of the
+per-round ratios beside it. Timed separately, minutes apart, launch-bound models drift: on the
+H200 three ToMe seeds of the same computation gave 21.6, 36.4 and 25.7 ms (docs/results.md).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one eager call at the same
 batch (matrix multiplies, convolutions and attention; merging's gathers and scatters count 0),
@@ -33,18 +40,21 @@ TIMESTEP = 500
 
 @dataclass(frozen=True)
 class LatencySettings:
-    """How latency is measured: ``batch`` rows per call, ``warmup`` untimed calls, ``repeats`` timed."""
+    """How latency is measured: ``batch`` rows per call, ``warmup`` untimed calls, ``repeats`` timed
+    calls of the point (and as many of the reference) in ``rounds`` alternating blocks."""
 
     batch: int
     warmup: int = 5
     repeats: int = 50
     timestep: int = TIMESTEP
+    rounds: int = 10
     # 2: Python's garbage collector is off while timing (as timeit does); its pauses showed up as
-    # outliers in launch-bound calls. A part measured under protocol 1 is not reused.
-    protocol: int = 2
+    # outliers in launch-bound calls. 3: paired with the reference in alternating rounds (module
+    # docstring). A part measured under an older protocol is not reused.
+    protocol: int = 3
 
     def __post_init__(self) -> None:
-        for name, low in (("batch", 1), ("warmup", 1), ("repeats", 1)):
+        for name, low in (("batch", 1), ("warmup", 1), ("repeats", 1), ("rounds", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 flag = "--batch-size" if name == "batch" else f"--latency-{name}"
@@ -72,14 +82,22 @@ def latency_inputs(sample_shape: tuple[int, ...], num_classes: int, settings: La
     return sample.to(device), timestep.to(device), labels.to(device)
 
 
+def round_sizes(repeats: int, rounds: int) -> list[int]:
+    """``repeats`` calls split into at most ``rounds`` blocks as evenly as possible (none empty)."""
+    count = min(repeats, rounds)
+    return [repeats // count + (1 if i < repeats % count else 0) for i in range(count)]
+
+
 @torch.no_grad()
 def measure_latency(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], settings: LatencySettings,
-                    *, host_synchronous: bool = False) -> dict[str, Any]:
-    """Median (and p10/p90/min) ms per call of ``eps_fn`` on ``inputs``.
+                    *, reference_fn: EpsFn, host_synchronous: bool = False) -> dict[str, Any]:
+    """Median (and p10/p90/min) ms per call of ``eps_fn`` on ``inputs``, interleaved with
+    ``reference_fn`` (the uncompressed model): ``reference_ms``, ``speedup`` (reference median /
+    point median) and ``speedup_min``/``speedup_max`` over the rounds' own ratios.
 
     Args:
-        host_synchronous: the call returns only when its result is on the host (engines):
-            time it with ``perf_counter`` even on a CUDA device.
+        host_synchronous: the point's call returns only when its result is on the host (engines):
+            time both with ``perf_counter`` even on a CUDA device.
     """
     device = inputs[0].device
     cuda = device.type == "cuda" and not host_synchronous
@@ -89,24 +107,37 @@ def measure_latency(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], settings: L
     eps_fn(*inputs)
     sync()
     first_ms = 1e3 * (time.perf_counter() - start)
-    for _ in range(settings.warmup - 1):
-        eps_fn(*inputs)
+    for fn, calls in ((eps_fn, settings.warmup - 1), (reference_fn, settings.warmup)):
+        for _ in range(calls):
+            fn(*inputs)
     sync()
     gc.collect()
     collecting = gc.isenabled()
     gc.disable()
+    times: list[float] = []
+    reference_times: list[float] = []
+    ratios: list[float] = []
     try:
-        times = _timed_calls(eps_fn, inputs, settings.repeats, cuda, sync)
+        for index, size in enumerate(round_sizes(settings.repeats, settings.rounds)):
+            order = ((reference_fn, reference_times), (eps_fn, times))
+            for fn, into in order if index % 2 == 0 else order[::-1]:  # ABBA...: a steady drift cancels in pairs of rounds
+                into.append(_timed_calls(fn, inputs, size, cuda, sync))
+            ratios.append(statistics.median(reference_times[-1]) / statistics.median(times[-1]))
     finally:
         if collecting:
             gc.enable()
+    times = [t for block in times for t in block]
+    reference_ms = statistics.median(t for block in reference_times for t in block)
     ordered = sorted(times)
 
     def quantile(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
+    ms = statistics.median(times)
     return {
-        "ms": statistics.median(times), "ms_p10": quantile(0.1), "ms_p90": quantile(0.9), "ms_min": ordered[0],
+        "ms": ms, "ms_p10": quantile(0.1), "ms_p90": quantile(0.9), "ms_min": ordered[0],
+        "reference_ms": reference_ms, "speedup": reference_ms / ms,
+        "speedup_min": min(ratios), "speedup_max": max(ratios),
         "first_call_ms": first_ms, "timer": "cuda-events" if cuda else "perf_counter",
         "device": device_name(device), **settings.to_dict(),
     }

@@ -1,7 +1,7 @@
 """The trade-off picture: Pareto fronts of quality vs latency, and the budget question.
 
 Points are the sweep report's point dicts (``sweep.json``): what is read here is ``name``,
-``latency.ms`` (median ms per denoiser call), ``accuracy`` (a fraction) and ``fid``.
+``latency.ms_paired`` (else ``latency.ms``; :func:`latency_ms`), ``accuracy`` (a fraction) and ``fid``.
 
 * :func:`pareto_front`: the points no other point beats on both latency and quality.
 * :func:`fastest_within`: ``--max-acc-drop 1.0 --max-fid-rise 5%``: the fastest point whose
@@ -22,8 +22,10 @@ Point = Mapping[str, Any]
 
 
 def latency_ms(point: Point) -> float | None:
+    """ms per call to compare points by: ``ms_paired`` (the reference's median over this point's
+    paired speedup, report.py) where the latency was measured against the reference, else ``ms``."""
     latency = point.get("latency") or {}
-    return latency.get("ms")
+    return latency.get("ms_paired", latency.get("ms"))
 
 
 def _finite(value: Any) -> bool:

@@ -54,8 +54,9 @@ def plot_tradeoff(report: Mapping[str, Any], quality: str) -> bytes:
     for name, colour in COLOURS.items():
         if any(family(p["config"]) == name for p in points):
             ax.plot([], [], "o", color=colour, label=name)
-    ax.set_xlabel(f"ms per denoiser call (batch {report['settings']['latency']['batch']}, "
-                  f"{report['run']['device_name']})")
+    paired = any("ms_paired" in (p.get("latency") or {}) for p in points)
+    ax.set_xlabel(f"ms per denoiser call{', paired with ' + report['reference'] if paired else ''} "
+                  f"(batch {report['settings']['latency']['batch']}, {report['run']['device_name']})")
     ax.set_ylabel("top-1 accuracy (%)" if quality == "accuracy" else "FID (lower is better)")
     ax.set_title(f"{'accuracy' if quality == 'accuracy' else 'FID'} vs latency "
                  f"({report['run']['model']['id']}; star = uncompressed)", fontsize=10)

@@ -14,7 +14,7 @@ Layout of ``<out>/``::
 "provenance": {"run": validate.provenance run facts, "methods": {point: method facts},
 "fid_reference": facts}, "labels": [N], "points": [{name, group, entry, mode, seed,
 config, label, accuracy, accuracy_ci95, correct, num_images, eps_calls, predictions, fid, fid_std,
-fid_per_seed, fid_num_images, drift, latency, flops_per_call, flops_per_image, engine, seconds,
+fid_per_seed, fid_num_images, drift, latency (latency.py's fields and ``ms_paired``), flops_per_call, flops_per_image, engine, seconds,
 vs_reference: {acc_drop, fid_rise, fid_rise_pct, speedup, mcnemar}, vs_eager: {point, same_prediction,
 mcnemar} | null (compile and engine points), pareto: {accuracy, fid}}],
 "pareto": {"accuracy": [names], "fid": [names]}, "seed_groups": {group: {...}}, "paired": [...],
@@ -122,6 +122,20 @@ def _seed_groups(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _put_on_reference_clock(entries: Sequence[dict[str, Any]]) -> None:
+    """``latency.ms_paired``: the reference's own median ms over each point's paired speedup
+    (latency.py, protocol 3), so that points timed minutes apart compare by ratios measured in the
+    same minutes. The reference is 1.0x of itself by definition; its measured ratio against its
+    own copy stays in its ``latency.speedup`` (the noise check printed in the report)."""
+    reference = entries[0].get("latency") or {}
+    if "speedup" not in reference or not reference.get("ms"):
+        return
+    for index, e in enumerate(entries):
+        latency = e.get("latency")
+        if latency and latency.get("speedup"):
+            latency["ms_paired"] = reference["ms"] / (1.0 if index == 0 else latency["speedup"])
+
+
 def build_sweep_report(
     points: Sequence[SweepPoint], measured: Mapping[str, Mapping[str, Mapping[str, Any]]], *,
     settings: Mapping[str, Any], labels: Sequence[int], run: Mapping[str, Any],
@@ -130,6 +144,7 @@ def build_sweep_report(
     """Assemble the report dict (module docstring) from each point's part results."""
     entries = [_point_entry(p, measured[p.name]) for p in points]
     reference = entries[0]
+    _put_on_reference_clock(entries)
     ref_correct = _correct(reference, labels)
     for e in entries:
         change = quality_change(e, reference)
@@ -186,7 +201,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
              f"{report['run']['device_name']}; reference `{ref}` (uncompressed, eager). "
              "P = on the Pareto front (acc: accuracy vs latency, fid: FID vs latency).", "",
              "| point | mode | accuracy % (95% CI) | vs ref (points) | FID (sd over seeds) | eps drift rel L2 "
-             "| ms / call | speedup | GFLOP / call | P |",
+             "| ms / call | speedup [rounds] | GFLOP / call | P |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
     for e in report["points"]:
         ci = e.get("accuracy_ci95")
@@ -197,10 +212,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         flops = e.get("flops_per_call")
         pareto = ",".join(k for k, v in e["pareto"].items() if v)
         gain = None if vs["acc_drop"] is None else 0.0 - vs["acc_drop"] + 0.0  # + 0.0: no "-0.0"
+        speedup = _num(vs["speedup"], ".2f")
+        lat = e.get("latency") or {}
+        if e["name"] != ref and "speedup_min" in lat:
+            speedup += f" [{lat['speedup_min']:.2f}, {lat['speedup_max']:.2f}]"
         lines.append(
             f"| {e['name']} | {e['mode']} | {acc} | {_num(gain, '+.1f')} "
-            f"| {fid} | {_num(drift, '.3g')} | {_num(latency_ms(e), '.3g')} | {_num(vs['speedup'], '.2f')} "
+            f"| {fid} | {_num(drift, '.3g')} | {_num(latency_ms(e), '.3g')} | {speedup} "
             f"| {_num(None if flops is None else flops / 1e9, '.3g')} | {pareto} |")
+    ref_lat = report["points"][0].get("latency") or {}
+    if "speedup_min" in ref_lat:
+        lines += ["", f"Latency: each point interleaved with `{ref}` in {ref_lat['rounds']} "
+                  f"alternating rounds (ms / call = `{ref}`'s median over the paired speedup; [rounds] = the "
+                  f"range of the rounds' own ratios). Noise check: `{ref}` against its own copy gave "
+                  f"{ref_lat['speedup']:.2f}x [{ref_lat['speedup_min']:.2f}, {ref_lat['speedup_max']:.2f}]; "
+                  "speedups within that are not speedups."]
     if report.get("answer"):
         lines += ["", f"**Answer:** {report['answer']['message']}."]
     if report["seed_groups"]:

@@ -18,6 +18,7 @@ and writes the report. Every point sees the same classifier noise, sampling seed
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import math
@@ -294,6 +295,13 @@ def run_sweep(
                 cache["drift"] = (inputs, eps_outputs(ref, inputs, val.batch_size))
         return cache["drift"]
 
+    def latency_reference() -> torch.nn.Module:
+        # The uncompressed model every point's calls are interleaved with (latency.py, protocol 3):
+        # a copy, since the point's own patches live on the denoiser while it is timed.
+        if "latency" not in cache:
+            cache["latency"] = copy.deepcopy(opener.denoiser)
+        return cache["latency"]
+
     # -- one part of one point ---------------------------------------------------------------------
     def measure(point: SweepPoint, part: str) -> dict[str, Any]:
         start = time.perf_counter()
@@ -324,9 +332,11 @@ def run_sweep(
         elif part == "latency":
             result = {}
             inputs = latency_inputs(tuple(images.shape[1:]), val.num_classes, lat, device)
+            reference = latency_reference() if main else None
             with opener.open(point, "classification") as (fn, _):
                 if main:  # one process times the device; the others wait
-                    result = measure_latency(fn, inputs, lat, host_synchronous=point.mode == "engine")
+                    result = measure_latency(fn, inputs, lat, reference_fn=reference,
+                                             host_synchronous=point.mode == "engine")
             barrier()
         else:  # flops of the eager patched model: the same graph for every mode
             result = {}
@@ -417,7 +427,16 @@ def _inconsistency(part: str, result: Any, labels: torch.Tensor | None, *, num_c
         if not all(_finite(result.get(k)) for k in keys):
             return "a latency that is not a positive number"
         values = [result[k] for k in keys]
-        return None if values == sorted(values) else "latency min <= p10 <= median <= p90 does not hold"
+        if values != sorted(values):
+            return "latency min <= p10 <= median <= p90 does not hold"
+        paired = ("reference_ms", "speedup", "speedup_min", "speedup_max")
+        if not all(_finite(result.get(k)) and result[k] > 0 for k in paired):
+            return "a paired latency (reference ms, speedup and its range) that is not a positive number"
+        if not math.isclose(result["speedup"], result["reference_ms"] / result["ms"], rel_tol=1e-9):
+            return f"speedup {result['speedup']} vs {result['reference_ms'] / result['ms']} from its medians"
+        if not result["speedup_min"] <= result["speedup_max"]:
+            return "speedup range min > max"
+        return None
     if part == "flops":
         return None if _finite(result.get("flops_per_call"), 1) else f"FLOPs {result.get('flops_per_call')!r}"
     return None
