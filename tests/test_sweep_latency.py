@@ -93,3 +93,12 @@ def test_round_sizes(repeats, rounds, sizes):
 def test_bad_settings(field, value, flag):
     with pytest.raises(ConfigError, match=flag):
         LatencySettings(batch=2, **{field: value})
+
+
+def test_a_call_below_the_timer_resolution_is_an_error(machine):
+    from bigain_export.errors import ValidationError
+
+    instant = machine.model(0.0)
+    with pytest.raises(ValidationError, match="took 0 ms on the timer"):
+        measure_latency(instant, INPUTS, LatencySettings(batch=2, warmup=1, repeats=4, rounds=2),
+                        reference_fn=machine.model(0.001))

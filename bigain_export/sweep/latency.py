@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ValidationError
 from ..validate.batching import EpsFn
 
 TIMESTEP = 500
@@ -114,20 +114,24 @@ def measure_latency(eps_fn: EpsFn, inputs: tuple[torch.Tensor, ...], settings: L
     gc.collect()
     collecting = gc.isenabled()
     gc.disable()
-    times: list[float] = []
-    reference_times: list[float] = []
-    ratios: list[float] = []
+    blocks: list[list[float]] = []  # the point's calls, one list per round
+    reference_blocks: list[list[float]] = []
     try:
         for index, size in enumerate(round_sizes(settings.repeats, settings.rounds)):
-            order = ((reference_fn, reference_times), (eps_fn, times))
-            for fn, into in order if index % 2 == 0 else order[::-1]:  # ABBA...: a steady drift cancels in pairs of rounds
+            # Reference first in even rounds, the point first in odd ones (ABBA): a steady drift
+            # of the machine cancels over each pair of rounds.
+            order = ((reference_fn, reference_blocks), (eps_fn, blocks))
+            for fn, into in order if index % 2 == 0 else order[::-1]:
                 into.append(_timed_calls(fn, inputs, size, cuda, sync))
-            ratios.append(statistics.median(reference_times[-1]) / statistics.median(times[-1]))
     finally:
         if collecting:
             gc.enable()
-    times = [t for block in times for t in block]
-    reference_ms = statistics.median(t for block in reference_times for t in block)
+    if min(statistics.median(block) for block in blocks + reference_blocks) <= 0.0:
+        raise ValidationError("a denoiser call took 0 ms on the timer (below its resolution): no speedup can be "
+                              "measured; allowed: a --batch-size large enough to time")
+    ratios = [statistics.median(ref) / statistics.median(own) for ref, own in zip(reference_blocks, blocks)]
+    times = [t for block in blocks for t in block]
+    reference_ms = statistics.median([t for block in reference_blocks for t in block])
     ordered = sorted(times)
 
     def quantile(q: float) -> float:
