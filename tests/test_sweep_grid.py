@@ -127,3 +127,13 @@ def test_budget_picks_the_fastest_point_within_bounds():
 def test_bad_budgets(acc, fid, message):
     with pytest.raises(ConfigError, match=message):
         Budget.parse(acc, fid)
+
+
+def test_the_speed_grid_is_a_subset_of_the_published_one():
+    """scripts/grids/speed.json reuses the published sweep's checkpoints: same names, same configs."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "scripts" / "grids"
+    published = {e.name: e.config for e in load_grid_file(root / "published.json")}
+    speed = {e.name: e.config for e in load_grid_file(root / "speed.json")}
+    assert len(speed) == 9 and all(published.get(name) == config for name, config in speed.items())

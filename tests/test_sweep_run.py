@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from bigain_export.errors import ConfigError
 from bigain_export.models import Denoiser
 from bigain_export.models import architectures as arch
 from bigain_export.sweep import run as sweep_run
@@ -283,3 +284,50 @@ def test_resume_remeasures_an_impossible_part(tmp_path, caplog, part, edit):
     sweep(tmp_path, resume=True)
     assert f"sweep point kv: the saved {part} is inconsistent" in caplog.text
     assert json.loads(path.read_text())["parts"][part]["result"] != record["parts"][part]["result"]
+
+
+def test_cudagraphs_mode_is_refused_off_cuda_before_any_work(tmp_path, monkeypatch):
+    counter = Counter(monkeypatch)
+    with pytest.raises(ConfigError, match="--modes cudagraphs needs a CUDA device; got --device cpu"):
+        sweep(tmp_path, modes=("eager", "cudagraphs"))
+    assert counter.classified == [] and not (tmp_path / "points").exists()
+
+
+def test_cudagraphs_points_compile_with_cuda_graphs_and_copy_each_output(monkeypatch):
+    """The wiring, on the CPU: torch.compile(mode="reduce-overhead", fullgraph=True), a new graph
+    step per call and a copy of every output (the next replay overwrites the graph's buffer)."""
+    from bigain_export.sweep import methods
+    from bigain_export.sweep.methods import PointOpener
+
+    seen, steps = {}, []
+    monkeypatch.setattr(methods.torch, "compile", lambda model, **kw: seen.update(kw) or model)
+    monkeypatch.setattr(methods.torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    denoiser = micro_dit()
+    point = expand([parse_entry("m=bigain-merge:ratio=0.5")], ("cudagraphs",))[0][-1]
+    assert (point.name, point.mode) == ("cudagraphs:m", "cudagraphs")
+    opener = PointOpener(denoiser, model_hash="x", paper_alpha=False, engine_dir=None, engine_backend="ort-cpu",
+                         batch=2, device="cpu")
+    assert opener.method_facts(point)["compile"] == {"backend": "inductor", "mode": "reduce-overhead", "fullgraph": True}
+    x, t, y = torch.randn(2, 1, 32, 32), torch.full((2,), 500), torch.tensor([1, 2])
+    with opener.open(point, "classification") as (fn, _):
+        out = fn(x, t, y)
+        direct = denoiser(x, t, y)
+    assert seen == {"fullgraph": True, "mode": "reduce-overhead"} and steps == [1]
+    torch.testing.assert_close(out, direct)
+    assert out.data_ptr() != direct.data_ptr()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_cudagraphs_points_classify_like_eager(tmp_path):
+    denoiser = micro_dit().cuda()
+    imgs, labels = data()
+    points, skipped = expand([parse_entry(e) for e in ["none", "m=bigain-merge:ratio=0.5"]], ("eager", "cudagraphs"))
+    report = run_sweep(denoiser, points, imgs.cuda(), labels.cuda(), settings(), tmp_path, model_spec="micro",
+                       feature_fn=PixelFeatures(), progress=False, skipped=skipped)
+    by_name = {p["name"]: p for p in report["points"]}
+    graphs = [p for p in report["points"] if p["mode"] == "cudagraphs"]
+    assert len(graphs) == 2 and all(p["latency"]["speedup"] > 0 for p in graphs)
+    for p in graphs:
+        assert p["vs_eager"]["same_prediction"] >= 0.75, (p["name"], p["vs_eager"])
+        assert p["drift"]["rel_l2"] <= by_name[p["vs_eager"]["point"]]["drift"]["rel_l2"] + 1e-3

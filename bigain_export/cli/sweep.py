@@ -3,7 +3,7 @@ fastest configuration within a quality budget (docs/sweep.md).
 
 Takes the model, data and protocol flags of ``validate`` (same names, same defaults), plus the
 grid (``--grid``, ``--grid-file``; default: issue 12's), the modes each entry is measured in
-(``--modes eager compile engine``), the seeds of ToMe's random anchors (``--seeds``), the
+(``--modes eager compile cudagraphs engine``), the seeds of ToMe's random anchors (``--seeds``), the
 sampling seeds of FID (``--fid-seeds``) and the budget (``--max-acc-drop``, ``--max-fid-rise``).
 Under ``torchrun`` images are sharded as ``validate`` shards them; rank 0 writes the report.
 """
@@ -48,7 +48,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                       help="IE-KVD alpha of every BiGain KV entry: a fixed number, 'scheduled', or 'paper' "
                       "(0.9 when classifying, scheduled when generating); default: each entry's")
     grid.add_argument("--modes", nargs="+", default=["eager"], choices=MODES,
-                      help="measure each entry eager, torch.compile'd and/or as an engine (default eager)")
+                      help="measure each entry eager, torch.compile'd, torch.compile'd with CUDA graphs "
+                           "(cudagraphs: needs --device cuda) and/or as an engine (default eager)")
     grid.add_argument("--seeds", type=count, nargs="+", default=[0],
                       help="global RNG seeds of ToMe's random anchors: one point per seed (default 0)")
     add_engine_args(parser)

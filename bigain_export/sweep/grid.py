@@ -2,7 +2,9 @@
 
 A **grid entry** is a named :class:`~bigain_export.config.BiGainConfig`. A **point** is one entry
 measured one way (``mode``): ``eager`` (the patched PyTorch model), ``compile`` (the same under
-``torch.compile``) or ``engine`` (an ONNX Runtime / TensorRT engine built from it), with one global
+``torch.compile``), ``cudagraphs`` (``torch.compile`` with CUDA graphs, ``mode="reduce-overhead"``:
+no per-kernel launch cost, as a deployed runtime replays) or ``engine`` (an ONNX Runtime /
+TensorRT engine built from it), with one global
 RNG ``seed`` (ToMe's random anchors draw from it; deterministic configs get one point only).
 
 Entries are written as ``[NAME=]PRESET[:FIELD=VALUE,FIELD=VALUE...]`` on the command line
@@ -28,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..config import PRESETS, BiGainConfig
 from ..errors import ConfigError
 
-MODES = ("eager", "compile", "engine")
+MODES = ("eager", "compile", "cudagraphs", "engine")
 DEFAULT_RATIOS = (0.3, 0.5, 0.7)
 DEFAULT_DOWNSAMPLE = 2
 REFERENCE_NAME = "none"

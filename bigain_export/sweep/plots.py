@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from ..validate.report import _figure, _png
 from .pareto import latency_ms
 
-MARKERS = {"eager": "o", "compile": "s", "engine": "^"}
+MARKERS = {"eager": "o", "compile": "s", "cudagraphs": "D", "engine": "^"}
 COLOURS = {"none": "#000000", "tome": "#ee7733", "bigain-merge": "#0077bb", "todo": "#cc3311",
            "bigain-kv": "#009988", "merge+kv": "#aa3377"}
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ..backends.precision import strict_fp32
-from ..errors import ValidationError
+from ..errors import ConfigError, ValidationError
 from ..validate.atomic import check_writable
 from ..validate.distributed import barrier, classify_sharded, gather, is_main_process, rank_and_world, sample_sharded
 from ..validate.drift import DRIFT_STATS, DriftInputs, drift, eps_outputs
@@ -182,6 +182,9 @@ def run_sweep(
         raise ValidationError("the first sweep point must be the uncompressed eager reference (grid.expand adds it)")
     if resume and out_dir is None:
         raise ValidationError("resume=True needs out_dir (checkpoints live in <out_dir>/points)")
+    if any(p.mode == "cudagraphs" for p in points) and images.device.type != "cuda":
+        raise ConfigError(f"--modes cudagraphs needs a CUDA device; got --device {images.device.type} "
+                          "(allowed there: eager, compile, engine)")
     labels = torch.as_tensor(labels, dtype=torch.long)
     if images.ndim != 4 or images.shape[0] != labels.shape[0] or tuple(images.shape[1:]) != tuple(denoiser.sample_shape):
         raise ValidationError(f"images {tuple(images.shape)} / labels {tuple(labels.shape)} do not fit the model; "
