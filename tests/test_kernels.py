@@ -93,9 +93,33 @@ def test_interpreted_plan_equals_reference(interpreted, h, w, anchor, ratio):
         assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (dtype, anchor)
 
 
+@pytest.fixture(params=["small", "radix"])
+def select_path(request, monkeypatch):
+    """Both selections of the plan: one program per sample (small_select_kernel, every shape up
+    to launch.SMALL_SELECT sources) and the radix select over chunks (forced with 0)."""
+    from bigain_export.kernels import launch
+
+    if request.param == "radix":
+        monkeypatch.setattr(launch, "SMALL_SELECT", 0)
+    return request.param
+
+
+@interpreter
+@pytest.mark.parametrize("h,w", [(5, 7), (16, 16)])
+@pytest.mark.parametrize("anchor", ANCHORS)
+def test_interpreted_select_paths_equal_reference(interpreted, select_path, h, w, anchor):
+    n = h * w
+    for ratio in (0.5, 0.75):
+        r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+        metric = _tokens(3, n, 12, seed=h + w)
+        offsets = _offsets(anchor, h, w, seed=n)
+        got = interpreted.merge_plan(metric, offsets, h, w, r, released=anchor == "released")
+        assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (select_path, anchor, ratio)
+
+
 @interpreter
 @pytest.mark.parametrize("kind", ["duplicated", "constant"])
-def test_interpreted_plan_breaks_ties_like_the_reference(interpreted, kind):
+def test_interpreted_plan_breaks_ties_like_the_reference(interpreted, select_path, kind):
     h, w = 8, 10
     n = h * w
     metric = _exact_tie_tokens(2, n, seed=3) if kind == "duplicated" else torch.ones(2, n, 4)
@@ -192,6 +216,7 @@ def _check_valid_plan(slot, metric, dst_idx, r, atol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("anchor", ["window", "released", "random"])
 def test_gpu_plan_is_a_correct_plan(h, w, c, dtype, anchor):
+    # (16, 16) to (64, 64) take small_select_kernel, (128, 128) the radix select
     n = h * w
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
     metric = _tokens(3, n, c, seed=n + c, dtype=dtype, device="cuda")
@@ -212,7 +237,7 @@ def test_gpu_plan_is_a_correct_plan(h, w, c, dtype, anchor):
 @needs_cuda
 @pytest.mark.parametrize("kind", ["duplicated", "constant"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype):
+def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype, select_path):
     h, w = 64, 48
     n = h * w
     metric = _exact_tie_tokens(2, n, seed=9) if kind == "duplicated" else torch.ones(2, n, 4)

@@ -64,6 +64,9 @@ def _pow2(n: int) -> int:
 
 
 SELECT_BLOCK = 1024  # sources per program of the radix select
+# Up to this many sources the selection is one program per sample (small_select_kernel): a sort
+# of 4096 int64 keys fits one program's registers; above, the radix select spreads the work.
+SMALL_SELECT = 4096
 
 
 def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, grid_w: int, r: int,
@@ -108,7 +111,13 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     if device.type == "cuda":
         launch.update(num_warps=SIM_WARPS, num_stages=SIM_STAGES)
     k.best_anchor_kernel[(m_tiles, splits, b)](units, sim, idx, n, c, num_src, num_dst, per_split, **launch)
-    # 4. radix select of the r most similar sources (4 digit passes), then their slots
+    # 4. the r most similar sources and every source's slot: one program per sample, or a radix
+    # select (4 digit passes) over chunks of sources
+    if num_src <= SMALL_SELECT:
+        block = _pow2(num_src)
+        warps = {} if device.type != "cuda" else {"num_warps": 4 if block <= 1024 else 8}
+        k.small_select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=block, **warps)
+        return slot
     chunks = _cdiv(num_src, SELECT_BLOCK)
     hist = torch.zeros(b, 4, 256, dtype=torch.int32, device=device)
     for p in range(4):
@@ -140,8 +149,9 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     b, n, c = x.shape
     kept = num_out - num_dst
     out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
-    acc = torch.zeros(b, num_dst, c, dtype=torch.float32, device=x.device)
-    count = torch.zeros(b, num_dst, dtype=torch.float32, device=x.device)
+    # sums and counts in one zeroed buffer: one memset launch, not two
+    zeroed = torch.zeros(b * num_dst * (c + 1), dtype=torch.float32, device=x.device)
+    acc, count = zeroed[: b * num_dst * c].view(b, num_dst, c), zeroed[b * num_dst * c:].view(b, num_dst)
     block_c = 128 if c > 64 else 64
     grid = (_cdiv(n, 32), _cdiv(c, block_c), b)
     k.merge_kernel[grid](x, slot, count, out, acc, n, c, num_out, kept, num_dst, BLOCK_T=32, BLOCK_C=block_c)

@@ -14,6 +14,10 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
    similarity; sources above it, and the first ties by token index, merge (a stable descending
    sort's choice); per-chunk counts give every kept source its rank without a global scan.
+   Up to ``launch.SMALL_SELECT`` sources, ``small_select_kernel`` does all of step 5 in one program
+   per sample (a sort of (similarity, index) keys in registers): one launch instead of six and a
+   memset, which is what a plan of few tokens costs on the host (DiT-XL/2 at 512 px: 0.12 ms of GPU
+   work took 0.30 ms, docs/benchmarks.md).
 
 ``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
 accumulated in float32 with atomics), ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
@@ -263,6 +267,36 @@ def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slo
     kept_pos = (pid * BLOCK - merged_before) + tl.cumsum(kept.to(tl.int32), axis=0) - 1
     dst = tl.load(idx_ptr + b * NUM_SPLITS * NUM_SRC + s, mask=ok, other=0)
     slot = tl.where(merged, (NUM_SRC - R) + dst, kept_pos).to(tl.int64)
+    tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
+    tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+
+
+@triton.jit
+def small_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM_SPLITS, R, BLOCK: tl.constexpr):
+    """Step 5 for one sample in one program: join the similarity splits (a lower split holds lower
+    anchors: it wins ties), merge the R sources first in a stable descending sort of their best
+    similarity (ties: lower source index first), give kept sources their rank in token order."""
+    b = tl.program_id(0)
+    s = tl.arange(0, BLOCK)
+    ok = s < NUM_SRC
+    best = tl.full([BLOCK], float("-inf"), tl.float32)
+    best_idx = tl.zeros([BLOCK], dtype=tl.int32)
+    for split in range(0, NUM_SPLITS):
+        v = tl.load(sim_ptr + (b * NUM_SPLITS + split) * NUM_SRC + s, mask=ok, other=float("-inf"))
+        i = tl.load(idx_ptr + (b * NUM_SPLITS + split) * NUM_SRC + s, mask=ok, other=0)
+        better = v > best
+        best = tl.where(better, v, best)
+        best_idx = tl.where(better, i, best_idx)
+    # One distinct int64 per source, ordered as the stable descending sort wants: the order key
+    # (shifted into int32 range) in the high half, 2^32 - 1 - index (lower index = larger) below.
+    ranked = (_order_key(best) - 2147483648) * 4294967296 + (4294967295 - s.to(tl.int64))
+    ranked = tl.where(ok, ranked, -9223372036854775807 - 1)  # padding sorts last
+    ordered = tl.sort(ranked, descending=True)
+    threshold = tl.max(tl.where(s == R - 1, ordered, -9223372036854775807 - 1), axis=0)  # the R-th largest
+    merged = ok & (ranked >= threshold) & (R > 0)
+    kept = ok & (~merged)
+    kept_pos = tl.cumsum(kept.to(tl.int32), axis=0) - 1
+    slot = tl.where(merged, (NUM_SRC - R) + best_idx, kept_pos).to(tl.int64)
     tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
     tl.store(slot_ptr + b * N + tok, slot, mask=ok)
 
