@@ -106,7 +106,35 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
         if name in ("sd2-1024", "dit-xl2-512"):
             rows.extend(plan_breakdown(name, metric, side, 0.7))
+        rows.extend(select_paths(name, metric, side, 0.7))
     return rows
+
+
+def select_paths(name, metric, side, ratio) -> list[dict]:
+    """The plan with each selection (launch.SMALL_SELECT: one program per sample vs the radix
+    select), eager and as a CUDA graph (no launch cost: the GPU time alone), where the small one
+    applies (<= 4096 sources): the data for the threshold."""
+    from bigain_export.kernels import launch
+
+    n = metric.shape[1]
+    r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+    if n - n // 4 > 4096:
+        return []
+    plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
+    out, default = [], launch.SMALL_SELECT
+    try:
+        for label, threshold in (("small select", 4096), ("radix select", 0)):
+            launch.SMALL_SELECT = threshold
+            out.append(dict(shape=name, what=f"plan {ratio}, {label}, eager", ms=round(cuda_ms(plan), 4)))
+            for _ in range(3):
+                plan()  # compiled and warm before capture
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                plan()
+            out.append(dict(shape=name, what=f"plan {ratio}, {label}, CUDA graph", ms=round(cuda_ms(graph.replay), 4)))
+    finally:
+        launch.SMALL_SELECT = default
+    return out
 
 
 def plan_breakdown(name, metric, side, ratio) -> list[dict]:

@@ -95,12 +95,11 @@ def test_interpreted_plan_equals_reference(interpreted, h, w, anchor, ratio):
 
 @pytest.fixture(params=["small", "radix"])
 def select_path(request, monkeypatch):
-    """Both selections of the plan: one program per sample (small_select_kernel, every shape up
-    to launch.SMALL_SELECT sources) and the radix select over chunks (forced with 0)."""
+    """Both selections of the plan: one program per sample (small_select_kernel, up to 4096
+    sources here) and the radix select over chunks (forced with 0)."""
     from bigain_export.kernels import launch
 
-    if request.param == "radix":
-        monkeypatch.setattr(launch, "SMALL_SELECT", 0)
+    monkeypatch.setattr(launch, "SMALL_SELECT", 0 if request.param == "radix" else 4096)
     return request.param
 
 
@@ -216,7 +215,7 @@ def _check_valid_plan(slot, metric, dst_idx, r, atol):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("anchor", ["window", "released", "random"])
 def test_gpu_plan_is_a_correct_plan(h, w, c, dtype, anchor):
-    # (16, 16) to (64, 64) take small_select_kernel, (128, 128) the radix select
+    # (16, 16), (31, 33) and (32, 32) take small_select_kernel, (64, 64) and (128, 128) the radix select
     n = h * w
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
     metric = _tokens(3, n, c, seed=n + c, dtype=dtype, device="cuda")

@@ -14,7 +14,7 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
    similarity; sources above it, and the first ties by token index, merge (a stable descending
    sort's choice); per-chunk counts give every kept source its rank without a global scan.
-   Up to ``launch.SMALL_SELECT`` sources, ``small_select_kernel`` does all of step 5 in one program
+   Up to ``launch.SMALL_SELECT`` sources ``small_select_kernel`` does all of step 5 in one program
    per sample (a sort of (similarity, index) keys in registers): one launch instead of six and a
    memset, which is what a plan of few tokens costs on the host (DiT-XL/2 at 512 px: 0.12 ms of GPU
    work took 0.30 ms, docs/benchmarks.md).
