@@ -106,14 +106,18 @@ def select_path(request, monkeypatch):
 @interpreter
 @pytest.mark.parametrize("h,w", [(5, 7), (16, 16)])
 @pytest.mark.parametrize("anchor", ANCHORS)
-def test_interpreted_select_paths_equal_reference(interpreted, select_path, h, w, anchor):
+def test_interpreted_radix_select_equals_reference(interpreted, monkeypatch, h, w, anchor):
+    """The radix select (forced: these shapes take small_select_kernel, tested above)."""
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "SMALL_SELECT", 0)
     n = h * w
     for ratio in (0.5, 0.75):
         r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
         metric = _tokens(3, n, 12, seed=h + w)
         offsets = _offsets(anchor, h, w, seed=n)
         got = interpreted.merge_plan(metric, offsets, h, w, r, released=anchor == "released")
-        assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (select_path, anchor, ratio)
+        assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (anchor, ratio)
 
 
 @interpreter
