@@ -331,3 +331,21 @@ def test_gpu_cudagraphs_points_classify_like_eager(tmp_path):
     for p in graphs:
         assert p["vs_eager"]["same_prediction"] >= 0.75, (p["name"], p["vs_eager"])
         assert p["drift"]["rel_l2"] <= by_name[p["vs_eager"]["point"]]["drift"]["rel_l2"] + 1e-3
+
+
+def test_no_room_for_the_latency_reference_fails_before_any_measurement(tmp_path, monkeypatch):
+    from bigain_export.errors import ValidationError
+
+    real = sweep_run.copy.deepcopy
+
+    def no_room(obj, *args):
+        if isinstance(obj, Denoiser):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+        return real(obj, *args)
+
+    monkeypatch.setattr(sweep_run.copy, "deepcopy", no_room)
+    counter = Counter(monkeypatch)
+    with pytest.raises(ValidationError, match=r"against a copy of the uncompressed model, which does not fit on cpu "
+                                              r"\(CUDA out of memory. Tried to allocate 2.00 GiB\)"):
+        sweep(tmp_path)
+    assert counter.classified == [] and counter.sampled == []

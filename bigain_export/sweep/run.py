@@ -283,9 +283,22 @@ def run_sweep(
             return fid_count * steps_rows
         if part == "drift":
             return val.drift_inputs
-        return (lat.warmup + lat.repeats) * lat.batch if part == "latency" else lat.batch
+        return 2 * (lat.warmup + lat.repeats) * lat.batch if part == "latency" else lat.batch  # and the reference's
 
     tracker = _Progress(len(points) * sum(work(p) for p in parts))
+
+    # The uncompressed model every point's latency is interleaved with (latency.py, protocol 3): a
+    # copy, since a point's patches live on the denoiser while it is timed. Made now, so that a
+    # device without room for it fails before any measurement, not after the first point's.
+    latency_reference = None
+    if main:
+        try:
+            latency_reference = copy.deepcopy(denoiser)
+        except torch.OutOfMemoryError as exc:
+            raise ValidationError(
+                f"the sweep times every point against a copy of the uncompressed model, which does not fit on "
+                f"{device} ({str(exc).splitlines()[0]}); allowed: a device with room for two copies of the model"
+            ) from None
 
     # -- lazily computed shared references -------------------------------------------------------
     cache: dict[str, Any] = {}
@@ -298,12 +311,6 @@ def run_sweep(
                 cache["drift"] = (inputs, eps_outputs(ref, inputs, val.batch_size))
         return cache["drift"]
 
-    def latency_reference() -> torch.nn.Module:
-        # The uncompressed model every point's calls are interleaved with (latency.py, protocol 3):
-        # a copy, since the point's own patches live on the denoiser while it is timed.
-        if "latency" not in cache:
-            cache["latency"] = copy.deepcopy(opener.denoiser)
-        return cache["latency"]
 
     # -- one part of one point ---------------------------------------------------------------------
     def measure(point: SweepPoint, part: str) -> dict[str, Any]:
@@ -335,10 +342,9 @@ def run_sweep(
         elif part == "latency":
             result = {}
             inputs = latency_inputs(tuple(images.shape[1:]), val.num_classes, lat, device)
-            reference = latency_reference() if main else None
             with opener.open(point, "classification") as (fn, _):
                 if main:  # one process times the device; the others wait
-                    result = measure_latency(fn, inputs, lat, reference_fn=reference,
+                    result = measure_latency(fn, inputs, lat, reference_fn=latency_reference,
                                              host_synchronous=point.mode == "engine")
             barrier()
         else:  # flops of the eager patched model: the same graph for every mode
