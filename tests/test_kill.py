@@ -36,7 +36,10 @@ def _env(tmp_path):
 
 def run_until(argv, marker: str, sig: int, env, delay: float = 0.0, timeout: float = 300):
     """Start ``argv``, send ``sig`` once ``marker`` appears in its output; (rc, output)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # A test runner started in the background (`cmd &`, nohup) ignores SIGINT, and so would the
+    # child: Python installs its KeyboardInterrupt handler only over the default disposition.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.monotonic() + timeout
     for line in proc.stdout:
