@@ -130,6 +130,11 @@ def test_engine_points_build_onnx_runtime_engines(model_and_data, tmp_path):
     assert engine["predictions"] == by_name["m"]["predictions"]  # the engine classifies like eager
     assert engine["drift"]["reference"] == "none"
     assert engine["vs_eager"]["point"] == "m" and engine["vs_eager"]["same_prediction"] == 1.0
+    # against the uncompressed model of its own mode: the engine of none, and eager none for eager m
+    ms = {name: p["latency"]["ms_paired"] for name, p in by_name.items()}
+    assert engine["vs_reference"]["speedup_in_mode"] == pytest.approx(ms["engine:none"] / ms["engine:m"])
+    assert by_name["m"]["vs_reference"]["speedup_in_mode"] == pytest.approx(by_name["m"]["vs_reference"]["speedup"])
+    assert "| vs uncompressed, same mode |" in (out / "sweep.md").read_text()
     built = sorted(p.name for p in (out / "engines").iterdir())
     assert len(built) == 2
     assert _sweep(model, data, out, *args) == 0  # resumed: nothing rebuilt

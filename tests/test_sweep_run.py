@@ -106,7 +106,7 @@ def test_every_point_has_every_field(tmp_path):
         assert p["drift"]["reference"] == "none" and p["drift"]["num_inputs"] == 3
         assert p["latency"]["ms"] > 0 and p["latency"]["timer"] == "perf_counter" and p["latency"]["batch"] == 8
         assert p["flops_per_call"] > 0 and p["flops_per_image"] == p["flops_per_call"] / 8
-        assert set(p["vs_reference"]) == {"acc_drop", "fid_rise", "fid_rise_pct", "speedup", "mcnemar"}
+        assert set(p["vs_reference"]) == {"acc_drop", "fid_rise", "fid_rise_pct", "speedup", "speedup_in_mode", "mcnemar"}
         assert set(p["pareto"]) == {"accuracy", "fid"}
     by_name = {p["name"]: p for p in report["points"]}
     assert by_name["none"]["drift"]["max_abs"] == 0.0  # the deterministic reference against itself

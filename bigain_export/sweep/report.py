@@ -16,7 +16,7 @@ Layout of ``<out>/``::
 config, label, accuracy, accuracy_ci95, correct, num_images, eps_calls, predictions, fid, fid_std,
 fid_per_seed, fid_num_images, drift, latency (latency.py's fields and ``ms_paired``), flops_per_call,
 flops_per_image, engine, seconds,
-vs_reference: {acc_drop, fid_rise, fid_rise_pct, speedup, mcnemar}, vs_eager: {point, same_prediction,
+vs_reference: {acc_drop, fid_rise, fid_rise_pct, speedup, speedup_in_mode, mcnemar}, vs_eager: {point, same_prediction,
 mcnemar} | null (compile and engine points), pareto: {accuracy, fid}}],
 "pareto": {"accuracy": [names], "fid": [names]}, "seed_groups": {group: {...}}, "paired": [...],
 "skipped": [...], "answer": {...} | null}``. Metrics not measured are ``null``.
@@ -147,12 +147,19 @@ def build_sweep_report(
     reference = entries[0]
     _put_on_reference_clock(entries)
     ref_correct = _correct(reference, labels)
+    plain: dict[str, Mapping[str, Any]] = {}  # the uncompressed point of each mode
+    for e in entries:
+        if e["uncompressed"]:
+            plain.setdefault(e["mode"], e)
     for e in entries:
         change = quality_change(e, reference)
         lat, ref_lat = latency_ms(e), latency_ms(reference)
+        mode_lat = latency_ms(plain[e["mode"]]) if e["mode"] in plain else None
         correct = _correct(e, labels)
         e["vs_reference"] = {
             **change, "speedup": ref_lat / lat if lat and ref_lat else None,
+            # does compression pay in this mode: against the uncompressed model run the same way
+            "speedup_in_mode": mode_lat / lat if lat and mode_lat else None,
             "mcnemar": paired_comparison(correct, ref_correct) if correct and ref_correct else None,
         }
     eager = {(e["entry"], e["seed"]): e for e in entries if e["mode"] == "eager"}
@@ -200,10 +207,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = ["# Sweep: accuracy, FID and latency per configuration", "",
              f"Created {report['created']}; model `{report['run']['model']['id']}`; measured on "
              f"{report['run']['device_name']}; reference `{ref}` (uncompressed, eager). "
-             "P = on the Pareto front (acc: accuracy vs latency, fid: FID vs latency).", "",
-             "| point | mode | accuracy % (95% CI) | vs ref (points) | FID (sd over seeds) | eps drift rel L2 "
-             "| ms / call | speedup [rounds] | GFLOP / call | P |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+             "P = on the Pareto front (acc: accuracy vs latency, fid: FID vs latency).", ""]
+    # With several modes, also each point against the uncompressed model run its own way.
+    several_modes = len({e["mode"] for e in report["points"]}) > 1
+    columns = [("point", "---"), ("mode", "---"), ("accuracy % (95% CI)", "---"), ("vs ref (points)", "---:"),
+               ("FID (sd over seeds)", "---"), ("eps drift rel L2", "---:"), ("ms / call", "---:"),
+               ("speedup [rounds]", "---:")] + ([("vs uncompressed, same mode", "---:")] if several_modes else []) + [
+               ("GFLOP / call", "---:"), ("P", "---")]
+    lines += ["| " + " | ".join(name for name, _ in columns) + " |", "|" + "|".join(a for _, a in columns) + "|"]
     for e in report["points"]:
         ci = e.get("accuracy_ci95")
         acc = f"{_pct(e.get('accuracy'))} [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else _pct(e.get("accuracy"))
@@ -220,7 +231,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| {e['name']} | {e['mode']} | {acc} | {_num(gain, '+.1f')} "
             f"| {fid} | {_num(drift, '.3g')} | {_num(latency_ms(e), '.3g')} | {speedup} "
-            f"| {_num(None if flops is None else flops / 1e9, '.3g')} | {pareto} |")
+            + (f"| {_num(vs.get('speedup_in_mode'), '.2f')} " if several_modes else "")
+            + f"| {_num(None if flops is None else flops / 1e9, '.3g')} | {pareto} |")
     ref_lat = report["points"][0].get("latency") or {}
     if "speedup_min" in ref_lat:
         lines += ["", f"Latency: each point interleaved with `{ref}` in {ref_lat['rounds']} "
