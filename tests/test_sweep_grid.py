@@ -129,11 +129,14 @@ def test_bad_budgets(acc, fid, message):
         Budget.parse(acc, fid)
 
 
-def test_the_speed_grid_is_a_subset_of_the_published_one():
-    """scripts/grids/speed.json reuses the published sweep's checkpoints: same names, same configs."""
+@pytest.mark.parametrize("name, shared", [("speed.json", 9), ("beyond.json", 2)])
+def test_grids_that_reuse_the_published_sweep_share_its_entries(name, shared):
+    """scripts/grids/{speed,beyond}.json reuse the published sweep's checkpoints: an entry under a
+    published name has the published config (else the reuse would silently be of another method)."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "scripts" / "grids"
     published = {e.name: e.config for e in load_grid_file(root / "published.json")}
-    speed = {e.name: e.config for e in load_grid_file(root / "speed.json")}
-    assert len(speed) == 9 and all(published.get(name) == config for name, config in speed.items())
+    grid = {e.name: e.config for e in load_grid_file(root / name)}
+    common = [n for n in grid if n in published]
+    assert len(common) == shared and all(published[n] == grid[n] for n in common)
