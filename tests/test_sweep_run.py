@@ -338,14 +338,33 @@ def test_no_room_for_the_latency_reference_fails_before_any_measurement(tmp_path
 
     real = sweep_run.copy.deepcopy
 
-    def no_room(obj, *args):
+    def no_room(obj, *args, **kwargs):
         if isinstance(obj, Denoiser):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
-        return real(obj, *args)
+        return real(obj, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_run.copy, "deepcopy", no_room)
+    monkeypatch.setattr(sweep_run.copy, "deepcopy", no_room)  # inside network_copy
     counter = Counter(monkeypatch)
     with pytest.raises(ValidationError, match=r"against a copy of the uncompressed model, which does not fit on cpu "
                                               r"\(CUDA out of memory. Tried to allocate 2.00 GiB\)"):
         sweep(tmp_path)
     assert counter.classified == [] and counter.sampled == []
+
+
+def test_the_latency_reference_copies_the_network_only():
+    """The pipeline (text encoder, VAE) and the latent space are shared, the network copied: the
+    copy computes the same eps and patching the original leaves it alone."""
+    from bigain_export import BiGainConfig
+    from bigain_export.patch.apply import bigain_patched
+
+    denoiser = micro_dit()
+    denoiser.pipeline = object()  # stands for a pipeline folder's DiffusionPipeline
+    ref = sweep_run.network_copy(denoiser)
+    assert ref.pipeline is denoiser.pipeline and ref.space is denoiser.space
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(ref.model.parameters(), denoiser.model.parameters()))
+    x, t, y = torch.randn(2, 1, 32, 32), torch.full((2,), 500), torch.tensor([1, 2])
+    with torch.no_grad():
+        plain = denoiser(x, t, y)
+        with bigain_patched(denoiser, BiGainConfig.preset("bigain-merge")):
+            assert not torch.equal(denoiser(x, t, y), plain)  # the original is patched ...
+            torch.testing.assert_close(ref(x, t, y), plain, rtol=0, atol=0)  # ... its copy is not

@@ -111,6 +111,15 @@ def _duration(seconds: float) -> str:
 
 
 @torch.no_grad()
+def network_copy(denoiser):
+    """A copy of ``denoiser`` that runs the same calls: its network (and the small class encoder
+    and conditioning tables) copied, the parts a call never touches shared (a pipeline folder's
+    pipeline, whose text encoder and VAE are most of its memory, and the latent space), so the
+    copy costs about the network's memory."""
+    shared = (getattr(denoiser, "pipeline", None), getattr(denoiser, "space", None))
+    return copy.deepcopy(denoiser, memo={id(part): part for part in shared if part is not None})
+
+
 def preflight(opener: PointOpener, points: Sequence[SweepPoint], sample_shape: tuple[int, ...], device) -> None:
     """One batch-1 call of every point's eager patched model per task, before any long work: a
     config the model cannot take (blocks it lacks, a factor that does not divide its token grid)
@@ -293,7 +302,7 @@ def run_sweep(
     latency_reference = None
     if main:
         try:
-            latency_reference = copy.deepcopy(denoiser)
+            latency_reference = network_copy(denoiser)
         except torch.OutOfMemoryError as exc:
             raise ValidationError(
                 f"the sweep times every point against a copy of the uncompressed model, which does not fit on "
