@@ -368,3 +368,18 @@ def test_the_latency_reference_copies_the_network_only():
         with bigain_patched(denoiser, BiGainConfig.preset("bigain-merge")):
             assert not torch.equal(denoiser(x, t, y), plain)  # the original is patched ...
             torch.testing.assert_close(ref(x, t, y), plain, rtol=0, atol=0)  # ... its copy is not
+
+
+def test_preflight_calls_run_without_autograd():
+    """preflight's batch-1 calls build no autograd graph (a model with trainable weights would
+    otherwise keep one per call), like every measurement after them."""
+    from bigain_export.sweep.methods import PointOpener
+
+    denoiser = micro_dit().requires_grad_(True)
+    modes = []
+    denoiser.register_forward_pre_hook(lambda module, args: modes.append(torch.is_grad_enabled()))
+    points, _ = expand([parse_entry(e) for e in GRID], ("eager",), (0,))
+    opener = PointOpener(denoiser, model_hash="x", paper_alpha=False, engine_dir=None, engine_backend="ort-cpu",
+                         batch=2, device="cpu")
+    sweep_run.preflight(opener, points, (1, 32, 32), "cpu")
+    assert modes and not any(modes)

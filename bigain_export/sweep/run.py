@@ -110,7 +110,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
-@torch.no_grad()
 def network_copy(denoiser):
     """A copy of ``denoiser`` that runs the same calls: its network (and the small class encoder
     and conditioning tables) copied, the parts a call never touches shared (a pipeline folder's
@@ -120,6 +119,7 @@ def network_copy(denoiser):
     return copy.deepcopy(denoiser, memo={id(part): part for part in shared if part is not None})
 
 
+@torch.no_grad()
 def preflight(opener: PointOpener, points: Sequence[SweepPoint], sample_shape: tuple[int, ...], device) -> None:
     """One batch-1 call of every point's eager patched model per task, before any long work: a
     config the model cannot take (blocks it lacks, a factor that does not divide its token grid)
@@ -306,7 +306,7 @@ def run_sweep(
         except torch.OutOfMemoryError as exc:
             raise ValidationError(
                 f"the sweep times every point against a copy of the uncompressed model, which does not fit on "
-                f"{device} ({str(exc).splitlines()[0]}); allowed: a device with room for two copies of the model"
+                f"{device} ({str(exc).splitlines()[0]}); allowed: a device with room for two copies of the network"
             ) from None
 
     # -- lazily computed shared references -------------------------------------------------------
@@ -319,7 +319,6 @@ def run_sweep(
             with opener.open(points[0], "classification") as (ref, _):
                 cache["drift"] = (inputs, eps_outputs(ref, inputs, val.batch_size))
         return cache["drift"]
-
 
     # -- one part of one point ---------------------------------------------------------------------
     def measure(point: SweepPoint, part: str) -> dict[str, Any]:
