@@ -86,6 +86,13 @@ class PointOpener:
         # What the engines' graphs get (refused here, before any work, when it does not apply).
         self.graph_optimization = resolve_ort_optimize(ort_optimize, engine_backend, self.precision)
 
+    def compile_options(self, mode: str) -> dict[str, Any]:
+        """``torch.compile`` keywords of a ``compile`` / ``cudagraphs`` point: what runs is what its
+        facts record (CUDA graphs are Inductor's ``reduce-overhead`` mode)."""
+        if mode == "cudagraphs":
+            return {"backend": "inductor", "mode": "reduce-overhead", "fullgraph": True}
+        return {"backend": self.compile_backend, "fullgraph": True}
+
     def config_for(self, point: SweepPoint, task: str) -> BiGainConfig:
         return point.config.for_task(task) if self.paper_alpha else point.config
 
@@ -107,10 +114,8 @@ class PointOpener:
                               "ort_optimize": self.graph_optimization}
                        for task, config in configs.items()}
             return method_facts(configs, backend=self.engine_backend, dtype=dtype, engine=engines, **extra)
-        if point.mode == "compile":
-            extra["compile"] = {"backend": self.compile_backend, "fullgraph": True}
-        elif point.mode == "cudagraphs":
-            extra["compile"] = {"backend": "inductor", "mode": "reduce-overhead", "fullgraph": True}
+        if point.mode in ("compile", "cudagraphs"):
+            extra["compile"] = self.compile_options(point.mode)
         unpatched = {task: (config if config.enabled else None) for task, config in configs.items()}
         return method_facts(unpatched, backend=point.mode, dtype=dtype, **extra)
 
@@ -131,13 +136,10 @@ class PointOpener:
         if point.mode == "eager":
             with self.eager(point, task) as model:
                 yield model, {}
-        elif point.mode == "compile":
+        elif point.mode in ("compile", "cudagraphs"):
             with self.eager(point, task) as model:
-                compiled = torch.compile(model, fullgraph=True, backend=self.compile_backend)
-                yield compiled, {}
-        elif point.mode == "cudagraphs":
-            with self.eager(point, task) as model:
-                yield replayed(torch.compile(model, fullgraph=True, mode="reduce-overhead")), {}
+                compiled = torch.compile(model, **self.compile_options(point.mode))
+                yield (compiled if point.mode == "compile" else replayed(compiled)), {}
         else:
             with self._engine(point, task) as opened:
                 yield opened
