@@ -129,9 +129,10 @@ def test_bad_budgets(acc, fid, message):
         Budget.parse(acc, fid)
 
 
-@pytest.mark.parametrize("name, shared", [("speed.json", 9), ("beyond.json", 2)])
+@pytest.mark.parametrize("name, shared", [("speed.json", 9), ("speed-core.json", 7), ("speed-min.json", 5),
+                                          ("beyond.json", 2)])
 def test_grids_that_reuse_the_published_sweep_share_its_entries(name, shared):
-    """scripts/grids/{speed,beyond}.json reuse the published sweep's checkpoints: an entry under a
+    """scripts/grids/{speed,speed-core,speed-min,beyond}.json reuse the published sweep's checkpoints: an entry under a
     published name has the published config (else the reuse would silently be of another method)."""
     from pathlib import Path
 
