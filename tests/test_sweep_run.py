@@ -318,6 +318,36 @@ def test_cudagraphs_points_compile_with_cuda_graphs_and_copy_each_output(monkeyp
     assert out.data_ptr() != direct.data_ptr()
 
 
+def test_more_compiled_points_than_dynamos_recompile_limit(monkeypatch):
+    """Ten compiled points of distinct patches on one denoiser: each compiles the same
+    Denoiser.forward, and without a reset between points the 9th hit Dynamo's recompile limit of 8
+    (a fullgraph=True failure: the GPU speed sweep died on it). Reopening a point (its other parts)
+    keeps its compile."""
+    from bigain_export.sweep import methods
+    from bigain_export.sweep.methods import PointOpener
+
+    resets = []
+    real_reset = methods.torch._dynamo.reset
+    monkeypatch.setattr(methods.torch._dynamo, "reset", lambda: resets.append(1) or real_reset())
+    entries = ["none", "a=bigain-merge:ratio=0.5", "b=bigain-merge:ratio=0.5,anchor=released",
+               "c=tome:ratio=0.5,anchor=fixed", "d=todo:downsample=2", "e=bigain-kv:downsample=2",
+               "f=bigain-both:ratio=0.5,downsample=2", "g=bigain-merge:ratio=0.5,plan_reuse=true",
+               "h=tome:ratio=0.5", "i=bigain-merge:ratio=0.3"]
+    points = [p for p in expand([parse_entry(e) for e in entries], ("compile",))[0] if p.mode == "compile"]
+    assert len(points) == 10
+    denoiser = micro_dit()
+    opener = PointOpener(denoiser, model_hash="x", paper_alpha=False, engine_dir=None, engine_backend="ort-cpu",
+                         batch=2, device="cpu", compile_backend="eager")
+    x, t, y = torch.randn(2, 1, 32, 32), torch.full((2,), 500), torch.tensor([1, 2])
+    for point in points:
+        for _ in range(2):  # e.g. a classification chunk, then the drift part
+            with opener.open(point, "classification") as (fn, _):
+                out = fn(x, t, y)
+        with opener.eager(point, "classification") as model:
+            torch.testing.assert_close(out, model(x, t, y))
+    assert len(resets) == 10
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_cudagraphs_points_classify_like_eager(tmp_path):

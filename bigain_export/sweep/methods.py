@@ -82,6 +82,7 @@ class PointOpener:
         self.batch = batch
         self.device = device
         self.compile_backend = compile_backend
+        self._compiled: tuple[str, str] | None = None  # (point, task) whose compile Dynamo holds now
         self.precision = PRECISIONS[denoiser.dtype]
         # What the engines' graphs get (refused here, before any work, when it does not apply).
         self.graph_optimization = resolve_ort_optimize(ort_optimize, engine_backend, self.precision)
@@ -137,6 +138,14 @@ class PointOpener:
             with self.eager(point, task) as model:
                 yield model, {}
         elif point.mode in ("compile", "cudagraphs"):
+            # Every point compiles the same Denoiser.forward, and Dynamo keeps one cache entry per
+            # patch on that code object: the 9th compiled point of a sweep hit its recompile limit
+            # (8) and, under fullgraph=True, failed (session 7, on the GPU). A point done is never
+            # called again, so its entries go when another point opens; the parts of one point
+            # (chunks, drift, latency) still share one compile.
+            if self._compiled != (point.name, task):
+                torch._dynamo.reset()
+                self._compiled = (point.name, task)
             with self.eager(point, task) as model:
                 compiled = torch.compile(model, **self.compile_options(point.mode))
                 yield (compiled if point.mode == "compile" else replayed(compiled)), {}
