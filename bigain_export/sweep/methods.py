@@ -142,7 +142,8 @@ class PointOpener:
             # patch on that code object: the 9th compiled point of a sweep hit its recompile limit
             # (8) and, under fullgraph=True, failed (session 7, on the GPU). A point done is never
             # called again, so its entries go when another point opens; the parts of one point
-            # (chunks, drift, latency) still share one compile.
+            # (chunks, drift, latency) still share one compile. The reset is process-wide: a library
+            # caller's own compiled functions recompile after a sweep's compiled points.
             if self._compiled != (point.name, task):
                 torch._dynamo.reset()
                 self._compiled = (point.name, task)
