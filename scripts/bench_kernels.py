@@ -39,6 +39,10 @@ SHAPES = {  # name: (batch, grid side, channels, heads)
     "sd2-768": (2, 96, 320, 5),
     "sd2-1024": (2, 128, 320, 5),
     "dit-xl2-512": (16, 32, 1152, 16),
+    # the built-ins at the sweep's batch: where CUDA graphs put BiGain's merges at 0.55x of none
+    # on the DiT and ToMe fixed (same kernels, other anchors) at 0.87x (docs/results.md)
+    "builtin-dit": (250, 16, 128, 2),
+    "builtin-unet": (250, 32, 64, 1),
 }
 
 
@@ -104,9 +108,10 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             add(f"reference path compiled {ratio}", cuda_ms(lambda: compiled(x, metric, side, side, r)))
             compiled_kernel = torch.compile(kernel_path, fullgraph=True)
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
-        if name in ("sd2-1024", "dit-xl2-512"):
+        if name in ("sd2-1024", "dit-xl2-512", "builtin-dit", "builtin-unet"):
             rows.extend(plan_breakdown(name, metric, side, 0.7))
         rows.extend(select_paths(name, metric, side, 0.7))
+        rows.extend(anchor_paths(name, metric, side, 0.7))
     return rows
 
 
@@ -126,14 +131,38 @@ def select_paths(name, metric, side, ratio) -> list[dict]:
         for label, threshold in (("small select", 4096), ("radix select", 0)):
             launch.SMALL_SELECT = threshold
             out.append(dict(shape=name, what=f"plan {ratio}, {label}, eager", ms=round(cuda_ms(plan), 4)))
-            for _ in range(3):
-                plan()  # compiled and warm before capture
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                plan()
-            out.append(dict(shape=name, what=f"plan {ratio}, {label}, CUDA graph", ms=round(cuda_ms(graph.replay), 4)))
+            out.append(dict(shape=name, what=f"plan {ratio}, {label}, CUDA graph", ms=round(graph_ms(plan), 4)))
     finally:
         launch.SMALL_SELECT = default
+    return out
+
+
+def graph_ms(fn) -> float:
+    """GPU time of ``fn`` alone: warmed up (Triton compiles), captured once, replayed."""
+    for _ in range(3):
+        fn()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return cuda_ms(graph.replay)
+
+
+def anchor_paths(name, metric, side, ratio) -> list[dict]:
+    """The plan with each anchor rule (BiGain's Laplacian gate, both conventions; ToMe's fixed
+    grid, whose offsets come from torch ops), eager and as a CUDA graph: the cost of the anchor
+    step, the only difference between them."""
+    n = metric.shape[1]
+    r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+    out = []
+    for anchor in ("window", "released", "fixed"):
+        plan = lambda: library.merge_plan(metric, side, side, r, anchor)  # noqa: E731
+        out.append(dict(shape=name, what=f"plan {ratio}, {anchor} anchors, eager", ms=round(cuda_ms(plan), 4)))
+        try:
+            ms = graph_ms(plan)
+        except RuntimeError as exc:  # a step that cannot be captured: say so, keep the other rows
+            ms = float("nan")
+            print(f"  {name} {anchor}: not capturable: {str(exc).splitlines()[0][:120]}")
+        out.append(dict(shape=name, what=f"plan {ratio}, {anchor} anchors, CUDA graph", ms=round(ms, 4)))
     return out
 
 
