@@ -217,6 +217,41 @@ def test_compile_mode_and_a_grid_error_before_any_work(tmp_path, monkeypatch):
     assert counter.classified == []  # refused before measuring anything
 
 
+def test_compiled_points_are_timed_against_the_uncompressed_model_compiled_the_same_way(tmp_path, monkeypatch):
+    """A compiled point's speedup comes from rounds against the uncompressed model compiled in the
+    same mode (not against eager minutes apart); the uncompressed compiled point itself, and eager
+    points, pair with the eager reference, whose checkpoints a later run with more modes reuses."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    timed = []
+    real = sweep_run.measure_latency
+
+    def measure(fn, inputs, lat, *, reference_fn, **kw):
+        timed.append(isinstance(reference_fn, OptimizedModule))
+        return real(fn, inputs, lat, reference_fn=reference_fn, **kw)
+
+    monkeypatch.setattr(sweep_run, "measure_latency", measure)
+    grid, s = ["none", "m=bigain-merge:ratio=0.5"], settings(sampling=None)
+    sweep(tmp_path, grid=grid, s=s, resume=True)
+    assert timed == [False, False]
+    timed.clear()
+    report = sweep(tmp_path, grid=grid, modes=("eager", "compile"), s=s, compile_backend="eager", resume=True)
+    assert timed == [False, True]  # eager latency reused; compile:none vs eager, compile:m vs compiled
+    lat = {p["name"]: p["latency"] for p in report["points"]}
+    assert {n: v["paired_with"] for n, v in lat.items()} == {
+        "none": "none", "m": "none", "compile:none": "none", "compile:m": "compile:none"}
+    assert lat["compile:m"]["ms_paired"] == pytest.approx(lat["compile:none"]["ms_paired"] / lat["compile:m"]["speedup"])
+    assert lat["compile:none"]["ms_paired"] == pytest.approx(lat["none"]["ms"] / lat["compile:none"]["speedup"])
+    compiled_m = next(p for p in report["points"] if p["name"] == "compile:m")
+    assert compiled_m["vs_reference"]["speedup_in_mode"] == pytest.approx(lat["compile:m"]["speedup"])
+    # the table puts compile:m's rounds beside its same-mode ratio, the others' beside the eager one
+    row = next(line for line in (tmp_path / "sweep.md").read_text().splitlines() if line.startswith("| compile:m |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    rounds = f"[{lat['compile:m']['speedup_min']:.2f}, {lat['compile:m']['speedup_max']:.2f}]"
+    assert "[" not in cells[7] and cells[8].endswith(rounds)
+    assert "interleaved with the uncompressed model compiled the same way" in (tmp_path / "sweep.md").read_text()
+
+
 def _worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
@@ -272,6 +307,7 @@ def test_resume_remeasures_a_hand_edited_classification(tmp_path, monkeypatch, c
     ("latency", lambda r: r.update(ms=r["ms_p90"] * 2)),
     ("latency", lambda r: r.update(speedup=r["speedup"] * 2)),
     ("latency", lambda r: r.pop("reference_ms")),
+    ("latency", lambda r: r.update(paired_with="m")),  # its ms_paired would follow another point
     ("drift", lambda r: r.update(rel_l2=-1.0)),
 ])
 def test_resume_remeasures_an_impossible_part(tmp_path, caplog, part, edit):

@@ -15,6 +15,8 @@ point's (their order alternating between rounds), ``repeats`` calls of each in a
 the reference's median over the point's median *of the same minutes*, with the range of the
 per-round ratios beside it. Timed separately, minutes apart, launch-bound models drift: on the
 H200 three ToMe seeds of the same computation gave 21.6, 36.4 and 25.7 ms (docs/results.md).
+The sweep pairs a compressed ``compile`` / ``cudagraphs`` point with the uncompressed model
+compiled the same way (its ``paired_with``), and everything else with the eager one.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one eager call at the same
 batch (matrix multiplies, convolutions and attention; merging's gathers and scatters count 0),

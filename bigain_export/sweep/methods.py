@@ -94,6 +94,12 @@ class PointOpener:
             return {"backend": "inductor", "mode": "reduce-overhead", "fullgraph": True}
         return {"backend": self.compile_backend, "fullgraph": True}
 
+    def compiled(self, model: torch.nn.Module, mode: str):
+        """``model`` compiled the way ``compile`` / ``cudagraphs`` points run, as an eps function
+        (also the uncompressed reference a compiled point's latency is paired with)."""
+        compiled = torch.compile(model, **self.compile_options(mode))
+        return compiled if mode == "compile" else replayed(compiled)
+
     def config_for(self, point: SweepPoint, task: str) -> BiGainConfig:
         return point.config.for_task(task) if self.paper_alpha else point.config
 
@@ -148,8 +154,7 @@ class PointOpener:
                 torch._dynamo.reset()
                 self._compiled = (point.name, task)
             with self.eager(point, task) as model:
-                compiled = torch.compile(model, **self.compile_options(point.mode))
-                yield (compiled if point.mode == "compile" else replayed(compiled)), {}
+                yield self.compiled(model, point.mode), {}
         else:
             with self._engine(point, task) as opened:
                 yield opened

@@ -124,17 +124,29 @@ def _seed_groups(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def _put_on_reference_clock(entries: Sequence[dict[str, Any]]) -> None:
-    """``latency.ms_paired``: the reference's own median ms over each point's paired speedup
-    (latency.py, protocol 3), so that points timed minutes apart compare by ratios measured in the
-    same minutes. The reference is 1.0x of itself by definition; its measured ratio against its
-    own copy stays in its ``latency.speedup`` (the noise check printed in the report)."""
+    """``latency.ms_paired``: the ms of the point each latency was paired with (``paired_with``;
+    the eager reference when absent, as in older reports) over the paired speedup (latency.py),
+    so that points timed minutes apart compare by ratios measured in the same minutes. The eager
+    reference is 1.0x of itself by definition; its measured ratio against its own copy stays in its
+    ``latency.speedup`` (the noise check printed in the report). A compiled point paired with the
+    uncompressed model of its mode goes through that point's ``ms_paired`` (its own pairing with
+    the eager reference), so the chain is two ratios, each from one stretch of minutes."""
     reference = entries[0].get("latency") or {}
     if "speedup" not in reference or not reference.get("ms"):
         return
+    by_name = {e["name"]: e for e in entries}
+    first, second = [], []
     for index, e in enumerate(entries):
         latency = e.get("latency")
         if latency and latency.get("speedup"):
-            latency["ms_paired"] = reference["ms"] / (1.0 if index == 0 else latency["speedup"])
+            partner = latency.get("paired_with", entries[0]["name"])
+            (first if partner == entries[0]["name"] else second).append((index, latency, partner))
+    for index, latency, _ in first:
+        latency["ms_paired"] = reference["ms"] / (1.0 if index == 0 else latency["speedup"])
+    for _, latency, partner in second:
+        partner_ms = ((by_name.get(partner) or {}).get("latency") or {}).get("ms_paired")
+        if partner_ms:
+            latency["ms_paired"] = partner_ms / latency["speedup"]
 
 
 def build_sweep_report(
@@ -224,14 +236,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         flops = e.get("flops_per_call")
         pareto = ",".join(k for k, v in e["pareto"].items() if v)
         gain = None if vs["acc_drop"] is None else 0.0 - vs["acc_drop"] + 0.0  # + 0.0: no "-0.0"
-        speedup = _num(vs["speedup"], ".2f")
+        speedup, in_mode = _num(vs["speedup"], ".2f"), _num(vs.get("speedup_in_mode"), ".2f")
         lat = e.get("latency") or {}
-        if e["name"] != ref and "speedup_min" in lat:
-            speedup += f" [{lat['speedup_min']:.2f}, {lat['speedup_max']:.2f}]"
+        if e["name"] != ref and "speedup_min" in lat:  # the rounds' range beside the ratio they measured
+            rounds = f" [{lat['speedup_min']:.2f}, {lat['speedup_max']:.2f}]"
+            if lat.get("paired_with", ref) == ref:
+                speedup += rounds
+            else:
+                in_mode += rounds
         lines.append(
             f"| {e['name']} | {e['mode']} | {acc} | {_num(gain, '+.1f')} "
             f"| {fid} | {_num(drift, '.3g')} | {_num(latency_ms(e), '.3g')} | {speedup} "
-            + (f"| {_num(vs.get('speedup_in_mode'), '.2f')} " if several_modes else "")
+            + (f"| {in_mode} " if several_modes else "")
             + f"| {_num(None if flops is None else flops / 1e9, '.3g')} | {pareto} |")
     ref_lat = report["points"][0].get("latency") or {}
     if "speedup_min" in ref_lat:
@@ -240,6 +256,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   f"range of the rounds' own ratios). Noise check: `{ref}` against its own copy gave "
                   f"{ref_lat['speedup']:.2f}x [{ref_lat['speedup_min']:.2f}, {ref_lat['speedup_max']:.2f}]; "
                   "speedups within that are not speedups."]
+        if any((e.get("latency") or {}).get("paired_with", ref) != ref for e in report["points"]):
+            lines[-1] += (" Compressed compiled points were interleaved with the uncompressed model compiled "
+                          "the same way: their rounds stand beside the same-mode ratio.")
     if report.get("answer"):
         lines += ["", f"**Answer:** {report['answer']['message']}."]
     if report["seed_groups"]:

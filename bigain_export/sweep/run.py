@@ -255,6 +255,16 @@ def run_sweep(
     # Generation sees only the first fid_count labels (and the FID reference, a fact of its own).
     fid_data = {"source": data_source, "labels_sha256": tensor_sha256(labels[:fid_count]), "num_images": fid_count}
 
+    # A compiled point's latency is paired with the uncompressed model compiled the same way, so
+    # that its speedup says whether compression pays in that mode from the same minutes; the
+    # uncompressed point of each mode, eager points and engines are paired with the eager one.
+    same_mode_reference = {p.mode: p.name for p in reversed(points) if p.uncompressed}
+
+    def paired_with(point: SweepPoint) -> str:
+        if point.mode in ("compile", "cudagraphs") and not point.uncompressed:
+            return same_mode_reference.get(point.mode, points[0].name)
+        return points[0].name
+
     def part_facts(point: SweepPoint, part: str) -> dict[str, Any]:
         """The facts ``part`` of ``point`` depends on: the run's, narrowed to what the part uses."""
         part_settings, drift_reference, part_run = dict(run["settings"]), None, {**run, "data": None}
@@ -270,6 +280,8 @@ def run_sweep(
             drift_reference = methods[points[0].name]
         elif part == "latency":
             part_settings["latency"] = {**lat.to_dict(), "device": device_name(device)}
+            if paired_with(point) != points[0].name:  # (eager-paired parts keep their facts)
+                part_settings["latency"]["paired_with"] = f"the uncompressed model, {point.mode}"
         else:
             part_settings["flops"] = {"batch": lat.batch, "timestep": lat.timestep}
         part_run["settings"] = part_settings
@@ -352,8 +364,13 @@ def run_sweep(
             inputs = latency_inputs(tuple(images.shape[1:]), val.num_classes, lat, device)
             with opener.open(point, "classification") as (fn, _):
                 if main:  # one process times the device; the others wait
-                    result = measure_latency(fn, inputs, lat, reference_fn=latency_reference,
+                    reference_name = paired_with(point)
+                    reference_fn = latency_reference
+                    if reference_name != points[0].name:
+                        reference_fn = opener.compiled(latency_reference, point.mode)
+                    result = measure_latency(fn, inputs, lat, reference_fn=reference_fn,
                                              host_synchronous=point.mode == "engine")
+                    result["paired_with"] = reference_name
             barrier()
         else:  # flops of the eager patched model: the same graph for every mode
             result = {}
@@ -375,6 +392,8 @@ def run_sweep(
             if saved is not None:
                 problem = _inconsistency(part, saved, labels[slice(*chunks[part])] if part in chunks else None,
                                          num_classes=val.num_classes, fid_count=fid_count)
+                if part == "latency" and saved.get("paired_with", points[0].name) != paired_with(point):
+                    problem = f"paired with {saved.get('paired_with')!r}, not {paired_with(point)!r}"  # ms_paired follows it
                 if problem:
                     logger.warning("sweep point %s: the saved %s is inconsistent (%s): measuring it again",
                                    point.name, part, problem)
