@@ -355,6 +355,172 @@ def test_cudagraphs_points_compile_with_cuda_graphs_and_copy_each_output(monkeyp
 
 
 def test_more_compiled_points_than_dynamos_recompile_limit(monkeypatch):
+    """Nine compiled points of distinct patches on one denoiser: each compiles the same
+    Denoiser.forward, and without a reset between points the 9th hit Dynamo's recompile limit of 8
+    (a fullgraph=True failure: the GPU speed sweep died on it). Reopening a point (its other parts)
+    keeps its compile."""
+    from bigain_export.sweep import methods
+    from bigain_export.sweep.methods import PointOpener
+
+    resets = []
+    real_reset = methods.torch._dynamo.reset
+    monkeypatch.setattr(methods.torch._dynamo, "reset", lambda: resets.append(1) or real_reset())
+    entries = ["none", "a=bigain-merge:ratio=0.5", "b=bigain-merge:ratio=0.5,anchor=released",
+               "c=tome:ratio=0.5,anchor=fixed", "d=todo:downsample=2", "e=bigain-kv:downsample=2",
+               "f=bigain-both:ratio=0.5,downsample=2", "g=bigain-merge:ratio=0.5,plan_reuse=true",
+               "h=tome:ratio=0.5"]
+    points = [p for p in expand([parse_entry(e) for e in entries], ("compile",))[0] if p.mode == "compile"]
+    assert len(points) == 9
+    denoiser = micro_dit()
+    opener = PointOpener(denoiser, model_hash="x", paper_alpha=False, engine_dir=None, engine_backend="ort-cpu",
+                         batch=2, device="cpu", compile_backend="eager")
+    x, t, y = torch.randn(2, 1, 32, 32), torch.full((2,), 500), torch.tensor([1, 2])
+    for point in [points[0], *points]:  # the first one twice: e.g. a classification chunk, then drift
+        with opener.open(point, "classification") as (fn, _):
+            out = fn(x, t, y)
+        with opener.eager(point, "classification") as model:
+            torch.testing.assert_close(out, model(x, t, y))
+    assert len(resets) == 9
+
+
+def test_compiled_points_are_timed_against_the_uncompressed_model_compiled_the_same_way(tmp_path, monkeypatch):
+    """A compiled point's speedup comes from rounds against the uncompressed model compiled in the
+    same mode (not against eager minutes apart); the uncompressed compiled point itself, and eager
+    points, pair with the eager reference, whose checkpoints a later run with more modes reuses."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    timed = []
+    real = sweep_run.measure_latency
+
+    def measure(fn, inputs, lat, *, reference_fn, **kw):
+        timed.append(isinstance(reference_fn, OptimizedModule))
+        return real(fn, inputs, lat, reference_fn=reference_fn, **kw)
+
+    monkeypatch.setattr(sweep_run, "measure_latency", measure)
+    grid, s = ["none", "m=bigain-merge:ratio=0.5"], settings(sampling=None)
+    sweep(tmp_path, grid=grid, s=s, resume=True)
+    assert timed == [False, False]
+    timed.clear()
+    report = sweep(tmp_path, grid=grid, modes=("eager", "compile"), s=s, compile_backend="eager", resume=True)
+    assert timed == [False, True]  # eager latency reused; compile:none vs eager, compile:m vs compiled
+    lat = {p["name"]: p["latency"] for p in report["points"]}
+    assert {n: v["paired_with"] for n, v in lat.items()} == {
+        "none": "none", "m": "none", "compile:none": "none", "compile:m": "compile:none"}
+    assert lat["compile:m"]["ms_paired"] == pytest.approx(lat["compile:none"]["ms_paired"] / lat["compile:m"]["speedup"])
+    assert lat["compile:none"]["ms_paired"] == pytest.approx(lat["none"]["ms"] / lat["compile:none"]["speedup"])
+    compiled_m = next(p for p in report["points"] if p["name"] == "compile:m")
+    assert compiled_m["vs_reference"]["speedup_in_mode"] == pytest.approx(lat["compile:m"]["speedup"])
+    # the table puts compile:m's rounds beside its same-mode ratio, the others' beside the eager one
+    row = next(line for line in (tmp_path / "sweep.md").read_text().splitlines() if line.startswith("| compile:m |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    rounds = f"[{lat['compile:m']['speedup_min']:.2f}, {lat['compile:m']['speedup_max']:.2f}]"
+    assert "[" not in cells[7] and cells[8].endswith(rounds)
+    assert "interleaved with the uncompressed model compiled the same way" in (tmp_path / "sweep.md").read_text()
+
+
+def _worker(rank: int, init_file: str, out_dir: str, result_file: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        report = sweep(out_dir, images=data(5), s=settings(chunk=2), resume=True)  # chunks cross the shards
+        if rank == 1:  # every rank holds the report
+            torch.save(report, result_file)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_result_of_one(tmp_path):
+    result_file = tmp_path / "rank1.pt"
+    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path / "dist"), str(result_file)), nprocs=2, join=True)
+    sharded = torch.load(result_file, weights_only=False)
+    single = sweep(tmp_path / "single", images=data(5))
+    got, want = _numbers(sharded), _numbers(single)
+    for name in want:
+        assert got[name]["predictions"] == want[name]["predictions"]
+        assert got[name]["accuracy"] == want[name]["accuracy"]
+        assert got[name]["fid_per_seed"] == pytest.approx(want[name]["fid_per_seed"], rel=1e-6)
+        assert got[name]["drift"]["max_abs"] == pytest.approx(want[name]["drift"]["max_abs"], rel=1e-6, abs=1e-9)
+    assert sharded["run"]["world_size"] == 2
+    assert (tmp_path / "dist" / "sweep.json").is_file()  # written once, by rank 0
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda r: r.update(correct=r["correct"] + 1), "from its predictions"),        # a raised score
+    (lambda r: r.update(accuracy=1.0, correct=r["num_images"]), "from its predictions"),
+    (lambda r: r["predictions"].pop(), "predictions for 4 images"),                 # a truncated list
+    (lambda r: r["predictions"].__setitem__(0, 10), "outside 0..9"),
+])
+def test_resume_remeasures_a_hand_edited_classification(tmp_path, monkeypatch, caplog, edit, reason):
+    """A checkpoint whose facts still match but whose numbers were edited is not reused: the
+    classification is re-derived from its predictions and this run's labels."""
+    first = sweep(tmp_path, resume=True)
+    path = next(p for p in (tmp_path / "points").glob("m-*.json"))
+    record = json.loads(path.read_text())
+    edit(record["parts"]["classify@0"]["result"])
+    path.write_text(json.dumps(record))
+    counter = Counter(monkeypatch)
+    caplog.set_level(logging.WARNING, logger="bigain_export.sweep.run")
+    again = sweep(tmp_path, resume=True)
+    assert counter.classified == [1]  # m's classification only
+    assert "sweep point m: the saved classify@0 is inconsistent" in caplog.text and reason in caplog.text
+    assert _numbers(again) == _numbers(first)
+
+
+@pytest.mark.parametrize("part, edit", [
+    ("fid@0", lambda r: r.update(fid=float("nan"))),
+    ("fid@1", lambda r: r.update(fid_num_images=3)),
+    ("latency", lambda r: r.update(ms=r["ms_p90"] * 2)),
+    ("latency", lambda r: r.update(speedup=r["speedup"] * 2)),
+    ("latency", lambda r: r.pop("reference_ms")),
+    ("latency", lambda r: r.update(paired_with="m")),  # its ms_paired would follow another point
+    ("drift", lambda r: r.update(rel_l2=-1.0)),
+])
+def test_resume_remeasures_an_impossible_part(tmp_path, caplog, part, edit):
+    sweep(tmp_path, resume=True)
+    path = next(p for p in (tmp_path / "points").glob("kv-*.json"))
+    record = json.loads(path.read_text())
+    edit(record["parts"][part]["result"])
+    path.write_text(json.dumps(record))
+    caplog.set_level(logging.WARNING, logger="bigain_export.sweep.run")
+    sweep(tmp_path, resume=True)
+    assert f"sweep point kv: the saved {part} is inconsistent" in caplog.text
+    assert json.loads(path.read_text())["parts"][part]["result"] != record["parts"][part]["result"]
+
+
+def test_cudagraphs_mode_is_refused_off_cuda_before_any_work(tmp_path, monkeypatch):
+    counter = Counter(monkeypatch)
+    with pytest.raises(ConfigError, match="--modes cudagraphs needs a CUDA device; got --device cpu"):
+        sweep(tmp_path, modes=("eager", "cudagraphs"))
+    assert counter.classified == [] and not (tmp_path / "points").exists()
+
+
+def test_cudagraphs_points_compile_with_cuda_graphs_and_copy_each_output(monkeypatch):
+    """The wiring, on the CPU: torch.compile(mode="reduce-overhead", fullgraph=True), a new graph
+    step per call and a copy of every output (the next replay overwrites the graph's buffer)."""
+    from bigain_export.sweep import methods
+    from bigain_export.sweep.methods import PointOpener
+
+    seen, steps = {}, []
+    monkeypatch.setattr(methods.torch, "compile", lambda model, **kw: seen.update(kw) or model)
+    monkeypatch.setattr(methods.torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    denoiser = micro_dit()
+    point = expand([parse_entry("m=bigain-merge:ratio=0.5")], ("cudagraphs",))[0][-1]
+    assert (point.name, point.mode) == ("cudagraphs:m", "cudagraphs")
+    opener = PointOpener(denoiser, model_hash="x", paper_alpha=False, engine_dir=None, engine_backend="ort-cpu",
+                         batch=2, device="cpu")
+    assert opener.method_facts(point)["compile"] == {"backend": "inductor", "mode": "reduce-overhead", "fullgraph": True}
+    x, t, y = torch.randn(2, 1, 32, 32), torch.full((2,), 500), torch.tensor([1, 2])
+    with opener.open(point, "classification") as (fn, _):
+        out = fn(x, t, y)
+        direct = denoiser(x, t, y)
+    # what ran is what the facts record
+    assert seen == {"backend": "inductor", "fullgraph": True, "mode": "reduce-overhead"} and steps == [1]
+    torch.testing.assert_close(out, direct)
+    assert out.data_ptr() != direct.data_ptr()
+
+
+def test_more_compiled_points_than_dynamos_recompile_limit(monkeypatch):
     """Ten compiled points of distinct patches on one denoiser: each compiles the same
     Denoiser.forward, and without a reset between points the 9th hit Dynamo's recompile limit of 8
     (a fullgraph=True failure: the GPU speed sweep died on it). Reopening a point (its other parts)
