@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
 import sys
 from datetime import date
 from pathlib import Path
@@ -31,14 +30,12 @@ from bigain_export.errors import ConfigError  # noqa: E402
 from bigain_export.models.registry import load_denoiser  # noqa: E402
 from bigain_export.patch import bigain_patched  # noqa: E402
 from bigain_export.sweep.grid import parse_entry  # noqa: E402
+from bigain_export.sweep.latency import device_name  # noqa: E402
+from bigain_export.validate.drift import drift  # noqa: E402
 
 METHODS = ["none", "bigain-merge-0.7=bigain-merge:ratio=0.7", "bigain-merge-released-0.7=bigain-merge:ratio=0.7,anchor=released",
            "tome-fixed-0.7=tome:ratio=0.7,anchor=fixed", "bigain-kv-s2=bigain-kv:downsample=2"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
 @torch.no_grad()
@@ -46,10 +43,10 @@ def measure(denoiser, entry, x, xp, t, y, compile_too: bool) -> dict:
     config = entry.config if entry.config.enabled else None
     with bigain_patched(denoiser, config) if config else contextlib.nullcontext():
         out = denoiser(x, t, y)
-        row = {"method": entry.name, "perturbed_rel_l2": rel_l2(denoiser(xp, t, y), out)}
+        row = {"method": entry.name, "perturbed_rel_l2": drift(denoiser(xp, t, y), out).rel_l2}
         if compile_too:
             torch._dynamo.reset()  # one compile per method (the same forward is compiled each time)
-            row["compiled_rel_l2"] = rel_l2(torch.compile(denoiser, fullgraph=True)(x, t, y), out)
+            row["compiled_rel_l2"] = drift(torch.compile(denoiser, fullgraph=True)(x, t, y), out).rel_l2
     return row
 
 
@@ -86,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for entry in entries:
         rows.append(measure(denoiser, entry, x, xp, t, y, args.compile))
         print(json.dumps(rows[-1]), flush=True)
-    meta = {"model": args.model, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu",
+    meta = {"model": args.model, "device": device_name(args.device),
             "precision": args.precision, "eps": args.eps, "batch": args.batch, "seed": args.seed,
             "torch": torch.__version__, "date": date.today().isoformat(), "command": " ".join(sys.argv)}
     args.out.mkdir(parents=True, exist_ok=True)
