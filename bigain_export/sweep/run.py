@@ -391,9 +391,8 @@ def run_sweep(
             saved = records.load(point.name, part, facts) if (resume and main and records) else None
             if saved is not None:
                 problem = _inconsistency(part, saved, labels[slice(*chunks[part])] if part in chunks else None,
-                                         num_classes=val.num_classes, fid_count=fid_count)
-                if part == "latency" and saved.get("paired_with", points[0].name) != paired_with(point):
-                    problem = f"paired with {saved.get('paired_with')!r}, not {paired_with(point)!r}"  # ms_paired follows it
+                                         num_classes=val.num_classes, fid_count=fid_count,
+                                         partner=paired_with(point), reference=points[0].name)
                 if problem:
                     logger.warning("sweep point %s: the saved %s is inconsistent (%s): measuring it again",
                                    point.name, part, problem)
@@ -433,10 +432,12 @@ def _finite(value: Any, low: float = 0.0) -> bool:
 
 
 def _inconsistency(part: str, result: Any, labels: torch.Tensor | None, *, num_classes: int,
-                   fid_count: int) -> str | None:
+                   fid_count: int, partner: str, reference: str) -> str | None:
     """Why a reused part's result cannot be what its part measured (a hand-edited or foreign
     checkpoint whose facts still match), else None. Classification is re-derived from its
-    predictions and this run's labels; the other parts are checked for range and shape."""
+    predictions and this run's labels; the other parts are checked for range and shape, and a
+    latency for its ``paired_with`` being ``partner`` (absent in older checkpoints: ``reference``),
+    since the report's ms_paired follows that point."""
     if not isinstance(result, Mapping):
         return "not a result"
     if part.startswith("classify@"):
@@ -472,6 +473,8 @@ def _inconsistency(part: str, result: Any, labels: torch.Tensor | None, *, num_c
             return f"speedup {result['speedup']} vs {result['reference_ms'] / result['ms']} from its medians"
         if not result["speedup_min"] <= result["speedup_max"]:
             return "speedup range min > max"
+        if result.get("paired_with", reference) != partner:
+            return f"paired with {result.get('paired_with')!r}, not {partner!r}"
         return None
     if part == "flops":
         return None if _finite(result.get("flops_per_call"), 1) else f"FLOPs {result.get('flops_per_call')!r}"
