@@ -100,6 +100,8 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             add(f"kernel merge {ratio}", cuda_ms(lambda: library.token_merge(x, slot, side, side, r)))
             add(f"kernel unmerge {ratio}", cuda_ms(lambda: library.token_unmerge(merged, slot)))
             add(f"kernel path {ratio}", cuda_ms(lambda: kernel_path(x, metric, side, side, r)))
+            # the GPU time alone (no launch cost): what a CUDA-graph or engine call pays per layer
+            add(f"kernel path {ratio}, CUDA graph", graph_ms(lambda: kernel_path(x, metric, side, side, r)))
             add(f"reference path eager {ratio}", cuda_ms(lambda: reference_path(x, metric, side, side, r)))
             if ratio != 0.7:
                 continue
@@ -109,7 +111,7 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             compiled_kernel = torch.compile(kernel_path, fullgraph=True)
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
         if name in ("sd2-1024", "dit-xl2-512", "builtin-dit", "builtin-unet"):
-            rows.extend(plan_breakdown(name, metric, side, 0.7))
+            rows.extend(plan_breakdown(name, x, metric, side, 0.7))
         rows.extend(select_paths(name, metric, side, 0.7))
         rows.extend(anchor_paths(name, metric, side, 0.7))
     return rows
@@ -166,9 +168,10 @@ def anchor_paths(name, metric, side, ratio) -> list[dict]:
     return out
 
 
-def plan_breakdown(name, metric, side, ratio) -> list[dict]:
-    """CUDA time of each kernel of one plan (torch.profiler), and the plan's time for several
-    tile shapes of the similarity kernel (set through the launch module's constants)."""
+def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
+    """CUDA time of each kernel of the merge path (plan, merge, unmerge; torch.profiler), and
+    the plan's time for several tile shapes of the similarity kernel (set through the launch
+    module's constants)."""
     from torch.profiler import ProfilerActivity, profile
 
     from bigain_export.kernels import launch
@@ -182,11 +185,11 @@ def plan_breakdown(name, metric, side, ratio) -> list[dict]:
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(10):
-            plan()
+            kernel_path(x, metric, side, side, r)
         torch.cuda.synchronize()
     for event in prof.key_averages():
         if event.device_time_total > 0:
-            out.append(dict(shape=name, what=f"plan kernel {event.key[:60]}", ms=round(event.device_time_total / 10 / 1000, 4)))
+            out.append(dict(shape=name, what=f"path kernel {event.key[:60]}", ms=round(event.device_time_total / 10 / 1000, 4)))
     default = (launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES)
     for config in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 256, 32, 8, 4), (128, 128, 64, 4, 4),
                    (64, 256, 64, 4, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4)]:

@@ -17,23 +17,50 @@ import torch
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
+class _Wrapped:
+    """The kernels of :mod:`.triton_kernels`, each behind ``torch.library.wrap_triton``: called
+    from the ``bigain::`` custom ops' bodies (which switch the wrapper off) it is a plain Triton
+    launch; traced by torch.compile (the ops' decomposition, :mod:`bigain_export.ops.library`)
+    it becomes a node that Inductor compiles into its own code and launches without the custom
+    op's dispatch and the JIT's argument binding (docs/benchmarks.md: ~0.55 ms of host time per
+    plan in torch.compile's default mode)."""
+
+    def __init__(self, module):
+        self._module = module
+        self._wrapped = {}
+
+    def __getattr__(self, name: str):
+        if name not in self._wrapped:
+            self._wrapped[name] = torch.library.wrap_triton(getattr(self._module, name))
+        return self._wrapped[name]
+
+
 @functools.lru_cache(maxsize=1)
 def _triton():
     try:
         from . import triton_kernels
     except ImportError:  # no triton on this machine: the reference path serves
         return None
-    return triton_kernels
+    return _Wrapped(triton_kernels)
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
+KERNEL_SWITCHES = ("", "reference", "opaque")
+
+
 def available(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` takes the kernels; ``BIGAIN_KERNELS=reference`` forces the reference
-    ops everywhere (to compare, or to rule the kernels out when debugging)."""
-    if os.environ.get("BIGAIN_KERNELS") == "reference":
+    ops everywhere (to compare, or to rule the kernels out when debugging); ``opaque`` keeps the
+    kernels but not their decomposition under torch.compile (:mod:`bigain_export.ops.library`)."""
+    switch = os.environ.get("BIGAIN_KERNELS", "")
+    if switch not in KERNEL_SWITCHES:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"BIGAIN_KERNELS={switch!r} is not a switch; allowed: unset, 'reference' or 'opaque'")
+    if switch == "reference":
         return False
     if tensor.dtype not in KERNEL_DTYPES:
         return False
@@ -151,14 +178,14 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     b, n, c = x.shape
     kept = num_out - num_dst
     out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
-    # sums and counts in one zeroed buffer: one memset launch, not two
-    zeroed = torch.zeros(b * num_dst * (c + 1), dtype=torch.float32, device=x.device)
-    acc, count = zeroed[: b * num_dst * c].view(b, num_dst, c), zeroed[b * num_dst * c:].view(b, num_dst)
+    # sums, then counts, in one zeroed buffer: one memset launch, not two (and no views, which
+    # the traced kernels would have to functionalise)
+    acc = torch.zeros(b * num_dst * (c + 1), dtype=torch.float32, device=x.device)
     block_c = 128 if c > 64 else 64
     grid = (_cdiv(n, 32), _cdiv(c, block_c), b)
-    k.merge_kernel[grid](x, slot, count, out, acc, n, c, num_out, kept, num_dst, BLOCK_T=32, BLOCK_C=block_c)
+    k.merge_kernel[grid](x, slot, out, acc, n, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
     k.finish_merge_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](
-        acc, count, out, c, num_out, kept, num_dst, BLOCK_T=32, BLOCK_C=block_c)
+        acc, out, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
     return out
 
 

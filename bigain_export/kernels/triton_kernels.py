@@ -230,7 +230,7 @@ def radix_hist_kernel(sim_ptr, idx_ptr, hist_ptr, NUM_SRC, NUM_SPLITS, R, PASS: 
     digit = tl.where(match, (key >> (24 - 8 * PASS)) & 255, 256).to(tl.int32)
     hist = tl.histogram(digit, 512)
     bins = tl.arange(0, 512)
-    tl.atomic_add(hist_ptr + (b * 4 + PASS) * 256 + bins, hist, mask=(bins < 256) & (hist > 0))
+    tl.atomic_add(hist_ptr + (b * 4 + PASS) * 256 + bins, hist, mask=(bins < 256) & (hist > 0), sem="relaxed")
 
 
 @triton.jit
@@ -321,11 +321,14 @@ def gather_rows_kernel(y_ptr, slot_ptr, out_ptr, N, C, NUM_IN, BLOCK_T: tl.const
 
 
 @triton.jit
-def merge_kernel(x_ptr, slot_ptr, count_ptr, out_ptr, acc_ptr, N, C, NUM_OUT, KEPT, NUM_DST,
+def merge_kernel(x_ptr, slot_ptr, out_ptr, acc_ptr, N, C, NUM_OUT, KEPT, NUM_DST, COUNTS_AT,
                  BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """Kept sources are copied to their row; anchors and merged sources are summed in float32
-    (atomics) and counted, for :func:`finish_merge_kernel` to divide."""
+    (atomics) and counted, for :func:`finish_merge_kernel` to divide. ``acc`` holds the sums
+    ``[B, NUM_DST, C]`` and, from ``COUNTS_AT`` on, the counts ``[B, NUM_DST]`` (one zeroed buffer:
+    one memset)."""
     b, tok, ch, valid, m = _row_tile(N, C, BLOCK_T, BLOCK_C)
+    count_ptr = acc_ptr + COUNTS_AT
     slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
     v = tl.load(x_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], mask=m, other=0.0)
     is_kept = slot < KEPT
@@ -333,15 +336,18 @@ def merge_kernel(x_ptr, slot_ptr, count_ptr, out_ptr, acc_ptr, N, C, NUM_OUT, KE
     tl.store(out_rows, v, mask=m & is_kept[:, None])
     anchor = tl.where(is_kept, 0, slot - KEPT)
     acc_rows = acc_ptr + b.to(tl.int64) * NUM_DST * C + anchor[:, None] * C + ch[None, :]
-    tl.atomic_add(acc_rows, v.to(tl.float32), mask=m & (~is_kept)[:, None])
+    # relaxed: the sums need no ordering among themselves (the default, acq_rel, fences every
+    # atomic); the kernel boundary orders them before finish_merge_kernel reads
+    tl.atomic_add(acc_rows, v.to(tl.float32), mask=m & (~is_kept)[:, None], sem="relaxed")
     if tl.program_id(1) == 0:  # one channel block counts
-        tl.atomic_add(count_ptr + b * NUM_DST + anchor, 1.0, mask=valid & (~is_kept))
+        tl.atomic_add(count_ptr + b * NUM_DST + anchor, 1.0, mask=valid & (~is_kept), sem="relaxed")
 
 
 @triton.jit
-def finish_merge_kernel(acc_ptr, count_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST,
+def finish_merge_kernel(acc_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST, COUNTS_AT,
                         BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     b, k, ch, k_ok, m = _row_tile(NUM_DST, C, BLOCK_T, BLOCK_C)
+    count_ptr = acc_ptr + COUNTS_AT
     count = tl.load(count_ptr + b * NUM_DST + k, mask=k_ok, other=1.0)
     v = tl.load(acc_ptr + b.to(tl.int64) * NUM_DST * C + k[:, None] * C + ch[None, :], mask=m, other=0.0)
     v = v / count[:, None]
