@@ -27,12 +27,12 @@ class _Wrapped:
 
     def __init__(self, module):
         self._module = module
-        self._wrapped = {}
 
     def __getattr__(self, name: str):
-        if name not in self._wrapped:
-            self._wrapped[name] = torch.library.wrap_triton(getattr(self._module, name))
-        return self._wrapped[name]
+        # wrapped at every launch, not cached: wrap_triton returns the bare kernel while the
+        # wrapper is switched off (inside an op's body), and a cached bare kernel would then
+        # be what the next torch.compile traces (found on the GPU: "Cannot access data pointer")
+        return torch.library.wrap_triton(getattr(self._module, name))
 
 
 @functools.lru_cache(maxsize=1)
