@@ -180,7 +180,7 @@ def test_an_unknown_kernel_switch_is_refused_by_name(monkeypatch):
     from bigain_export.errors import ConfigError
 
     monkeypatch.setenv("BIGAIN_KERNELS", "refrence")
-    with pytest.raises(ConfigError, match=r"BIGAIN_KERNELS='refrence' is not a switch; allowed: unset, 'reference' or 'opaque'"):
+    with pytest.raises(ConfigError, match=r"BIGAIN_KERNELS='refrence' is not a switch; allowed: unset or 'reference'"):
         library.merge_plan(_tokens(1, 16, 4, seed=0), 4, 4, 4, "window")
 
 
@@ -307,44 +307,6 @@ def test_gpu_custom_ops_compile_fullgraph_without_recompiles():
         torch.testing.assert_close(got[0], want[0])
         torch.testing.assert_close(got[1], want[1])
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
-
-
-@gpu
-@needs_cuda
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_gpu_compiled_graphs_launch_the_kernels_themselves(mode, monkeypatch):
-    """Under torch.compile the ops decompose onto their Triton kernels: Inductor's code launches
-    them (no opaque ``bigain::`` call, whose dispatch cost ~0.5 ms of host time per plan), and
-    the results are the eager ops' (merge sums in float32 atomics: equal up to their order)."""
-    from torch._inductor.utils import run_and_get_code
-
-    h, w, n, c = 32, 32, 1024, 64
-    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
-
-    def step(x, metric):
-        merged, slot = library.gated_merge(x, metric, h, w, r, "window")
-        return library.token_unmerge(merged, slot), library.kv_pool(x, 0.9, h, w, 2), slot
-
-    torch._dynamo.reset()
-    x, metric = (_tokens(2, n, c, seed=s, dtype=torch.bfloat16, device="cuda") for s in (1, 2))
-    compiled = torch.compile(step, fullgraph=True, mode=mode)
-    got, codes = run_and_get_code(compiled, x, metric)
-    code = "\n".join(codes)
-    for kernel in ("laplacian_score_kernel", "best_anchor_kernel", "small_select_kernel", "merge_kernel",
-                   "gather_rows_kernel", "kv_pool_kernel"):
-        assert kernel in code, kernel
-    assert "torch.ops.bigain" not in code
-    want = step(x, metric)
-    assert torch.equal(got[2], want[2])
-    torch.testing.assert_close(got[0], want[0], rtol=1e-2, atol=1e-2)
-    torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
-    got = compiled(x, metric)  # replayed (a CUDA graph in reduce-overhead mode)
-    assert torch.equal(got[2], want[2])
-    if mode == "default":  # the switch that keeps the ops whole, for the benchmark's A/B
-        torch._dynamo.reset()
-        monkeypatch.setenv("BIGAIN_KERNELS", "opaque")
-        got, codes = run_and_get_code(torch.compile(step, fullgraph=True), x, metric)
-        assert "torch.ops.bigain.merge_plan" in "\n".join(codes) and torch.equal(got[2], want[2])
 
 
 @gpu

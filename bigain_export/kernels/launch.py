@@ -17,49 +17,30 @@ import torch
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-class _Wrapped:
-    """The kernels of :mod:`.triton_kernels`, each behind ``torch.library.wrap_triton``: called
-    from the ``bigain::`` custom ops' bodies (which switch the wrapper off) it is a plain Triton
-    launch; traced by torch.compile (the ops' decomposition, :mod:`bigain_export.ops.library`)
-    it becomes a node that Inductor compiles into its own code and launches without the custom
-    op's dispatch and the JIT's argument binding (docs/benchmarks.md: ~0.55 ms of host time per
-    plan in torch.compile's default mode)."""
-
-    def __init__(self, module):
-        self._module = module
-
-    def __getattr__(self, name: str):
-        # wrapped at every launch, not cached: wrap_triton returns the bare kernel while the
-        # wrapper is switched off (inside an op's body), and a cached bare kernel would then
-        # be what the next torch.compile traces (found on the GPU: "Cannot access data pointer")
-        return torch.library.wrap_triton(getattr(self._module, name))
-
-
 @functools.lru_cache(maxsize=1)
 def _triton():
     try:
         from . import triton_kernels
     except ImportError:  # no triton on this machine: the reference path serves
         return None
-    return _Wrapped(triton_kernels)
+    return triton_kernels
 
 
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-KERNEL_SWITCHES = ("", "reference", "opaque")
+KERNEL_SWITCHES = ("", "reference")
 
 
 def available(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` takes the kernels; ``BIGAIN_KERNELS=reference`` forces the reference
-    ops everywhere (to compare, or to rule the kernels out when debugging); ``opaque`` keeps the
-    kernels but not their decomposition under torch.compile (:mod:`bigain_export.ops.library`)."""
+    ops everywhere (to compare, or to rule the kernels out when debugging)."""
     switch = os.environ.get("BIGAIN_KERNELS", "")
     if switch not in KERNEL_SWITCHES:
         from ..errors import ConfigError
 
-        raise ConfigError(f"BIGAIN_KERNELS={switch!r} is not a switch; allowed: unset, 'reference' or 'opaque'")
+        raise ConfigError(f"BIGAIN_KERNELS={switch!r} is not a switch; allowed: unset or 'reference'")
     if switch == "reference":
         return False
     if tensor.dtype not in KERNEL_DTYPES:
@@ -178,8 +159,7 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     b, n, c = x.shape
     kept = num_out - num_dst
     out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
-    # sums, then counts, in one zeroed buffer: one memset launch, not two (and no views, which
-    # the traced kernels would have to functionalise)
+    # sums, then counts, in one zeroed buffer: one memset launch, not two
     acc = torch.zeros(b * num_dst * (c + 1), dtype=torch.float32, device=x.device)
     block_c = 128 if c > 64 else 64
     grid = (_cdiv(n, 32), _cdiv(c, block_c), b)

@@ -19,7 +19,6 @@ TensorRT plugin or the model-local function body implements.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
@@ -42,47 +41,6 @@ def _kernels():
     return launch
 
 
-def _direct_launches():
-    """Inside an op's own body the kernels run as plain Triton launches (the wrapper's traced
-    path would only add dispatch), as in ``torch.library.triton_op``."""
-    from torch._library.triton import set_wrap_triton_enabled
-
-    return set_wrap_triton_enabled(False)
-
-
-def _opaque() -> bool:
-    """``BIGAIN_KERNELS=opaque``: compiled graphs keep each op as one call (the kernels still run
-    inside it), to measure what the decomposition saves (scripts/bench_unet.py)."""
-    return os.environ.get("BIGAIN_KERNELS") == "opaque"
-
-
-def _decompose_onto_kernels(op, kernel_path, tensor_arg: int = 0, condition=lambda *args: True):
-    """Let torch.compile see an op's Triton kernels instead of one opaque call.
-
-    What ``torch.library.triton_op`` does for an op that is only kernels, for one that is kernels
-    on CUDA and the reference elsewhere: under functionalization (AOTAutograd, ahead of Inductor)
-    a call whose tensor takes the kernels is replaced by ``kernel_path``, whose launches are
-    ``wrap_triton`` nodes that Inductor compiles into its own code and launches cheaply; every
-    other call (the reference, Triton's CPU interpreter, torch.export) stays one node. The choice is made
-    when a graph is compiled (``BIGAIN_KERNELS`` is read then, not per call).
-    """
-    from torch._subclasses.functional_tensor import FunctionalTensorMode
-
-    def decompose(mode, op_overload, types, args, kwargs):
-        from torch.export._trace import custom_triton_ops_decomposition_disabled
-
-        plain = all(issubclass(t, (torch._subclasses.FakeTensor, torch._subclasses.functional_tensor.FunctionalTensor))
-                    or t is torch.Tensor for t in types)
-        tensor = args[tensor_arg]  # on CUDA only: the CPU interpreter's kernels cannot be traced
-        if (custom_triton_ops_decomposition_disabled() or not plain or not tensor.is_cuda or _opaque()
-                or not _kernels().available(tensor) or not condition(*args)):
-            return mode.__torch_dispatch__(op_overload, types, args, kwargs)
-        with mode:
-            return kernel_path(*args, **kwargs)
-
-    op.register_torch_dispatch(FunctionalTensorMode, decompose)
-
-
 # --------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("bigain::merge_plan", mutates_args=())
 def merge_plan_op(
@@ -92,8 +50,7 @@ def merge_plan_op(
     Laplacian gate (``released`` picks the official code's grouping)."""
     launch = _kernels()
     if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
-        with _direct_launches():
-            return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released)
+        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released)
     if offsets is None:
         score = reference.laplacian_score(metric, grid_h, grid_w)
         offsets = reference.window_offsets(score, grid_h, grid_w, "released" if released else "window")
@@ -110,8 +67,7 @@ def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: i
     """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors."""
     launch = _kernels()
     if launch.available(x):
-        with _direct_launches():
-            return launch.merge(x, slot, num_out, num_dst)
+        return launch.merge(x, slot, num_out, num_dst)
     return reference.merge(x, slot, num_out)
 
 
@@ -125,8 +81,7 @@ def token_unmerge_op(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     """``[B, N - r, C]`` -> ``[B, N, C]``: every token takes its slot's row."""
     launch = _kernels()
     if launch.available(y):
-        with _direct_launches():
-            return launch.unmerge(y, slot)
+        return launch.unmerge(y, slot)
     return reference.unmerge(y, slot)
 
 
@@ -140,21 +95,13 @@ def kv_pool_op(x: torch.Tensor, alpha: torch.Tensor, grid_h: int, grid_w: int, s
     """IE-KVD ``[B, N, C]`` -> ``[B, N / s^2, C]``; ``alpha`` float32 with 1 or B elements."""
     launch = _kernels()
     if launch.available(x):
-        with _direct_launches():
-            return launch.kv_pool(x, alpha, grid_h, grid_w, s)
+        return launch.kv_pool(x, alpha, grid_h, grid_w, s)
     return reference.kv_downsample(x, alpha.reshape(-1, 1, 1), grid_h, grid_w, s)
 
 
 @kv_pool_op.register_fake
 def _(x, alpha, grid_h, grid_w, s):
     return x.new_empty(x.shape[0], (grid_h // s) * (grid_w // s), x.shape[2])
-
-
-_decompose_onto_kernels(merge_plan_op, lambda *a: _kernels().merge_plan(*a),
-                        condition=lambda metric, offsets, grid_h, grid_w, r, released: grid_h >= 2 and grid_w >= 2)
-_decompose_onto_kernels(token_merge_op, lambda *a: _kernels().merge(*a))
-_decompose_onto_kernels(token_unmerge_op, lambda *a: _kernels().unmerge(*a))
-_decompose_onto_kernels(kv_pool_op, lambda *a: _kernels().kv_pool(*a))
 
 
 # --------------------------------------------------------------------------- what models call
