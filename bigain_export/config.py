@@ -73,6 +73,11 @@ class BiGainConfig:
         merge_crossattn: opt-in (tomesd's switch). Also merge the queries of the block's
             cross-attention (``attn2``) with the block's plan; keys/values (the text) stay.
         merge_mlp: opt-in (tomesd's switch). Also run the block's feed-forward on merged tokens.
+        min_tokens: opt-in. A patched layer with fewer tokens than this runs uncompressed (no
+            merge, no KV pooling), so one config serves several resolutions without compressing
+            where it cannot pay: on the H200 the SD2 UNet's measured attention-time ceiling at
+            512 px (4,096 tokens) is 0.99x, at 768 px (9,216) 1.18x (docs/benchmarks.md).
+            0 (the default, the paper) compresses every patched layer.
     """
 
     merge: str = "bigain"
@@ -88,6 +93,7 @@ class BiGainConfig:
     plan_reuse: bool = False
     merge_crossattn: bool = False
     merge_mlp: bool = False
+    min_tokens: int = 0
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -129,6 +135,8 @@ class BiGainConfig:
                 _fail(name, getattr(self, name), "true | false")
             if getattr(self, name) and self.merge == "none":
                 _fail(name, getattr(self, name), "false when merge='none' (it changes how merging is done)")
+        if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 0:
+            _fail("min_tokens", self.min_tokens, "an integer >= 0 (0: compress every patched layer)")
         if self.version != CONFIG_VERSION:
             _fail("version", self.version, str(CONFIG_VERSION))
 
@@ -152,11 +160,18 @@ class BiGainConfig:
             return 1.0
         return None if self.alpha is None else float(self.alpha)
 
+    def compresses(self, num_tokens: int) -> bool:
+        """Whether a patched layer of ``num_tokens`` tokens is compressed at all (``min_tokens``)."""
+        return self.enabled and num_tokens >= self.min_tokens
+
+    def pools_kv_at(self, num_tokens: int) -> bool:
+        return self.pools_kv and self.compresses(num_tokens)
+
     def merged_count(self, num_tokens: int, grid_h: int, grid_w: int) -> int:
         """r: tokens removed from a layer of ``num_tokens`` tokens (a static Python int)."""
         num_dst = (grid_h // 2) * (grid_w // 2)
-        if not self.merges or num_dst == 0:  # a grid of one row or column has no 2x2 window to merge into
-            return 0
+        if not self.merges or num_dst == 0 or not self.compresses(num_tokens):
+            return 0  # (a grid of one row or column has no 2x2 window to merge into)
         return min(int(num_tokens * self.ratio), num_tokens - num_dst)
 
     # -- construction helpers -------------------------------------------------------------------
@@ -178,8 +193,16 @@ class BiGainConfig:
             return self
         return dataclasses.replace(self, alpha=None if task == "generation" else 0.9)
 
+    # Fields added after the published sweeps and engines, left out of the dict at their default:
+    # a config without them keeps the dict, and so the checkpoint and manifest fingerprints, it
+    # had before they existed (from_dict fills the default back in).
+    LATER_FIELDS = {"min_tokens": 0}
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        for name, default in self.LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         data["unet_levels"] = None if self.unet_levels is None else list(self.unet_levels)
         data["dit_blocks"] = None if self.dit_blocks is None else list(self.dit_blocks)
         return data
@@ -211,4 +234,6 @@ class BiGainConfig:
         if self.pools_kv:
             alpha = "t-scheduled" if self.fixed_alpha is None else f"{self.fixed_alpha:g}"
             parts.append(f"{self.kv}-kv s={self.downsample} alpha={alpha}")
+        if parts and self.min_tokens:
+            parts.append(f"layers >= {self.min_tokens} tokens")
         return " + ".join(parts) or "none"

@@ -53,6 +53,9 @@ METHODS = {
     "bigain-merge r=0.7": merge(0.7),
     "bigain-merge r=0.7 plan-reuse": merge(0.7, plan_reuse=True),
     "bigain-merge r=0.7 +crossattn+mlp": merge(0.7, merge_crossattn=True, merge_mlp=True),
+    # opt-in: layers under 8,192 tokens stay uncompressed (at 512 px the SD2 UNet's level 0 has
+    # 4,096 tokens and its measured ceiling is 0.99x; 768 px has 9,216)
+    "bigain-merge r=0.7 min-tokens=8192": merge(0.7, min_tokens=8192),
     "bigain-kv s=2": BiGainConfig.preset("bigain-kv", downsample=2),
     "bigain-both r=0.7 s=2": BiGainConfig.preset("bigain-both", ratio=0.7, downsample=2),
 }

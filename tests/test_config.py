@@ -25,6 +25,9 @@ BAD = [
     (dict(unet_levels=(-1,)), r"unet_levels=\(-1,\)"),
     (dict(dit_blocks=(1, "2")), r"dit_blocks=\(1, '2'\)"),
     (dict(version=99), r"version=99"),
+    (dict(min_tokens=-1), r"min_tokens=-1 .*integer >= 0"),
+    (dict(min_tokens=4096.0), r"min_tokens=4096.0"),
+    (dict(min_tokens=True), r"min_tokens=True"),
 ]
 
 
@@ -77,3 +80,25 @@ def test_unet_levels_default_is_auto_and_round_trips():
     assert BiGainConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match=r"unet_levels=\(\).*None \(auto\)"):
         BiGainConfig(unet_levels=())
+
+
+def test_min_tokens_leaves_the_dict_of_configs_without_it_as_it_was():
+    """Configs without min_tokens keep the exact dict they had before the field existed: it is
+    what every published sweep checkpoint and engine manifest fingerprints."""
+    import json
+    from pathlib import Path
+
+    checkpoint = Path(__file__).parents[1] / "docs/results/sweep/unet-speed/points/bigain-merge-0.7-187b8e36.json"
+    recorded = json.loads(checkpoint.read_text())["parts"]["drift"]["facts"]["method"]["config"]["classify"]
+    config = BiGainConfig.preset("bigain-merge", ratio=0.7)
+    assert config.to_dict() == recorded and "min_tokens" not in recorded
+    assert BiGainConfig.from_dict(recorded) == config
+    gated = BiGainConfig.preset("bigain-merge", ratio=0.7, min_tokens=8192)
+    assert gated.to_dict()["min_tokens"] == 8192 and BiGainConfig.from_dict(gated.to_dict()) == gated
+    assert gated.describe() == "bigain-merge r=0.7 (window) + layers >= 8192 tokens"
+
+
+def test_min_tokens_gates_merging_and_pooling_per_layer():
+    config = BiGainConfig.preset("bigain-both", ratio=0.5, min_tokens=1024)
+    assert config.merged_count(1023, 31, 33) == 0 and not config.pools_kv_at(1023)
+    assert config.merged_count(1024, 32, 32) == 512 and config.pools_kv_at(1024)

@@ -138,3 +138,16 @@ def test_kv_pool_body_matches_reference(h, w, s):
                                 [("out", f32, [b, (h // s) * (w // s), c])], grid_h=h, grid_w=w, s=s)
     out = session.run(None, {"x": x.numpy(), "alpha": alpha.numpy()})[0]
     np.testing.assert_allclose(out, ref.kv_downsample(x, alpha, h, w, s).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_layers_below_min_tokens_export_uncompressed(denoisers, tmp_path):
+    """``min_tokens`` above every patched layer's token count: no bigain.ai node is exported and
+    the engine computes the uncompressed model."""
+    denoiser = denoisers["dit"]
+    config = BiGainConfig.preset("bigain-both", ratio=0.5, min_tokens=10**6)
+    result = export_onnx(denoiser, config, tmp_path / "m.onnx", batch=2)
+    model = onnx.load(result.path)
+    assert not [n for n in model.graph.node if n.domain == DOMAIN] and not model.functions
+    feed = {k: v.numpy() for k, v in DenoiserSpec(2, denoiser.sample_shape).sample_inputs(seed=0).items()}
+    got = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(got, eager(denoiser, BiGainConfig.preset("none"), feed), rtol=1e-4, atol=1e-5)

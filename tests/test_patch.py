@@ -299,3 +299,19 @@ def test_a_level_too_small_to_merge_passes_through_with_every_switch():
     config = BiGainConfig.preset("bigain-merge", ratio=0.7, merge_crossattn=True, merge_mlp=True, plan_reuse=True)
     with bigain_patched(unet, config):
         torch.testing.assert_close(run_unet(unet, (sample, t, context)), plain)
+
+
+@pytest.mark.parametrize("preset", ["bigain-both", "tome"])
+def test_min_tokens_runs_smaller_layers_uncompressed(preset):
+    """A layer below ``min_tokens`` runs exactly as unpatched; at or above it, as without the field."""
+    unet, dit = tiny_unet(), tiny_dit()
+    u_in, d_in = unet_inputs(), dit_inputs()
+    for model, run, inputs in ((unet, run_unet, u_in), (dit, run_dit, d_in)):
+        plain = run(model, inputs)
+        with bigain_patched(model, BiGainConfig.preset(preset, ratio=0.5)):
+            compressed = run(model, inputs)
+        with bigain_patched(model, BiGainConfig.preset(preset, ratio=0.5, min_tokens=10**9)):
+            torch.testing.assert_close(run(model, inputs), plain, rtol=0, atol=0)
+        with bigain_patched(model, BiGainConfig.preset(preset, ratio=0.5, min_tokens=1)):
+            torch.testing.assert_close(run(model, inputs), compressed, rtol=0, atol=0)
+        assert not torch.allclose(compressed, plain)

@@ -22,7 +22,7 @@ import torch
 from ..config import BiGainConfig
 from ..errors import BigainError, ExportError
 from ..ops.library import DOMAIN
-from ..patch import apply_bigain, remove_bigain
+from ..patch import apply_bigain, patch_info, remove_bigain
 from .onnx_ops import EXPORTABLE_ANCHORS, STANDARD_OPSET, attach_functions
 from .spec import DenoiserSpec
 
@@ -63,6 +63,7 @@ def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainC
     inputs = spec.sample_inputs()
     args = tuple(inputs[t.name] for t in spec.inputs)
     apply_bigain(denoiser, config)
+    state = patch_info(denoiser).state
     try:
         with torch.no_grad():
             program = torch.onnx.export(
@@ -80,7 +81,9 @@ def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainC
     finally:
         remove_bigain(denoiser)
     model = program.model_proto
-    if config.enabled and not custom_node_counts(model):
+    # (with min_tokens an enabled config may compress no layer at this size; the processors say so)
+    expects_nodes = state.compressed or (config.enabled and not config.min_tokens)
+    if expects_nodes and not custom_node_counts(model):
         # torch.onnx.export silently retries with strict (dynamo) capture when the non-strict one
         # fails; that path traces the reference ops instead of emitting bigain.ai nodes.
         raise ExportError("the exported graph has no bigain.ai nodes (the exporter fell back to another "

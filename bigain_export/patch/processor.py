@@ -44,6 +44,10 @@ class CallState:
         self.sample_hw: tuple[int, int] | None = None
         self.timestep: torch.Tensor | None = None
         self.plans: dict[int, torch.Tensor] = {}  # num_tokens -> slot map (plan_reuse only)
+        # Set (never read while tracing, so torch.compile does not guard on it) by a processor
+        # that compressed: export checks it, since with min_tokens an enabled config may
+        # legitimately compress no layer at a given input size.
+        self.compressed = False
 
     def start_call(self, sample_hw: tuple[int, int], timestep: Any) -> None:
         # A Python-number timestep becomes a tensor here: torch.compile treats an int stored on
@@ -177,7 +181,10 @@ class BiGainAttnProcessor:
                     self.state.plans[num_tokens] = slot
         self.plan.set(slot, (grid_h, grid_w), r)
         keys_values = None
-        if config.pools_kv:
+        pools = config.pools_kv_at(num_tokens)
+        if r > 0 or pools:
+            self.state.compressed = True
+        if pools:
             alpha = self.state.alpha(hidden_states.dtype, hidden_states.device)
             keys_values = library.kv_pool(hidden_states, alpha, grid_h, grid_w, config.downsample)
 
