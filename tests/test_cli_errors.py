@@ -158,3 +158,9 @@ def test_the_parser_repeats_the_registry_names_exactly():
     from bigain_export.models.prompts import DEFAULT_TEMPLATE
 
     assert args.DEFAULT_PROMPT_TEMPLATE == DEFAULT_TEMPLATE
+
+
+def test_a_mistyped_kernel_switch_is_one_line_before_any_work(capsys, monkeypatch, dit_folder):
+    monkeypatch.setenv("BIGAIN_KERNELS", "refrence")
+    err = one_line_error(capsys, "info", str(dit_folder))
+    assert "BIGAIN_KERNELS='refrence' is not a switch; allowed: unset or 'reference'" in err

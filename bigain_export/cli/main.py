@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
         refuse_renamed(args)
+        from ..kernels.launch import kernel_switch
+
+        kernel_switch()
         return int(args._run(args) or 0)
     except BigainError as exc:
         print(f"bigain-export {args.command}: error: {exc}", file=sys.stderr)

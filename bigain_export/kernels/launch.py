@@ -33,15 +33,21 @@ def interpreting() -> bool:
 KERNEL_SWITCHES = ("", "reference")
 
 
-def available(tensor: torch.Tensor) -> bool:
-    """Whether ``tensor`` takes the kernels; ``BIGAIN_KERNELS=reference`` forces the reference
-    ops everywhere (to compare, or to rule the kernels out when debugging)."""
+def kernel_switch() -> str:
+    """``BIGAIN_KERNELS``, checked (the CLI calls this before any work, so a typo is one line up
+    front, not an error deep in a run or a silently ignored switch)."""
     switch = os.environ.get("BIGAIN_KERNELS", "")
     if switch not in KERNEL_SWITCHES:
         from ..errors import ConfigError
 
         raise ConfigError(f"BIGAIN_KERNELS={switch!r} is not a switch; allowed: unset or 'reference'")
-    if switch == "reference":
+    return switch
+
+
+def available(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` takes the kernels; ``BIGAIN_KERNELS=reference`` forces the reference
+    ops everywhere (to compare, or to rule the kernels out when debugging)."""
+    if kernel_switch() == "reference":
         return False
     if tensor.dtype not in KERNEL_DTYPES:
         return False
