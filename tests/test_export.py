@@ -140,12 +140,14 @@ def test_kv_pool_body_matches_reference(h, w, s):
     np.testing.assert_allclose(out, ref.kv_downsample(x, alpha, h, w, s).numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_layers_below_min_tokens_export_uncompressed(denoisers, tmp_path):
-    """``min_tokens`` above every patched layer's token count: no bigain.ai node is exported and
-    the engine computes the uncompressed model."""
+def test_layers_below_min_tokens_export_uncompressed(denoisers, tmp_path, caplog):
+    """``min_tokens`` above every patched layer's token count: no bigain.ai node is exported, the
+    engine computes the uncompressed model, and the log says why."""
     denoiser = denoisers["dit"]
     config = BiGainConfig.preset("bigain-both", ratio=0.5, min_tokens=10**6)
-    result = export_onnx(denoiser, config, tmp_path / "m.onnx", batch=2)
+    with caplog.at_level("WARNING", logger="bigain_export.export.onnx_export"):
+        result = export_onnx(denoiser, config, tmp_path / "m.onnx", batch=2)
+    assert "min_tokens=1000000 exceeds every patched layer's token count" in caplog.text
     model = onnx.load(result.path)
     assert not [n for n in model.graph.node if n.domain == DOMAIN] and not model.functions
     feed = {k: v.numpy() for k, v in DenoiserSpec(2, denoiser.sample_shape).sample_inputs(seed=0).items()}

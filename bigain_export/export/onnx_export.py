@@ -83,6 +83,9 @@ def trace_to_onnx(denoiser: torch.nn.Module, spec: DenoiserSpec, config: BiGainC
     model = program.model_proto
     # (with min_tokens an enabled config may compress no layer at this size; the processors say so)
     expects_nodes = state.compressed or (config.enabled and not config.min_tokens)
+    if config.enabled and not expects_nodes:
+        log.warning("note: BiGainConfig.min_tokens=%d exceeds every patched layer's token count at this "
+                    "input size: the export is the uncompressed model", config.min_tokens)
     if expects_nodes and not custom_node_counts(model):
         # torch.onnx.export silently retries with strict (dynamo) capture when the non-strict one
         # fails; that path traces the reference ops instead of emitting bigain.ai nodes.
