@@ -22,7 +22,6 @@ are JSON, bare words are strings) or in a JSON grid file (:func:`load_grid_file`
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 import json
 from dataclasses import dataclass
@@ -128,8 +127,8 @@ def make_entry(preset: str, overrides: Mapping[str, Any], name: str | None = Non
     try:
         config = BiGainConfig.preset(preset, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()})
     except TypeError as exc:  # an unknown field name
-        fields = ", ".join(f.name for f in dataclasses.fields(BiGainConfig))
-        raise ConfigError(f"{source}: {exc.args[0].split('() ')[-1]}; allowed fields: {fields}") from None
+        names = ", ".join(f.name for f in dataclasses.fields(BiGainConfig))
+        raise ConfigError(f"{source}: {exc.args[0].split('() ')[-1]}; allowed fields: {names}") from None
     auto = "-".join([preset, *(_suffix(k, v) for k, v in overrides.items())])
     return GridEntry(name or auto, config)
 
