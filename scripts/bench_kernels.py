@@ -112,6 +112,7 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
         if name in ("sd2-1024", "dit-xl2-512", "builtin-dit", "builtin-unet"):
             rows.extend(plan_breakdown(name, x, metric, side, 0.7))
+        rows.extend(variant_paths(name, x, metric, side, 0.7))
         rows.extend(select_paths(name, metric, side, 0.7))
         rows.extend(anchor_paths(name, metric, side, 0.7))
     return rows
@@ -204,6 +205,54 @@ def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
     return out
 
 
+def variant_paths(name, x, metric, side, ratio) -> list[dict]:
+    """Each similarity kernel (source rows resident on chip vs the nested channel loop) and each
+    merge (member lists + gathers vs float32 atomics), as CUDA graphs (GPU time alone) and eager,
+    in one run; then the resident kernel's tile shapes (plan, CUDA graph)."""
+    from bigain_export.kernels import launch
+
+    n = metric.shape[1]
+    r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+    slot = library.merge_plan(metric, side, side, r, "window")
+    plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
+    path = lambda: kernel_path(x, metric, side, side, r)  # noqa: E731
+    saved = dict(SIM_RESIDENT=launch.SIM_RESIDENT, MERGE_MODE=launch.MERGE_MODE, RES_BLOCK_M=launch.RES_BLOCK_M,
+                 RES_BLOCK_N=launch.RES_BLOCK_N, RES_WARPS=launch.RES_WARPS, RES_STAGES=launch.RES_STAGES)
+    out = []
+    add = lambda what, ms: out.append(dict(shape=name, what=what, ms=round(ms, 4)))  # noqa: E731
+    try:
+        for mode in launch.MERGE_MODES:
+            launch.MERGE_MODE = mode
+            merge = lambda: library.token_merge(x, slot, side, side, r)  # noqa: E731
+            add(f"merge {ratio} [{mode}], CUDA graph", graph_ms(merge))
+            add(f"merge {ratio} [{mode}], eager", cuda_ms(merge))
+        launch.SIM_RESIDENT = True
+        applies = launch.resident_channels(x.shape[2], x.element_size()) is not None
+        for resident in (True, False) if applies else (False,):
+            launch.SIM_RESIDENT = resident
+            sim = "resident" if resident else "nested"
+            add(f"plan {ratio} [{sim}], CUDA graph", graph_ms(plan))
+            for mode in launch.MERGE_MODES:
+                launch.MERGE_MODE = mode
+                add(f"path {ratio} [{sim}, {mode}], CUDA graph", graph_ms(path))
+                add(f"path {ratio} [{sim}, {mode}], eager", cuda_ms(path))
+        launch.SIM_RESIDENT = True
+        if applies:
+            for config in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 32, 8, 4), (64, 128, 4, 3),
+                           (64, 64, 4, 4)]:
+                launch.RES_BLOCK_M, launch.RES_BLOCK_N, launch.RES_WARPS, launch.RES_STAGES = config
+                try:
+                    ms = graph_ms(plan)
+                except Exception as exc:  # a tile shape that does not fit shared memory
+                    ms = float("nan")
+                    print(f"  resident config {config}: {type(exc).__name__}: {str(exc)[:100]}")
+                add("plan %s [resident M%d N%d w%d s%d], CUDA graph" % ((ratio,) + config), ms)
+    finally:
+        for key, value in saved.items():
+            setattr(launch, key, value)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -211,18 +260,26 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
+                triton=__import__("triton").__version__, python=platform.python_version(),
+                date=time.strftime("%Y-%m-%d"), dtype="bf16", timing="CUDA events, median of 50 after 5 warm-up")
     for name in args.shapes:
         t0 = time.time()
         rows.extend(bench_shape(name, torch.bfloat16))
         print(f"[{name}] {time.time() - t0:.0f} s", flush=True)
-    meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
-                triton=__import__("triton").__version__, python=platform.python_version(),
-                date=time.strftime("%Y-%m-%d"), dtype="bf16", timing="CUDA events, median of 50 after 5 warm-up")
-    (args.out / "bench_kernels.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+        write(args.out, meta, rows)  # after every shape: a run cut short keeps what it measured
+    print((args.out / "bench_kernels.md").read_text())
+
+
+def write(out: Path, meta: dict, rows: list[dict]) -> None:
+    """bench_kernels.json / .md, each written to a temporary name and renamed (never half-written)."""
     lines = [json.dumps(meta), "", "| shape | what | ms |", "|---|---|---|"]
     lines += [f"| {r['shape']} | {r['what']} | {r['ms']:.4f} |" for r in rows]
-    (args.out / "bench_kernels.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for name, text in (("bench_kernels.json", json.dumps(dict(meta=meta, rows=rows), indent=1)),
+                       ("bench_kernels.md", "\n".join(lines) + "\n")):
+        tmp = out / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out / name)
 
 
 if __name__ == "__main__":

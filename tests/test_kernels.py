@@ -134,10 +134,52 @@ def test_interpreted_plan_breaks_ties_like_the_reference(interpreted, select_pat
             assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (kind, ratio, anchor)
 
 
+@pytest.fixture(params=["resident", "nested"])
+def similarity_kernel(request, monkeypatch):
+    """Both similarity kernels: the source rows kept on chip (channels 256 + 64 style) and the
+    nested channel loop (forced with SIM_RESIDENT = False)."""
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "SIM_RESIDENT", request.param == "resident")
+    return request.param
+
+
+@interpreter
+@pytest.mark.parametrize("c", [16, 48])
+def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_kernel, monkeypatch, c):
+    """Channel counts that the resident kernel takes (16 = 16 + 0, 48 = 32 + 16), on random rows
+    and on exact ties (4 atoms padded with zeros to c channels)."""
+    from bigain_export.kernels import launch
+
+    assert (launch.resident_channels(c, 4) is not None) == (similarity_kernel == "resident")
+    # anchor tiles of 16: the 20 anchors span two tiles, so ties across tiles are decided too
+    monkeypatch.setattr(launch, "RES_BLOCK_N", 16)
+    monkeypatch.setattr(launch, "SIM_BLOCK_N", 16)
+    h, w = 9, 10
+    n = h * w
+    ties = torch.nn.functional.pad(_exact_tie_tokens(2, n, seed=4), (0, c - 4))
+    for metric in (_tokens(2, n, c, seed=c), ties):
+        for ratio in (0.5, 0.7):
+            r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+            for anchor in ("window", "fixed"):
+                offsets = _offsets(anchor, h, w, seed=0)
+                got = interpreted.merge_plan(metric, offsets, h, w, r)
+                assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (ratio, anchor)
+
+
+@pytest.fixture(params=["gather", "atomic"])
+def merge_mode(request, monkeypatch):
+    """Both merges: member lists + gathered means, and float32 atomics."""
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "MERGE_MODE", request.param)
+    return request.param
+
+
 @interpreter
 @pytest.mark.parametrize("h,w", [(5, 7), (16, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype):
+def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, merge_mode, h, w, dtype):
     n, nd = h * w, (h // 2) * (w // 2)
     x = _tokens(2, n, 70, seed=1, dtype=dtype)  # 70 channels: two channel blocks, one partial
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
@@ -248,10 +290,12 @@ def test_gpu_plan_is_a_correct_plan(h, w, c, dtype, anchor):
 @needs_cuda
 @pytest.mark.parametrize("kind", ["duplicated", "constant"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype, select_path):
+def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype, select_path, similarity_kernel):
     h, w = 64, 48
     n = h * w
+    # 16 channels (4 atoms padded with zeros): the smallest that the resident kernel takes
     metric = _exact_tie_tokens(2, n, seed=9) if kind == "duplicated" else torch.ones(2, n, 4)
+    metric = torch.nn.functional.pad(metric, (0, 12))
     metric = metric.to("cuda", dtype)
     for ratio in (0.3, 0.5, 0.7, 0.75):
         r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
@@ -266,7 +310,7 @@ def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype, select_path)
 @needs_cuda
 @pytest.mark.parametrize("h,w,c", [(31, 33, 96), (128, 128, 320)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype):
+def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype, merge_mode):
     """Against the float32 reference rounded once to the dtype (the reference run in bf16 rounds
     every step; the kernels accumulate in float32 and round once): within one ulp."""
     n, nd = h * w, (h // 2) * (w // 2)

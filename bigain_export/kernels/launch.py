@@ -71,10 +71,32 @@ def _sm_count(device: torch.device) -> int:
 # 9% faster (0.346 vs 0.381 ms); not adopted until a whole-model run confirms it.
 SIM_BLOCK_M, SIM_BLOCK_N, SIM_BLOCK_K = 128, 128, 64
 SIM_WARPS, SIM_STAGES = 8, 3
+# best_anchor_resident_kernel (the source rows stay on chip) wherever a tile of them fits in
+# RESIDENT_BYTES and the channels split into two powers of two (320 = 256 + 64; 64; 128); the
+# nested-loop kernel above spills registers on sm_90 (255 registers + stack, cuobjdump) while
+# this one does not (176 at N=64). SIM_RESIDENT = False forces the nested one (benchmarks).
+SIM_RESIDENT = True
+RES_BLOCK_M, RES_BLOCK_N, RES_WARPS, RES_STAGES = 128, 64, 8, 3
+RESIDENT_BYTES = 96 * 1024
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
+
+
+def resident_channels(c: int, itemsize: int) -> tuple[int, int, int] | None:
+    """``(block_m, K0, K1)`` for best_anchor_resident_kernel (``c == K0 + K1``, powers of two of
+    at least 16, ``K1`` may be 0), or None where the nested-loop kernel serves."""
+    if not SIM_RESIDENT or c < 16:
+        return None
+    k0 = 1 << (c.bit_length() - 1)
+    k1 = c - k0
+    if k1 and (k1 < 16 or k1 & (k1 - 1)):
+        return None
+    for block_m in (RES_BLOCK_M, 64):
+        if block_m * c * itemsize <= RESIDENT_BYTES:
+            return block_m, k0, k1
+    return None
 
 
 SELECT_BLOCK = 1024  # sources per program of the radix select
@@ -117,16 +139,24 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
                                           kept, BLOCK_T=32, BLOCK_C=64)
     # 3. best anchor of every source, the anchors split so that the grid fills the GPU
-    m_tiles = _cdiv(num_src, SIM_BLOCK_M)
-    splits = max(1, min(_cdiv(num_dst, 4 * SIM_BLOCK_N), _cdiv(4 * _sm_count(device), m_tiles * b)))
-    per_split = _cdiv(_cdiv(num_dst, splits), SIM_BLOCK_N) * SIM_BLOCK_N
+    resident = resident_channels(c, metric.element_size())
+    block_m, block_n = (resident[0], RES_BLOCK_N) if resident else (SIM_BLOCK_M, SIM_BLOCK_N)
+    m_tiles = _cdiv(num_src, block_m)
+    splits = max(1, min(_cdiv(num_dst, 4 * block_n), _cdiv(4 * _sm_count(device), m_tiles * b)))
+    per_split = _cdiv(_cdiv(num_dst, splits), block_n) * block_n
     splits = _cdiv(num_dst, per_split)
     sim = torch.empty(b, splits, num_src, dtype=torch.float32, device=device)
     idx = torch.empty(b, splits, num_src, dtype=torch.int32, device=device)
-    launch = dict(BLOCK_M=SIM_BLOCK_M, BLOCK_N=SIM_BLOCK_N, BLOCK_K=SIM_BLOCK_K, IEEE=metric.dtype == torch.float32)
-    if device.type == "cuda":
-        launch.update(num_warps=SIM_WARPS, num_stages=SIM_STAGES)
-    k.best_anchor_kernel[(m_tiles, splits, b)](units, sim, idx, n, c, num_src, num_dst, per_split, **launch)
+    ieee = metric.dtype == torch.float32
+    grid = (m_tiles, splits, b)
+    if resident:
+        tuning = dict(num_warps=RES_WARPS, num_stages=RES_STAGES) if device.type == "cuda" else {}
+        k.best_anchor_resident_kernel[grid](units, sim, idx, n, num_src, num_dst, per_split, C=c, K0=resident[1],
+                                            K1=resident[2], BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
+    else:
+        tuning = dict(num_warps=SIM_WARPS, num_stages=SIM_STAGES) if device.type == "cuda" else {}
+        k.best_anchor_kernel[grid](units, sim, idx, n, c, num_src, num_dst, per_split, BLOCK_M=block_m,
+                                   BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
     # 4. the r most similar sources and every source's slot: one program per sample, or a radix
     # select (4 digit passes) over chunks of sources
     if num_src <= SMALL_SELECT:
@@ -157,9 +187,17 @@ def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     return out
 
 
+# "gather": members listed per group (integer atomics per token, a prefix sum), then one gather
+# per anchor row; "atomic": float32 atomics per channel into a zeroed buffer, then a division.
+MERGE_MODES = ("gather", "atomic")
+MERGE_MODE = "gather"
+
+
 def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
     """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]`` by a canonical slot map whose last
     ``num_dst`` rows are the anchors (rows before them are single kept sources)."""
+    if MERGE_MODE == "gather":
+        return _merge_by_gather(x, slot, num_out, num_dst)
     k = _triton()
     x, slot = x.contiguous(), slot.contiguous()
     b, n, c = x.shape
@@ -172,6 +210,28 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     k.merge_kernel[grid](x, slot, out, acc, n, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
     k.finish_merge_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](
         acc, out, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
+    return out
+
+
+def _merge_by_gather(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
+    k = _triton()
+    x, slot = x.contiguous(), slot.contiguous()
+    b, n, c = x.shape
+    kept = num_out - num_dst
+    num_members = n - kept  # the anchors and the merged sources
+    out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
+    counts = torch.zeros(b, num_dst, dtype=torch.int32, device=x.device)
+    rank = torch.empty(b, n, dtype=torch.int32, device=x.device)
+    starts = torch.empty(b, num_dst, dtype=torch.int32, device=x.device)
+    members = torch.empty(b, num_members, dtype=torch.int32, device=x.device)
+    block_c = 128 if c > 64 else 64
+    k.member_rank_kernel[(_cdiv(n, 32), _cdiv(c, block_c), b)](x, slot, out, counts, rank, n, c, num_out, kept,
+                                                               num_dst, BLOCK_T=32, BLOCK_C=block_c)
+    k.group_starts_kernel[(b,)](counts, starts, num_dst, BLOCK=min(4096, _pow2(num_dst)))
+    k.member_list_kernel[(_cdiv(n, 1024), b)](slot, rank, starts, members, n, kept, num_dst, num_members, BLOCK=1024)
+    k.group_mean_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](x, counts, starts, members, out, n, c, num_out,
+                                                                    kept, num_dst, num_members, BLOCK_T=32,
+                                                                    BLOCK_C=block_c)
     return out
 
 

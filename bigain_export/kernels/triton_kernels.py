@@ -180,6 +180,54 @@ def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_
 
 
 @triton.jit
+def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST, DST_PER_SPLIT,
+                                C: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """:func:`best_anchor_kernel` with the BLOCK_M source rows loaded once and kept on chip across
+    the anchor tiles (as flash attention keeps its queries): one loop over anchor tiles, whose
+    next tile the pipeliner prefetches, instead of a channel loop nested in it that reloads the
+    sources for every tile. The channels are ``K0 + K1`` (powers of two; ``K1`` may be 0), so
+    that a ``C`` of 320 needs no padding to 512."""
+    pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    num_splits = tl.num_programs(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < NUM_SRC
+    base = units_ptr + b.to(tl.int64) * N * C
+    dst_base = base + NUM_SRC * C
+    k0 = tl.arange(0, K0)
+    a0 = tl.load(base + rows[:, None] * C + k0[None, :], mask=row_ok[:, None], other=0.0)
+    if K1 > 0:
+        k1 = K0 + tl.arange(0, K1)
+        a1 = tl.load(base + rows[:, None] * C + k1[None, :], mask=row_ok[:, None], other=0.0)
+    best = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    best_idx = tl.zeros([BLOCK_M], dtype=tl.int32)
+    d_start = split * DST_PER_SPLIT
+    d_stop = tl.minimum(d_start + DST_PER_SPLIT, NUM_DST)
+    for d0 in range(d_start, d_stop, BLOCK_N):
+        cols = d0 + tl.arange(0, BLOCK_N)
+        col_ok = cols < d_stop
+        b0 = tl.load(dst_base + cols[None, :] * C + k0[:, None], mask=col_ok[None, :], other=0.0)
+        if IEEE:
+            acc = tl.dot(a0, b0, input_precision="ieee")
+        else:
+            acc = tl.dot(a0, b0)
+        if K1 > 0:
+            b1 = tl.load(dst_base + cols[None, :] * C + k1[:, None], mask=col_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(a1, b1, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a1, b1, acc)
+        acc = tl.where(col_ok[None, :], acc, float("-inf"))
+        tile_best, tile_idx = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        better = tile_best > best  # strict: an earlier tile (lower anchor index) wins ties
+        best = tl.where(better, tile_best, best)
+        best_idx = tl.where(better, d0 + tile_idx, best_idx)
+    out = (b * num_splits + split) * NUM_SRC + rows
+    tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
+    tl.store(idx_ptr + out, best_idx, mask=row_ok)
+
+
+@triton.jit
 def _order_key(sim):
     """float32 -> int64 in [0, 2^32) with the same order (non-NaN)."""
     bits = sim.to(tl.int32, bitcast=True)
@@ -353,6 +401,69 @@ def finish_merge_kernel(acc_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST, COUNTS_AT,
     v = v / count[:, None]
     out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
     tl.store(out_rows, v.to(out_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def member_rank_kernel(x_ptr, slot_ptr, out_ptr, count_ptr, rank_ptr, N, C, NUM_OUT, KEPT, NUM_DST,
+                       BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Merge without float atomics, step 1: kept sources are copied to their row; every member
+    of an anchor's group (the anchor and its merged sources) takes a rank within the group from
+    an integer counter (one per token, not one per channel as a float-atomic sum needs)."""
+    b, tok, ch, valid, m = _row_tile(N, C, BLOCK_T, BLOCK_C)
+    slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
+    is_kept = slot < KEPT
+    v = tl.load(x_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], mask=m & is_kept[:, None], other=0.0)
+    tl.store(out_ptr + b.to(tl.int64) * NUM_OUT * C + slot[:, None] * C + ch[None, :], v, mask=m & is_kept[:, None])
+    if tl.program_id(1) == 0:
+        member = valid & (~is_kept)
+        anchor = tl.where(member, slot - KEPT, 0)
+        rank = tl.atomic_add(count_ptr + b * NUM_DST + anchor, 1, mask=member, sem="relaxed")
+        tl.store(rank_ptr + b * N + tok, rank, mask=member)
+
+
+@triton.jit
+def group_starts_kernel(count_ptr, start_ptr, NUM_DST, BLOCK: tl.constexpr):
+    """Step 2, one program per sample: each group's first position in the member list
+    (exclusive prefix sum of the counts, in chunks of BLOCK with a carry)."""
+    b = tl.program_id(0)
+    carry = tl.zeros([], dtype=tl.int32)
+    for k0 in range(0, NUM_DST, BLOCK):
+        k = k0 + tl.arange(0, BLOCK)
+        cnt = tl.load(count_ptr + b * NUM_DST + k, mask=k < NUM_DST, other=0)
+        inclusive = tl.cumsum(cnt, axis=0)
+        tl.store(start_ptr + b * NUM_DST + k, carry + inclusive - cnt, mask=k < NUM_DST)
+        carry += tl.sum(cnt, axis=0)
+
+
+@triton.jit
+def member_list_kernel(slot_ptr, rank_ptr, start_ptr, members_ptr, N, KEPT, NUM_DST, NUM_MEMBERS,
+                       BLOCK: tl.constexpr):
+    """Step 3: every member's token at its group's start + its rank."""
+    tok = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    b = tl.program_id(1)
+    slot = tl.load(slot_ptr + b * N + tok, mask=tok < N, other=0)
+    member = (tok < N) & (slot >= KEPT)
+    anchor = tl.where(member, slot - KEPT, 0)
+    at = tl.load(start_ptr + b * NUM_DST + anchor, mask=member, other=0) + tl.load(rank_ptr + b * N + tok, mask=member, other=0)
+    tl.store(members_ptr + b * NUM_MEMBERS + at, tok, mask=member)
+
+
+@triton.jit
+def group_mean_kernel(x_ptr, count_ptr, start_ptr, members_ptr, out_ptr, N, C, NUM_OUT, KEPT, NUM_DST, NUM_MEMBERS,
+                      BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Step 4: each anchor row = the float32 mean of its members' rows, gathered (no atomics)."""
+    b, k, ch, k_ok, m = _row_tile(NUM_DST, C, BLOCK_T, BLOCK_C)
+    cnt = tl.load(count_ptr + b * NUM_DST + k, mask=k_ok, other=0)
+    start = tl.load(start_ptr + b * NUM_DST + k, mask=k_ok, other=0)
+    x_base = x_ptr + b.to(tl.int64) * N * C
+    acc = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
+    for j in range(0, tl.max(cnt, axis=0)):
+        has = j < cnt
+        tok = tl.load(members_ptr + b * NUM_MEMBERS + start + j, mask=has, other=0)
+        acc += tl.load(x_base + tok[:, None] * C + ch[None, :], mask=m & has[:, None], other=0.0).to(tl.float32)
+    acc = acc / tl.maximum(cnt, 1).to(tl.float32)[:, None]
+    out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
+    tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
