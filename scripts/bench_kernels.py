@@ -140,6 +140,22 @@ def select_paths(name, metric, side, ratio) -> list[dict]:
     return out
 
 
+def host_ms(fn, iters: int = 40) -> float:
+    """CPU milliseconds per call of ``fn`` with the GPU left to catch up: warmed up, synchronised,
+    then ``iters`` calls timed on the host clock without a sync (median of 5 such runs)."""
+    for _ in range(3):
+        fn()
+    runs = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        runs.append((time.perf_counter() - t0) * 1000 / iters)
+    torch.cuda.synchronize()
+    return sorted(runs)[2]
+
+
 def graph_ms(fn) -> float:
     """GPU time of ``fn`` alone: warmed up (Triton compiles), captured once, replayed."""
     for _ in range(3):
@@ -206,9 +222,8 @@ def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
 
 
 def variant_paths(name, x, metric, side, ratio) -> list[dict]:
-    """Each similarity kernel (source rows resident on chip vs the nested channel loop) and each
-    merge (member lists + gathers vs float32 atomics), as CUDA graphs (GPU time alone) and eager,
-    in one run; then the resident kernel's tile shapes (plan, CUDA graph)."""
+    """Each similarity kernel (source rows resident on chip vs the nested channel loop), as CUDA
+    graphs (GPU time alone), in one run; then the resident kernel's tile shapes (plan)."""
     from bigain_export.kernels import launch
 
     n = metric.shape[1]
@@ -216,26 +231,26 @@ def variant_paths(name, x, metric, side, ratio) -> list[dict]:
     slot = library.merge_plan(metric, side, side, r, "window")
     plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
     path = lambda: kernel_path(x, metric, side, side, r)  # noqa: E731
-    saved = dict(SIM_RESIDENT=launch.SIM_RESIDENT, MERGE_MODE=launch.MERGE_MODE, RES_BLOCK_M=launch.RES_BLOCK_M,
+    saved = dict(SIM_RESIDENT=launch.SIM_RESIDENT, RES_BLOCK_M=launch.RES_BLOCK_M,
                  RES_BLOCK_N=launch.RES_BLOCK_N, RES_WARPS=launch.RES_WARPS, RES_STAGES=launch.RES_STAGES)
     out = []
     add = lambda what, ms: out.append(dict(shape=name, what=what, ms=round(ms, 4)))  # noqa: E731
     try:
-        for mode in launch.MERGE_MODES:
-            launch.MERGE_MODE = mode
-            merge = lambda: library.token_merge(x, slot, side, side, r)  # noqa: E731
-            add(f"merge {ratio} [{mode}], CUDA graph", graph_ms(merge))
-            add(f"merge {ratio} [{mode}], eager", cuda_ms(merge))
+        merge = lambda: library.token_merge(x, slot, side, side, r)  # noqa: E731
+        add(f"merge {ratio}, CUDA graph", graph_ms(merge))
+        merged = merge()
+        # the host's cost of enqueueing each op (what eager and torch.compile's default mode pay
+        # per layer on the CPU, beside the GPU time of the CUDA-graph rows)
+        for what, fn in (("plan", plan), ("merge", merge), ("unmerge", lambda: library.token_unmerge(merged, slot)),
+                         ("path", path)):
+            add(f"host {what} {ratio}", host_ms(fn))
         launch.SIM_RESIDENT = True
         applies = launch.resident_channels(x.shape[2], x.element_size()) is not None
         for resident in (True, False) if applies else (False,):
             launch.SIM_RESIDENT = resident
             sim = "resident" if resident else "nested"
             add(f"plan {ratio} [{sim}], CUDA graph", graph_ms(plan))
-            for mode in launch.MERGE_MODES:
-                launch.MERGE_MODE = mode
-                add(f"path {ratio} [{sim}, {mode}], CUDA graph", graph_ms(path))
-                add(f"path {ratio} [{sim}, {mode}], eager", cuda_ms(path))
+            add(f"path {ratio} [{sim}], CUDA graph", graph_ms(path))
         launch.SIM_RESIDENT = True
         if applies:
             for config in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 32, 8, 4), (64, 128, 4, 3),

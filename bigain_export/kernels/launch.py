@@ -84,19 +84,24 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def resident_channels(c: int, itemsize: int) -> tuple[int, int, int] | None:
-    """``(block_m, K0, K1)`` for best_anchor_resident_kernel (``c == K0 + K1``, powers of two of
-    at least 16, ``K1`` may be 0), or None where the nested-loop kernel serves."""
-    if not SIM_RESIDENT or c < 16:
+def resident_channels(c: int, itemsize: int) -> tuple[int, int, int, int] | None:
+    """``(block_m, K0, K1, stages)`` for best_anchor_resident_kernel (``c == K0 + K1``, powers of
+    two of at least 16, ``K1`` may be 0), or None where the nested-loop kernel serves: float32
+    (whose exact dot spills thousands of bytes of registers when resident, cuobjdump), channels
+    that do not split so, or source tiles above RESIDENT_BYTES."""
+    if not SIM_RESIDENT or itemsize != 2 or c < 16:
         return None
     k0 = 1 << (c.bit_length() - 1)
     k1 = c - k0
     if k1 and (k1 < 16 or k1 & (k1 - 1)):
         return None
-    for block_m in (RES_BLOCK_M, 64):
-        if block_m * c * itemsize <= RESIDENT_BYTES:
-            return block_m, k0, k1
-    return None
+    if RES_BLOCK_M * c * itemsize > RESIDENT_BYTES:
+        return None
+    # the anchor tiles in flight share the shared memory (228 KiB on sm_90; keep headroom)
+    stages = RES_STAGES
+    while stages > 2 and stages * RES_BLOCK_N * c * itemsize > 200 * 1024:
+        stages -= 1
+    return RES_BLOCK_M, k0, k1, stages
 
 
 SELECT_BLOCK = 1024  # sources per program of the radix select
@@ -150,7 +155,7 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     ieee = metric.dtype == torch.float32
     grid = (m_tiles, splits, b)
     if resident:
-        tuning = dict(num_warps=RES_WARPS, num_stages=RES_STAGES) if device.type == "cuda" else {}
+        tuning = dict(num_warps=RES_WARPS, num_stages=resident[3]) if device.type == "cuda" else {}
         k.best_anchor_resident_kernel[grid](units, sim, idx, n, num_src, num_dst, per_split, C=c, K0=resident[1],
                                             K1=resident[2], BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
     else:
@@ -187,17 +192,9 @@ def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# "gather": members listed per group (integer atomics per token, a prefix sum), then one gather
-# per anchor row; "atomic": float32 atomics per channel into a zeroed buffer, then a division.
-MERGE_MODES = ("gather", "atomic")
-MERGE_MODE = "gather"
-
-
 def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
     """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]`` by a canonical slot map whose last
     ``num_dst`` rows are the anchors (rows before them are single kept sources)."""
-    if MERGE_MODE == "gather":
-        return _merge_by_gather(x, slot, num_out, num_dst)
     k = _triton()
     x, slot = x.contiguous(), slot.contiguous()
     b, n, c = x.shape
@@ -210,28 +207,6 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     k.merge_kernel[grid](x, slot, out, acc, n, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
     k.finish_merge_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](
         acc, out, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
-    return out
-
-
-def _merge_by_gather(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
-    k = _triton()
-    x, slot = x.contiguous(), slot.contiguous()
-    b, n, c = x.shape
-    kept = num_out - num_dst
-    num_members = n - kept  # the anchors and the merged sources
-    out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
-    counts = torch.zeros(b, num_dst, dtype=torch.int32, device=x.device)
-    rank = torch.empty(b, n, dtype=torch.int32, device=x.device)
-    starts = torch.empty(b, num_dst, dtype=torch.int32, device=x.device)
-    members = torch.empty(b, num_members, dtype=torch.int32, device=x.device)
-    block_c = 128 if c > 64 else 64
-    k.member_rank_kernel[(_cdiv(n, 32), _cdiv(c, block_c), b)](x, slot, out, counts, rank, n, c, num_out, kept,
-                                                               num_dst, BLOCK_T=32, BLOCK_C=block_c)
-    k.group_starts_kernel[(b,)](counts, starts, num_dst, BLOCK=min(4096, _pow2(num_dst)))
-    k.member_list_kernel[(_cdiv(n, 1024), b)](slot, rank, starts, members, n, kept, num_dst, num_members, BLOCK=1024)
-    k.group_mean_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](x, counts, starts, members, out, n, c, num_out,
-                                                                    kept, num_dst, num_members, BLOCK_T=32,
-                                                                    BLOCK_C=block_c)
     return out
 
 

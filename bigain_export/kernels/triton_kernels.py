@@ -404,69 +404,6 @@ def finish_merge_kernel(acc_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST, COUNTS_AT,
 
 
 @triton.jit
-def member_rank_kernel(x_ptr, slot_ptr, out_ptr, count_ptr, rank_ptr, N, C, NUM_OUT, KEPT, NUM_DST,
-                       BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Merge without float atomics, step 1: kept sources are copied to their row; every member
-    of an anchor's group (the anchor and its merged sources) takes a rank within the group from
-    an integer counter (one per token, not one per channel as a float-atomic sum needs)."""
-    b, tok, ch, valid, m = _row_tile(N, C, BLOCK_T, BLOCK_C)
-    slot = tl.load(slot_ptr + b * N + tok, mask=valid, other=0)
-    is_kept = slot < KEPT
-    v = tl.load(x_ptr + b.to(tl.int64) * N * C + tok[:, None] * C + ch[None, :], mask=m & is_kept[:, None], other=0.0)
-    tl.store(out_ptr + b.to(tl.int64) * NUM_OUT * C + slot[:, None] * C + ch[None, :], v, mask=m & is_kept[:, None])
-    if tl.program_id(1) == 0:
-        member = valid & (~is_kept)
-        anchor = tl.where(member, slot - KEPT, 0)
-        rank = tl.atomic_add(count_ptr + b * NUM_DST + anchor, 1, mask=member, sem="relaxed")
-        tl.store(rank_ptr + b * N + tok, rank, mask=member)
-
-
-@triton.jit
-def group_starts_kernel(count_ptr, start_ptr, NUM_DST, BLOCK: tl.constexpr):
-    """Step 2, one program per sample: each group's first position in the member list
-    (exclusive prefix sum of the counts, in chunks of BLOCK with a carry)."""
-    b = tl.program_id(0)
-    carry = tl.zeros([], dtype=tl.int32)
-    for k0 in range(0, NUM_DST, BLOCK):
-        k = k0 + tl.arange(0, BLOCK)
-        cnt = tl.load(count_ptr + b * NUM_DST + k, mask=k < NUM_DST, other=0)
-        inclusive = tl.cumsum(cnt, axis=0)
-        tl.store(start_ptr + b * NUM_DST + k, carry + inclusive - cnt, mask=k < NUM_DST)
-        carry += tl.sum(cnt, axis=0)
-
-
-@triton.jit
-def member_list_kernel(slot_ptr, rank_ptr, start_ptr, members_ptr, N, KEPT, NUM_DST, NUM_MEMBERS,
-                       BLOCK: tl.constexpr):
-    """Step 3: every member's token at its group's start + its rank."""
-    tok = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    b = tl.program_id(1)
-    slot = tl.load(slot_ptr + b * N + tok, mask=tok < N, other=0)
-    member = (tok < N) & (slot >= KEPT)
-    anchor = tl.where(member, slot - KEPT, 0)
-    at = tl.load(start_ptr + b * NUM_DST + anchor, mask=member, other=0) + tl.load(rank_ptr + b * N + tok, mask=member, other=0)
-    tl.store(members_ptr + b * NUM_MEMBERS + at, tok, mask=member)
-
-
-@triton.jit
-def group_mean_kernel(x_ptr, count_ptr, start_ptr, members_ptr, out_ptr, N, C, NUM_OUT, KEPT, NUM_DST, NUM_MEMBERS,
-                      BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Step 4: each anchor row = the float32 mean of its members' rows, gathered (no atomics)."""
-    b, k, ch, k_ok, m = _row_tile(NUM_DST, C, BLOCK_T, BLOCK_C)
-    cnt = tl.load(count_ptr + b * NUM_DST + k, mask=k_ok, other=0)
-    start = tl.load(start_ptr + b * NUM_DST + k, mask=k_ok, other=0)
-    x_base = x_ptr + b.to(tl.int64) * N * C
-    acc = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
-    for j in range(0, tl.max(cnt, axis=0)):
-        has = j < cnt
-        tok = tl.load(members_ptr + b * NUM_MEMBERS + start + j, mask=has, other=0)
-        acc += tl.load(x_base + tok[:, None] * C + ch[None, :], mask=m & has[:, None], other=0.0).to(tl.float32)
-    acc = acc / tl.maximum(cnt, 1).to(tl.float32)[:, None]
-    out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
-    tl.store(out_rows, acc.to(out_ptr.dtype.element_ty), mask=m)
-
-
-@triton.jit
 def kv_pool_kernel(x_ptr, alpha_ptr, alpha_batch_stride, out_ptr, N, C, W, OUT_W, NUM_OUT,
                    S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """out = mean + alpha * (nearest - mean) over each s x s window (nearest-exact: offset s // 2)."""
