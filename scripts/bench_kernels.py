@@ -231,7 +231,7 @@ def variant_paths(name, x, metric, side, ratio) -> list[dict]:
     slot = library.merge_plan(metric, side, side, r, "window")
     plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
     path = lambda: kernel_path(x, metric, side, side, r)  # noqa: E731
-    saved = dict(SIM_RESIDENT=launch.SIM_RESIDENT, RES_BLOCK_M=launch.RES_BLOCK_M,
+    saved = dict(SIM_RESIDENT=launch.SIM_RESIDENT, SPLIT_RULE=launch.SPLIT_RULE, RES_BLOCK_M=launch.RES_BLOCK_M,
                  RES_BLOCK_N=launch.RES_BLOCK_N, RES_WARPS=launch.RES_WARPS, RES_STAGES=launch.RES_STAGES)
     out = []
     add = lambda what, ms: out.append(dict(shape=name, what=what, ms=round(ms, 4)))  # noqa: E731
@@ -252,6 +252,10 @@ def variant_paths(name, x, metric, side, ratio) -> list[dict]:
             add(f"plan {ratio} [{sim}], CUDA graph", graph_ms(plan))
             add(f"path {ratio} [{sim}], CUDA graph", graph_ms(path))
         launch.SIM_RESIDENT = True
+        for rule in launch.SPLIT_RULES:
+            launch.SPLIT_RULE = rule
+            add(f"plan {ratio} [splits {rule}], CUDA graph", graph_ms(plan))
+        launch.SPLIT_RULE = saved["SPLIT_RULE"]
         if applies:
             for config in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 32, 8, 4), (64, 128, 4, 3),
                            (64, 64, 4, 4)]:

@@ -91,6 +91,17 @@ def patch(model, method):
         apply_bigain(model, method)
 
 
+def use_sdpa(model: torch.nn.Module, processor_cls) -> int:
+    """Every diffusers ``Attention`` of ``model`` on ``processor_cls`` (SDPA); per module, since
+    DiTTransformer2DModel (diffusers 0.42) has no ``set_attn_processor``. Returns the count."""
+    from diffusers.models.attention_processor import Attention
+
+    modules = [m for m in model.modules() if isinstance(m, Attention)]
+    for module in modules:
+        module.set_processor(processor_cls())
+    return len(modules)
+
+
 class Bench:
     """The model and its inputs at one resolution."""
 
@@ -110,7 +121,7 @@ class Bench:
             self.model = DiTTransformer2DModel(**DIT_XL2).to(device, dtype).eval()
             self.inputs = (torch.randn(batch, 4, side, side, device=device, dtype=dtype), torch.full((batch,), 500, device=device),
                            torch.randint(1000, (batch,), device=device))
-        self.model.set_attn_processor(AttnProcessor2_0())
+        use_sdpa(self.model, AttnProcessor2_0)
 
     def call(self, model):
         if self.kind == "sd2":

@@ -187,6 +187,33 @@ def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype)
                                    **(dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-3, atol=4e-3)))
 
 
+# --------------------------------------------------------------------------- CPU: launch arithmetic
+@pytest.mark.parametrize("rule", ["fill", "waves"])
+def test_similarity_splits_cover_every_anchor_once(monkeypatch, rule):
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "SPLIT_RULE", rule)
+    for num_dst in (1, 5, 64, 65, 256, 2304, 4096, 16384):
+        for block_n in (16, 64, 128):
+            for programs in (1, 2, 108, 192, 1500):
+                splits, per = launch.similarity_splits(num_dst, block_n, programs, 132)
+                assert per % block_n == 0 and splits >= 1
+                assert (splits - 1) * per < num_dst <= splits * per  # no empty split, none missing
+    if rule == "fill":  # the measured rule, as before it was a function
+        assert launch.similarity_splits(4096, 64, 192, 132) == (3, 1408)
+        assert launch.similarity_splits(2304, 64, 108, 132) == (5, 512)
+    else:  # fewer waves of one-program-per-SM: 2 splits of 32 tiles at SD2 1024 px
+        assert launch.similarity_splits(4096, 64, 192, 132) == (2, 2048)
+
+
+def test_an_unknown_split_rule_is_refused_by_name(monkeypatch):
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "SPLIT_RULE", "greedy")
+    with pytest.raises(ValueError, match="'greedy'.*fill, waves"):
+        launch.similarity_splits(256, 64, 8, 132)
+
+
 # --------------------------------------------------------------------------- CPU: the custom ops
 def test_custom_ops_pass_opcheck():
     h, w, n = 6, 8, 48

@@ -80,6 +80,12 @@ RES_BLOCK_M, RES_BLOCK_N, RES_WARPS, RES_STAGES = 128, 64, 8, 3
 RESIDENT_BYTES = 96 * 1024
 
 
+def _gpu_options(device: torch.device, **options) -> dict:
+    """Launch options (warps, stages) for a GPU; Triton's interpreter takes none. The sm_90 compile
+    check (scripts/check_sm90.py) patches this to see the GPU's options from CPU tensors."""
+    return options if device.type == "cuda" else {}
+
+
 def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
@@ -112,6 +118,33 @@ SELECT_BLOCK = 1024  # sources per program of the radix select
 SMALL_SELECT = 1024
 
 
+# How the anchors are split among programs of the similarity kernel: "fill" (measured, H200): at
+# least 4 programs per SM, each split keeping >= 4 anchor tiles; "waves" (not timed yet): the
+# split count that minimises (waves of programs) x (anchor tiles per program + 1 for loading the
+# source tile), at one program per SM (both similarity kernels hold one SM's registers), e.g. 2
+# splits instead of 3 at SD2 1024 px (99 vs 115 tile-times), 1 instead of 5 at 768 px (37 vs 45).
+SPLIT_RULES = ("fill", "waves")
+SPLIT_RULE = "fill"
+
+
+def similarity_splits(num_dst: int, block_n: int, programs_per_split: int, sm_count: int) -> tuple[int, int]:
+    """``(splits, anchors per split)``: a multiple of ``block_n`` per split; every split non-empty."""
+    if SPLIT_RULE not in SPLIT_RULES:
+        raise ValueError(f"SPLIT_RULE={SPLIT_RULE!r}; allowed: {', '.join(SPLIT_RULES)}")
+    tiles = _cdiv(num_dst, block_n)
+    most = max(1, _cdiv(num_dst, 4 * block_n))
+    if SPLIT_RULE == "fill":
+        wanted = max(1, min(most, _cdiv(4 * sm_count, programs_per_split)))
+    else:
+        def cost(splits: int) -> int:
+            per = _cdiv(tiles, splits)
+            return _cdiv(programs_per_split * _cdiv(tiles, per), sm_count) * (per + 1)
+
+        wanted = min(range(1, most + 1), key=lambda s: (cost(s), s))
+    per_split = _cdiv(tiles, wanted) * block_n
+    return _cdiv(num_dst, per_split), per_split
+
+
 def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, grid_w: int, r: int,
                released: bool = False) -> torch.Tensor:
     """Slot map ``[B, N]`` int64, equal to :func:`~bigain_export.ops.reference.merge_plan` of the
@@ -130,7 +163,7 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)
     if offsets is None:
         score = torch.empty(b, n, dtype=torch.float32, device=device)
-        k.laplacian_score_kernel[(_cdiv(n, 64), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=64, BLOCK_C=64)
+        k.laplacian_score_kernel[(_cdiv(n, 64), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=64, BLOCK_C=32)
         given, given_stride, mode = score, 0, 1 if released else 0
     else:
         given = offsets.reshape(offsets.shape[0], num_dst).to(torch.int32).contiguous()
@@ -142,31 +175,29 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     src_tok = torch.empty(b, num_src, dtype=torch.int32, device=device)
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
     k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
-                                          kept, BLOCK_T=32, BLOCK_C=64)
+                                          kept, BLOCK_T=32, BLOCK_C=32)
     # 3. best anchor of every source, the anchors split so that the grid fills the GPU
     resident = resident_channels(c, metric.element_size())
     block_m, block_n = (resident[0], RES_BLOCK_N) if resident else (SIM_BLOCK_M, SIM_BLOCK_N)
     m_tiles = _cdiv(num_src, block_m)
-    splits = max(1, min(_cdiv(num_dst, 4 * block_n), _cdiv(4 * _sm_count(device), m_tiles * b)))
-    per_split = _cdiv(_cdiv(num_dst, splits), block_n) * block_n
-    splits = _cdiv(num_dst, per_split)
+    splits, per_split = similarity_splits(num_dst, block_n, m_tiles * b, _sm_count(device))
     sim = torch.empty(b, splits, num_src, dtype=torch.float32, device=device)
     idx = torch.empty(b, splits, num_src, dtype=torch.int32, device=device)
     ieee = metric.dtype == torch.float32
     grid = (m_tiles, splits, b)
     if resident:
-        tuning = dict(num_warps=RES_WARPS, num_stages=resident[3]) if device.type == "cuda" else {}
+        tuning = _gpu_options(device, num_warps=RES_WARPS, num_stages=resident[3])
         k.best_anchor_resident_kernel[grid](units, sim, idx, n, num_src, num_dst, per_split, C=c, K0=resident[1],
                                             K1=resident[2], BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
     else:
-        tuning = dict(num_warps=SIM_WARPS, num_stages=SIM_STAGES) if device.type == "cuda" else {}
+        tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
         k.best_anchor_kernel[grid](units, sim, idx, n, c, num_src, num_dst, per_split, BLOCK_M=block_m,
                                    BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
     # 4. the r most similar sources and every source's slot: one program per sample, or a radix
     # select (4 digit passes) over chunks of sources
     if num_src <= SMALL_SELECT:
         block = _pow2(num_src)
-        warps = {} if device.type != "cuda" else {"num_warps": 4 if block <= 1024 else 8}
+        warps = _gpu_options(device, num_warps=4 if block <= 1024 else 8)
         k.small_select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=block, **warps)
         return slot
     chunks = _cdiv(num_src, SELECT_BLOCK)
