@@ -8,8 +8,10 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    every token's position among the sources follows arithmetically (no scan over the sequence);
 3. ``unit_rows_kernel``: rows normalised in float32, rounded to the model dtype, written into a
    ``[sources | anchors]`` buffer so that the similarity kernel reads contiguous rows;
-4. ``best_anchor_kernel``: tiles of ``src @ dst^T`` on tensor cores, reduced on the fly to each
-   source's best similarity and anchor (ties: lowest anchor index), split over anchor ranges;
+4. ``best_anchor_resident_kernel`` (16-bit inputs, up to 384 channels) or ``best_anchor_kernel``:
+   tiles of ``src @ dst^T`` on tensor cores, reduced on the fly to each source's best similarity
+   and anchor (ties: lowest anchor index), split over anchor ranges; the resident one keeps its
+   source tile on chip across the anchor tiles (the nested one reloads it per tile and spills);
 5. ``radix_hist_kernel`` x 4, ``tie_count_kernel``, ``source_slots_kernel``: a radix select (8-bit
    digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
    similarity; sources above it, and the first ties by token index, merge (a stable descending
