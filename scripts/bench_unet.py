@@ -12,6 +12,11 @@ full length and at the reduced lengths of the method; ceiling = plain / (plain -
 ``gain_share`` = (plain / ms - 1) / (ceiling - 1): 1.0 means the merge itself is free.
 FLOPs per call come from ``torch.utils.flop_counter.FlopCounterMode`` (eager, same inputs).
 
+``--rounds R`` (R > 1) keeps every method of a mode compiled on its own copy of the model and
+times them R - 1 more times, interleaved and rotated: each ratio is then the median of ratios of
+timings seconds apart, with its spread (whole-model times drift ~5% between runs on the lent
+machine, more than some of the effects measured).
+
 Writes ``bench_unet.json`` (rows with ``res``, ``method``, ``mode``, ``ms``, ``ceiling``, ...)
 and ``bench_unet.md`` (table with card and versions) to --out.
 """
@@ -169,6 +174,31 @@ def flops_per_call(bench: Bench) -> float:
     return counter.get_total_flops()
 
 
+def round_orders(names: list[str], rounds: int) -> list[list[str]]:
+    """The order of each interleaved round: rotated by one per round, so that no method always
+    runs right after plain (or first, on a cooler card)."""
+    return [names[r % len(names):] + names[: r % len(names)] for r in range(rounds)]
+
+
+def paired_speedups(times: dict[str, list[float]], base: str = "plain") -> dict[str, list[float]]:
+    """Per method, ``base / method`` of each round: ratios of timings taken seconds apart."""
+    if base not in times:
+        return {}
+    return {name: [b / t for b, t in zip(times[base], ms)] for name, ms in times.items() if name != base}
+
+
+def timing_groups(methods: list[str], modes: list[str], eager_only: list[str]) -> list[tuple[str, list[str]]]:
+    """``(mode, methods)`` in run order: every mode of --modes with the methods not eager-only,
+    then eager with the eager-only ones (merged into eager when --modes has it). Within a group
+    plain comes first: the ceiling needs its time."""
+    groups = {mode: [name for name in methods if name not in eager_only] for mode in modes}
+    extra = [name for name in methods if name in eager_only]
+    if extra:
+        groups["eager"] = groups.get("eager", []) + [name for name in extra if name not in groups.get("eager", [])]
+    order = lambda names: sorted(names, key=lambda name: name != "plain")  # noqa: E731 - stable: plain first
+    return [(mode, order(names)) for mode, names in groups.items() if names]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sd2", choices=("sd2", "dit-xl2"))
@@ -182,9 +212,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with R > 1, every method of a mode stays compiled (its own copy of the model) and "
+                        "is timed R times more, interleaved; ms and speedup are the medians of those rounds "
+                        "and speedup_min/max their spread (the first timing, right after each compile, is "
+                        "then a warm-up)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: must be at least 1")
+    unknown = [name for name in args.eager_only if name not in METHODS]
+    if unknown:
+        parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    # one compiled copy per method of a group: more cache entries of one forward than Dynamo's default 8
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.methods))
     rows: list[dict] = []
     for res in args.res:
         bench = Bench(args.model, res, args.batch)
@@ -192,50 +234,21 @@ def main() -> None:
             for _ in range(10):  # first-call costs (cuDNN heuristics, allocator) out of the table
                 bench.call(bench.model)
         cache: dict = {}
-        plain_ms: dict[str, float] = {}
+        flops = {}
         for name in args.methods:
-            method = METHODS[name]
-            modes = ["eager"] if name in args.eager_only else args.modes
-            patch(bench.model, method)
-            flops = flops_per_call(bench)  # eager; the custom ops' own matmuls are not counted
-            for mode in modes:
-                patch(bench.model, method)
-                model = bench.model
-                if mode in ("compile", "cudagraphs"):
-                    torch._dynamo.reset()
-                    model = torch.compile(bench.model, mode="reduce-overhead" if mode == "cudagraphs" else None)
-                t0 = time.time()
-                try:
-                    with torch.inference_mode():
-                        ms = cuda_median_ms(lambda: bench.call(model), args.warmup, args.iters)
-                    err = None
-                except Exception as exc:  # record, keep benchmarking the rest
-                    ms, err = float("nan"), f"{type(exc).__name__}: {str(exc)[:200]}"
-                setup_s = round(time.time() - t0, 1)
-                patch(bench.model, None)
-                row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), error=err, setup_s=setup_s, flops=flops)
-                if name == "plain":
-                    plain_ms[mode] = ms
-                if isinstance(method, BiGainConfig) and mode in plain_ms:
-                    saved = attention_savings(bench, method, args.warmup, args.iters, cache)
-                    ceiling = plain_ms[mode] / (plain_ms[mode] - saved)
-                    row.update(attention_saved_ms=round(saved, 3), ceiling=round(ceiling, 3),
-                               speedup=round(plain_ms[mode] / ms, 3),
-                               gain_share=round((plain_ms[mode] / ms - 1) / (ceiling - 1), 3) if ceiling > 1 else None)
-                elif mode in plain_ms and name != "plain":
-                    row.update(speedup=round(plain_ms[mode] / ms, 3))
-                rows.append(row)
-                print(f"[{res}px] {name:34s} {mode:8s} {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
-                      f"speedup {row.get('speedup', '-')}  share {row.get('gain_share', '-')}  ({setup_s} s)"
-                      f"{'  ' + err if err else ''}", flush=True)
-                (args.out / "bench_unet.partial.json").write_text(json.dumps(rows, indent=1))  # survives a timeout
+            patch(bench.model, METHODS[name])
+            flops[name] = flops_per_call(bench)  # eager; the custom ops' own matmuls are not counted
+        patch(bench.model, None)
+        for mode, names in timing_groups(args.methods, args.modes, args.eager_only):
+            rows.extend(time_group(bench, res, mode, names, args, flops, cache))
+            (args.out / "bench_unet.partial.json").write_text(json.dumps(rows, indent=1))  # survives a timeout
         del bench
         torch.cuda.empty_cache()
     meta = dict(
         card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
         triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
-        dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup,
+        dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
     )
     (args.out / "bench_unet.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)
@@ -244,11 +257,69 @@ def main() -> None:
     print(table)
 
 
+def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops: dict, cache: dict) -> list[dict]:
+    """Compile (or not) one copy of the model per method, time each once, then ``args.rounds - 1``
+    interleaved rounds; rows with each ratio against plain of this group beside the ceiling."""
+    import copy
+
+    torch._dynamo.reset()
+    models, times, errors, setup = {}, {}, {}, {}
+    for name in names:
+        model = copy.deepcopy(bench.model)
+        patch(model, METHODS[name])
+        if mode in ("compile", "cudagraphs"):
+            model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
+        t0 = time.time()
+        try:
+            with torch.inference_mode():
+                times[name] = [cuda_median_ms(lambda: bench.call(model), args.warmup, args.iters)]
+            models[name] = model
+        except Exception as exc:  # record, keep benchmarking the rest
+            errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        setup[name] = round(time.time() - t0, 1)
+        print(f"[{res}px] {name:34s} {mode:10s} set up and timed once in {setup[name]} s"
+              f"{'  ' + errors[name] if name in errors else ''}", flush=True)
+    if args.rounds > 1:
+        timed = [name for name in names if name in models]
+        times = {name: [] for name in timed}
+        for order in round_orders(timed, args.rounds - 1):
+            for name in order:
+                with torch.inference_mode():
+                    times[name].append(cuda_median_ms(lambda: bench.call(models[name]), args.warmup, args.iters))
+    ratios = paired_speedups(times)
+    rows = []
+    plain_ms = statistics.median(times["plain"]) if "plain" in times else None
+    for name in names:
+        method = METHODS[name]
+        ms = statistics.median(times[name]) if name in times else float("nan")
+        row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), error=errors.get(name), setup_s=setup[name],
+                   flops=flops[name], rounds=len(times.get(name, [])))
+        if name in ratios:
+            speedup = statistics.median(ratios[name])
+            row.update(speedup=round(speedup, 3))
+            if len(ratios[name]) > 1:
+                row.update(speedup_min=round(min(ratios[name]), 3), speedup_max=round(max(ratios[name]), 3))
+            if isinstance(method, BiGainConfig):
+                saved = attention_savings(bench, method, args.warmup, args.iters, cache)
+                ceiling = plain_ms / (plain_ms - saved)
+                row.update(attention_saved_ms=round(saved, 3), ceiling=round(ceiling, 3),
+                           gain_share=round((speedup - 1) / (ceiling - 1), 3) if ceiling > 1 else None)
+        rows.append(row)
+        spread = f" [{row['speedup_min']}-{row['speedup_max']}]" if "speedup_min" in row else ""
+        print(f"[{res}px] {name:34s} {mode:10s} {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
+              f"speedup {row.get('speedup', '-')}{spread}  share {row.get('gain_share', '-')}", flush=True)
+    del models
+    torch.cuda.empty_cache()
+    return rows
+
+
 def markdown_table(rows) -> str:
-    lines = ["| px | method | mode | ms | speedup | ceiling | share of ceiling's gain | GFLOP |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| px | method | mode | ms | speedup | speedup range over rounds | ceiling | share of ceiling's gain | GFLOP |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
-        lines.append(f"| {r['res']} | {r['method']} | {r['mode']} | {r['ms']:.2f} | {fmt(r.get('speedup'))} | "
+        spread = f"{r['speedup_min']:g}-{r['speedup_max']:g}" if "speedup_min" in r else "-"
+        lines.append(f"| {r['res']} | {r['method']} | {r['mode']} | {r['ms']:.2f} | {fmt(r.get('speedup'))} | {spread} | "
                      f"{fmt(r.get('ceiling'))} | {fmt(r.get('gain_share'))} | "
                      f"{'-' if r.get('flops') is None else round(r['flops'] / 1e9)} |")
     return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The benchmark scripts' own logic on the CPU (their timings need the GPU machine): the
+interleaved rounds of bench_unet.py, its argument errors, and one group timed end to end with a
+tiny UNet and a host clock in place of CUDA events."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+import bench_unet  # noqa: E402
+
+from tiny import tiny_unet, unet_inputs  # noqa: E402
+
+
+def test_round_orders_rotate_so_that_every_method_takes_every_place():
+    orders = bench_unet.round_orders(["plain", "a", "b"], 4)
+    assert orders == [["plain", "a", "b"], ["a", "b", "plain"], ["b", "plain", "a"], ["plain", "a", "b"]]
+
+
+def test_paired_speedups_divide_timings_of_the_same_round():
+    times = {"plain": [10.0, 20.0], "a": [5.0, 20.0]}
+    assert bench_unet.paired_speedups(times) == {"a": [2.0, 1.0]}
+    assert bench_unet.paired_speedups({"a": [1.0]}) == {}  # no plain: no ratio
+
+
+def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
+    groups = bench_unet.timing_groups(["bigain-kv s=2", "plain", "tomesd r=0.7"], ["compile", "cudagraphs"],
+                                      ["tomesd r=0.7"])
+    assert groups == [("compile", ["plain", "bigain-kv s=2"]), ("cudagraphs", ["plain", "bigain-kv s=2"]),
+                      ("eager", ["tomesd r=0.7"])]
+    assert bench_unet.timing_groups(["plain", "tomesd r=0.7"], ["eager"], ["tomesd r=0.7"]) == [
+        ("eager", ["plain", "tomesd r=0.7"])]
+
+
+@pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds 0: must be at least 1"),
+                                           (["--eager-only", "tomesd r=0.9"], "'tomesd r=0.9' is not a method")])
+def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def _host_ms(fn, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - t0) * 1000 / iters
+
+
+def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypatch):
+    monkeypatch.setattr(bench_unet, "cuda_median_ms", _host_ms)
+    monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 0.0)
+    model = tiny_unet()
+    sample, t, context = unet_inputs()
+    bench = SimpleNamespace(model=model, call=lambda m: m(sample, t, context).sample)
+    patched = []
+    real_patch = bench_unet.patch
+    monkeypatch.setattr(bench_unet, "patch", lambda m, method: (patched.append((m, method)), real_patch(m, method)))
+    args = SimpleNamespace(rounds=3, warmup=0, iters=1)
+    names = ["plain", "bigain-merge r=0.7"]
+    rows = bench_unet.time_group(bench, 16, "eager", names, args, {n: 0 for n in names}, {})
+    by_name = {row["method"]: row for row in rows}
+    assert [row["method"] for row in rows] == names
+    assert by_name["plain"]["rounds"] == by_name["bigain-merge r=0.7"]["rounds"] == 2  # first timing = warm-up
+    merged = by_name["bigain-merge r=0.7"]
+    assert merged["speedup_min"] <= merged["speedup"] <= merged["speedup_max"] and merged["error"] is None
+    assert "ceiling" in merged
+    # each method was patched onto its own copy; the benchmark's own model never was
+    assert [method for _, method in patched] == [None, bench_unet.METHODS["bigain-merge r=0.7"]]
+    assert all(m is not model for m, _ in patched) and patched[0][0] is not patched[1][0]
+    from bigain_export.patch.apply import patch_info
+
+    assert patch_info(model) is None
