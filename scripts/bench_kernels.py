@@ -119,24 +119,29 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
 
 
 def select_paths(name, metric, side, ratio) -> list[dict]:
-    """The plan with each selection (launch.SMALL_SELECT: one program per sample vs the radix
-    select), eager and as a CUDA graph (no launch cost: the GPU time alone), where the small one
-    applies (<= 4096 sources): the data for the threshold."""
+    """The plan with each selection (launch.select_path: a sort in registers up to 4096 sources,
+    the radix select walked by one program, the radix select over chunks), eager, host time and
+    as a CUDA graph (GPU time alone; the one program forced there too): the data for
+    launch.SMALL_SELECT, ONE_PROGRAM_SELECT and RADIX_WHEN_CAPTURING."""
     from bigain_export.kernels import launch
 
     n = metric.shape[1]
     r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
-    if n - n // 4 > 4096:
-        return []
     plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
-    out, default = [], launch.SMALL_SELECT
+    saved = (launch.SMALL_SELECT, launch.ONE_PROGRAM_SELECT, launch.RADIX_WHEN_CAPTURING)
+    out = []
     try:
-        for label, threshold in (("small select", 4096), ("radix select", 0)):
-            launch.SMALL_SELECT = threshold
-            out.append(dict(shape=name, what=f"plan {ratio}, {label}, eager", ms=round(cuda_ms(plan), 4)))
-            out.append(dict(shape=name, what=f"plan {ratio}, {label}, CUDA graph", ms=round(graph_ms(plan), 4)))
+        for path in launch.SELECT_PATHS:
+            if path == "small" and n - n // 4 > 4096:
+                continue
+            launch.SMALL_SELECT = 1 << 30 if path == "small" else 0
+            launch.ONE_PROGRAM_SELECT = 1 << 30 if path == "one-program" else 0
+            launch.RADIX_WHEN_CAPTURING = path == "radix"
+            out.append(dict(shape=name, what=f"plan {ratio}, {path} select, eager", ms=round(cuda_ms(plan), 4)))
+            out.append(dict(shape=name, what=f"plan {ratio}, {path} select, host", ms=round(host_ms(plan), 4)))
+            out.append(dict(shape=name, what=f"plan {ratio}, {path} select, CUDA graph", ms=round(graph_ms(plan), 4)))
     finally:
-        launch.SMALL_SELECT = default
+        launch.SMALL_SELECT, launch.ONE_PROGRAM_SELECT, launch.RADIX_WHEN_CAPTURING = saved
     return out
 
 

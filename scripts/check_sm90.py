@@ -78,6 +78,12 @@ def capture_launches(batch: int, side: int, channels: int, dtype: torch.dtype, r
         slot = torch.zeros(batch, n, dtype=torch.int64)
         num_dst = (side // 2) ** 2
         launch.merge_plan(x, None, side, side, r)
+        one_program = launch.ONE_PROGRAM_SELECT
+        launch.ONE_PROGRAM_SELECT = 0  # the radix select too: what a CUDA-graph capture takes
+        try:
+            launch.merge_plan(x, None, side, side, r)
+        finally:
+            launch.ONE_PROGRAM_SELECT = one_program
         launch.merge_plan(x, torch.zeros(1, side // 2, side // 2, dtype=torch.long), side, side, r)  # ToMe offsets
         launch.merge(x, slot, n - r, num_dst)
         launch.unmerge(x[:, : n - r], slot)

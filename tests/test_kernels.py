@@ -93,24 +93,41 @@ def test_interpreted_plan_equals_reference(interpreted, h, w, anchor, ratio):
         assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (dtype, anchor)
 
 
-@pytest.fixture(params=["small", "radix"])
-def select_path(request, monkeypatch):
-    """Both selections of the plan: one program per sample (small_select_kernel, up to 4096
-    sources here) and the radix select over chunks (forced with 0)."""
+def _force_select(monkeypatch, path):
+    """Make every plan take ``path``; chunks of 16-32 sources, so that the large selections carry
+    counts and tie ranks across several chunks even on small grids."""
     from bigain_export.kernels import launch
 
-    monkeypatch.setattr(launch, "SMALL_SELECT", 0 if request.param == "radix" else 4096)
+    monkeypatch.setattr(launch, "SMALL_SELECT", 1 << 30 if path == "small" else 0)
+    monkeypatch.setattr(launch, "ONE_PROGRAM_SELECT", 1 << 30 if path == "one-program" else 0)
+    monkeypatch.setattr(launch, "SELECT_BLOCK", 16 if path == "one-program" else 32)  # radix: a program a chunk
+    assert launch.select_path(5000, torch.device("cpu")) == path
+
+
+@pytest.fixture(params=["small", "one-program", "radix"])
+def select_path(request, monkeypatch):
+    """Every selection of the plan: a sort in registers (small_select_kernel), the radix select
+    walked by one program per sample, and the radix select over chunks."""
+    _force_select(monkeypatch, request.param)
     return request.param
+
+
+def test_select_paths_by_size():
+    from bigain_export.kernels import launch
+
+    cpu = torch.device("cpu")
+    assert launch.select_path(launch.SMALL_SELECT, cpu) == "small"
+    assert launch.select_path(launch.SMALL_SELECT + 1, cpu) == "one-program"
+    assert launch.select_path(launch.ONE_PROGRAM_SELECT + 1, cpu) == "radix"
 
 
 @interpreter
 @pytest.mark.parametrize("h,w", [(5, 7), (16, 16)])
-@pytest.mark.parametrize("anchor", ANCHORS)
-def test_interpreted_radix_select_equals_reference(interpreted, monkeypatch, h, w, anchor):
-    """The radix select (forced: these shapes take small_select_kernel, tested above)."""
-    from bigain_export.kernels import launch
-
-    monkeypatch.setattr(launch, "SMALL_SELECT", 0)
+@pytest.mark.parametrize("anchor", ["window", "random"])  # every anchor rule: the plan test above
+@pytest.mark.parametrize("path", ["one-program", "radix"])
+def test_interpreted_large_selects_equal_reference(interpreted, monkeypatch, h, w, anchor, path):
+    """The selections for many sources (forced: these shapes take small_select_kernel otherwise)."""
+    _force_select(monkeypatch, path)
     n = h * w
     for ratio in (0.5, 0.75):
         r = BiGainConfig(ratio=ratio).merged_count(n, h, w)

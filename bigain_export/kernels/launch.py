@@ -116,6 +116,25 @@ SELECT_BLOCK = 1024  # sources per program of the radix select
 # built-ins, where the radix select's six launches do almost no GPU work; the GPU tests also run
 # 4096 (correct, but one program sorting 4096 keys vs the radix select's GPU time is not measured).
 SMALL_SELECT = 1024
+# Above SMALL_SELECT: one_program_select_kernel (the same radix select in one launch per sample,
+# one program walking all sources) unless a CUDA graph is being captured, where the host cost of
+# launches is gone and the radix select's 7 launches spread the GPU work over chunks instead.
+# Eager and torch.compile's default mode pay ~0.06 ms of host time per launch on the lent H200
+# machine (bench_kernels "host plan": 0.59 ms per plan at SD2 1024 px with the radix select).
+# Not timed yet (session 9): the one program's GPU time, and the host time it saves.
+ONE_PROGRAM_SELECT = 1 << 16
+RADIX_WHEN_CAPTURING = True  # False: the one program in CUDA graphs too (bench_kernels times both)
+SELECT_PATHS = ("small", "one-program", "radix")
+
+
+def select_path(num_src: int, device: torch.device) -> str:
+    """Which selection a plan of ``num_src`` sources takes (see the constants above)."""
+    if num_src <= SMALL_SELECT:
+        return "small"
+    capturing = RADIX_WHEN_CAPTURING and device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    if num_src <= ONE_PROGRAM_SELECT and not capturing:
+        return "one-program"
+    return "radix"
 
 
 # How the anchors are split among programs of the similarity kernel: "fill" (measured, H200): at
@@ -193,12 +212,18 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
         tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
         k.best_anchor_kernel[grid](units, sim, idx, n, c, num_src, num_dst, per_split, BLOCK_M=block_m,
                                    BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
-    # 4. the r most similar sources and every source's slot: one program per sample, or a radix
-    # select (4 digit passes) over chunks of sources
-    if num_src <= SMALL_SELECT:
+    # 4. the r most similar sources and every source's slot: one program per sample (a sort in
+    # registers, or the radix select walked by one program), or the radix select (4 digit passes)
+    # over chunks of sources
+    path = select_path(num_src, device)
+    if path == "small":
         block = _pow2(num_src)
         warps = _gpu_options(device, num_warps=4 if block <= 1024 else 8)
         k.small_select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=block, **warps)
+        return slot
+    if path == "one-program":
+        k.one_program_select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=SELECT_BLOCK,
+                                          **_gpu_options(device, num_warps=8))
         return slot
     chunks = _cdiv(num_src, SELECT_BLOCK)
     hist = torch.zeros(b, 4, 256, dtype=torch.int32, device=device)

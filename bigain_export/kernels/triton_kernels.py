@@ -19,7 +19,9 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    Up to ``launch.SMALL_SELECT`` sources ``small_select_kernel`` does all of step 5 in one program
    per sample (a sort of (similarity, index) keys in registers): one launch instead of six and a
    memset, which is what a plan of few tokens costs on the host (DiT-XL/2 at 512 px: 0.12 ms of GPU
-   work took 0.30 ms, docs/benchmarks.md).
+   work took 0.30 ms, docs/benchmarks.md). Above it, outside CUDA-graph captures,
+   ``one_program_select_kernel`` walks the same radix select with one program per sample (one
+   launch; ``launch.select_path``).
 
 ``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
 accumulated in float32 with atomics), ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
@@ -237,6 +239,16 @@ def _order_key(sim):
 
 
 @triton.jit
+def _choose_digit(hist, bins, need):
+    """The digit whose bin holds the need-th largest key (bins past 255 must be empty), and that
+    key's rank among the keys in the bin."""
+    from_top = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist  # keys with digit >= bin
+    chosen = tl.maximum(tl.sum((from_top >= need).to(tl.int32), axis=0) - 1, 0)
+    need = need - tl.sum(tl.where(bins == chosen, from_top - hist, 0), axis=0)
+    return chosen, need
+
+
+@triton.jit
 def _select_state(hist_ptr, b, R, PASSES: tl.constexpr):
     """(prefix, need) after PASSES radix digits: the key prefix of the R-th largest key, and its
     rank among the keys sharing that prefix."""
@@ -244,12 +256,26 @@ def _select_state(hist_ptr, b, R, PASSES: tl.constexpr):
     prefix = tl.zeros([], dtype=tl.int64)
     need = tl.zeros([], dtype=tl.int32) + R
     for p in tl.static_range(PASSES):
-        hist = tl.load(hist_ptr + (b * 4 + p) * 256 + bins)
-        from_top = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist  # keys with digit >= bin
-        chosen = tl.maximum(tl.sum((from_top >= need).to(tl.int32), axis=0) - 1, 0)
-        need = need - tl.sum(tl.where(bins == chosen, from_top - hist, 0), axis=0)
+        chosen, need = _choose_digit(tl.load(hist_ptr + (b * 4 + p) * 256 + bins), bins, need)
         prefix = prefix * 256 + chosen.to(tl.int64)
     return prefix, need
+
+
+@triton.jit
+def _join_splits(sims, idxs, s, ok, NUM_SRC, NUM_SPLITS):
+    """Each source's best over the similarity splits (a lower split holds lower anchors: it wins
+    ties), written back over split 0."""
+    best = tl.full(s.shape, float("-inf"), tl.float32)
+    best_idx = tl.zeros(s.shape, dtype=tl.int32)
+    for split in range(0, NUM_SPLITS):
+        v = tl.load(sims + split * NUM_SRC + s, mask=ok, other=float("-inf"))
+        i = tl.load(idxs + split * NUM_SRC + s, mask=ok, other=0)
+        better = v > best
+        best = tl.where(better, v, best)
+        best_idx = tl.where(better, i, best_idx)
+    tl.store(sims + s, best, mask=ok)
+    tl.store(idxs + s, best_idx, mask=ok)
+    return best
 
 
 @triton.jit
@@ -261,17 +287,7 @@ def radix_hist_kernel(sim_ptr, idx_ptr, hist_ptr, NUM_SRC, NUM_SPLITS, R, PASS: 
     ok = s < NUM_SRC
     sims = sim_ptr + b * NUM_SPLITS * NUM_SRC
     if PASS == 0:
-        best = tl.full([BLOCK], float("-inf"), tl.float32)
-        best_idx = tl.zeros([BLOCK], dtype=tl.int32)
-        for split in range(0, NUM_SPLITS):
-            v = tl.load(sims + split * NUM_SRC + s, mask=ok, other=float("-inf"))
-            i = tl.load(idx_ptr + (b * NUM_SPLITS + split) * NUM_SRC + s, mask=ok, other=0)
-            better = v > best
-            best = tl.where(better, v, best)
-            best_idx = tl.where(better, i, best_idx)
-        tl.store(sims + s, best, mask=ok)
-        tl.store(idx_ptr + b * NUM_SPLITS * NUM_SRC + s, best_idx, mask=ok)
-        key = _order_key(best)
+        key = _order_key(_join_splits(sims, idx_ptr + b * NUM_SPLITS * NUM_SRC, s, ok, NUM_SRC, NUM_SPLITS))
         match = ok
     else:
         prefix, need = _select_state(hist_ptr, b, R, PASS)
@@ -319,6 +335,55 @@ def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slo
     slot = tl.where(merged, (NUM_SRC - R) + dst, kept_pos).to(tl.int64)
     tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
     tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+
+
+@triton.jit
+def one_program_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM_SPLITS, R,
+                              BLOCK: tl.constexpr):
+    """Step 5 for one sample in ONE launch at any size: the radix select's four digit passes
+    (histograms in registers, chunk by chunk), then the slots in token order with the merged and
+    tie counts carried from chunk to chunk. The same choice as the radix select's seven launches
+    (and a stable descending sort): on the host, one launch instead of seven and a memset."""
+    b = tl.program_id(0)
+    sims = sim_ptr + b * NUM_SPLITS * NUM_SRC
+    idxs = idx_ptr + b * NUM_SPLITS * NUM_SRC
+    bins = tl.arange(0, 512)
+    prefix = tl.zeros([], dtype=tl.int64)
+    need = tl.zeros([], dtype=tl.int32) + R
+    for p in tl.static_range(4):
+        hist = tl.zeros([512], dtype=tl.int32)
+        for c0 in range(0, NUM_SRC, BLOCK):
+            s = c0 + tl.arange(0, BLOCK)
+            ok = s < NUM_SRC
+            if p == 0:
+                key = _order_key(_join_splits(sims, idxs, s, ok, NUM_SRC, NUM_SPLITS))
+                match = ok
+            else:
+                key = _order_key(tl.load(sims + s, mask=ok, other=0.0))
+                match = ok & ((key >> (32 - 8 * p)) == prefix)
+            digit = tl.where(match, (key >> (24 - 8 * p)) & 255, 256).to(tl.int32)
+            hist += tl.histogram(digit, 512)
+        if p == 0:
+            tl.debug_barrier()  # the joined splits, written above, are read back by other threads
+        chosen, need = _choose_digit(tl.where(bins < 256, hist, 0), bins, need)
+        prefix = prefix * 256 + chosen.to(tl.int64)
+    merged_before = tl.zeros([], dtype=tl.int32)
+    eq_before = tl.zeros([], dtype=tl.int32)
+    for c0 in range(0, NUM_SRC, BLOCK):
+        s = c0 + tl.arange(0, BLOCK)
+        ok = s < NUM_SRC
+        key = _order_key(tl.load(sims + s, mask=ok, other=0.0))
+        eq = ok & (key == prefix)
+        eq_rank = eq_before + tl.cumsum(eq.to(tl.int32), axis=0)
+        merged = ok & ((key > prefix) | (eq & (eq_rank <= need))) & (R > 0)
+        kept = ok & (~merged)
+        kept_pos = (c0 - merged_before) + tl.cumsum(kept.to(tl.int32), axis=0) - 1
+        dst = tl.load(idxs + s, mask=ok, other=0)
+        slot = tl.where(merged, (NUM_SRC - R) + dst, kept_pos).to(tl.int64)
+        tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
+        tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+        merged_before += tl.sum(merged.to(tl.int32), axis=0)
+        eq_before += tl.sum(eq.to(tl.int32), axis=0)
 
 
 @triton.jit
