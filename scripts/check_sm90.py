@@ -135,10 +135,13 @@ def compile_launch(fn, args, kwargs, arch: int) -> dict:
                 constexprs=constexprs, options=options)
 
 
-def check(shapes: list[str], arch: int) -> list[dict]:
+def check(shapes: list[str], arch: int, only: tuple[str, ...] = ()) -> list[dict]:
+    """One row per distinct launch of the shapes (``only``: these kernels alone)."""
     rows, seen = [], set()
     for shape in shapes:
         for fn, args, kwargs in capture_launches(*SHAPES[shape]):
+            if only and fn.__name__ not in only:
+                continue
             signature, constexprs, options = _signature(fn, args, kwargs)
             key = (fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
                    tuple(sorted(options.items())))

@@ -143,7 +143,7 @@ def test_interpreted_plan_breaks_ties_like_the_reference(interpreted, select_pat
     h, w = 8, 10
     n = h * w
     metric = _exact_tie_tokens(2, n, seed=3) if kind == "duplicated" else torch.ones(2, n, 4)
-    for ratio in (0.3, 0.5, 0.7):
+    for ratio in (0.3, 0.7):  # (0.5 as well on the GPU)
         r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
         for anchor in ("window", "released", "fixed"):
             offsets = _offsets(anchor, h, w, seed=0)
@@ -162,7 +162,8 @@ def similarity_kernel(request, monkeypatch):
 
 
 @interpreter
-@pytest.mark.parametrize("c", [16, 48])
+@pytest.mark.parametrize("similarity_kernel, c", [("resident", 16), ("resident", 48), ("nested", 48)],
+                         indirect=["similarity_kernel"])
 def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_kernel, monkeypatch, c):
     """Channel counts that the resident kernel takes (16 = 16 + 0, 48 = 32 + 16), on random rows
     and on exact ties (4 atoms padded with zeros to c channels), in float16."""
@@ -176,7 +177,7 @@ def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_
     n = h * w
     ties = torch.nn.functional.pad(_exact_tie_tokens(2, n, seed=4), (0, c - 4)).half()
     for metric in (_tokens(2, n, c, seed=c, dtype=torch.float16), ties):  # float16: resident takes 16 bits
-        for ratio in (0.5, 0.7):
+        for ratio in (0.7,):
             r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
             for anchor in ("window", "fixed"):
                 offsets = _offsets(anchor, h, w, seed=0)

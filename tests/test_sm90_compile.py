@@ -41,10 +41,10 @@ def test_the_kernels_that_must_not_spill_do_not(rows):
 
 
 def test_a_spill_is_reported(monkeypatch):
-    """The check itself can fail: the nested similarity kernel at SD2's shape spills."""
+    """The check itself can fail: the nested similarity kernel at SD2's shape spills (Triton 3.6
+    to 3.9; should a later Triton stop spilling there, pick another kernel that does)."""
     from bigain_export.kernels import launch
 
     monkeypatch.setattr(launch, "SIM_RESIDENT", False)
-    rows = check_sm90.check(["sd2-1024"], arch=90)
-    nested = [row for row in rows if row["kernel"] == "best_anchor_kernel"]
-    assert nested and nested[0]["stack"] > 0
+    rows = check_sm90.check(["sd2-1024"], arch=90, only=("best_anchor_kernel",))
+    assert [row["kernel"] for row in rows] == ["best_anchor_kernel"] and rows[0]["stack"] > 0
