@@ -146,12 +146,38 @@ def unit_rows_kernel(x_ptr, offsets_ptr, top_ptr, out_ptr, src_tok_ptr, slot_ptr
 
 
 @triton.jit
+def _dot(a, b, acc, IEEE: tl.constexpr):
+    """``acc + a @ b`` on tensor cores; exact float32 products where IEEE (float32 inputs)."""
+    if IEEE:
+        acc = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@triton.jit
+def _fold_anchor_tile(acc, col_ok, d0, best, best_idx):
+    """Each source's running best (similarity, anchor) after the tile of anchors from ``d0``
+    (ties: the lowest anchor index, within the tile and against earlier tiles)."""
+    acc = tl.where(col_ok[None, :], acc, float("-inf"))
+    tile_best, tile_idx = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    better = tile_best > best  # strict: an earlier tile (lower anchor index) wins ties
+    return tl.where(better, tile_best, best), tl.where(better, d0 + tile_idx, best_idx)
+
+
+@triton.jit
+def _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx):
+    out = (b * tl.num_programs(1) + split) * NUM_SRC + rows
+    tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
+    tl.store(idx_ptr + out, best_idx, mask=row_ok)
+
+
+@triton.jit
 def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_PER_SPLIT,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        IEEE: tl.constexpr):
     """Partial best anchor of BLOCK_M sources over anchors [split * DST_PER_SPLIT, ...)."""
     pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    num_splits = tl.num_programs(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < NUM_SRC
     base = units_ptr + b.to(tl.int64) * N * C
@@ -169,18 +195,9 @@ def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_
             k_ok = ks < C
             a = tl.load(base + rows[:, None] * C + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             bt = tl.load(dst_base + cols[None, :] * C + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
-            if IEEE:
-                acc = tl.dot(a, bt, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, bt, acc)
-        acc = tl.where(col_ok[None, :], acc, float("-inf"))
-        tile_best, tile_idx = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        better = tile_best > best  # strict: an earlier tile (lower anchor index) wins ties
-        best = tl.where(better, tile_best, best)
-        best_idx = tl.where(better, d0 + tile_idx, best_idx)
-    out = (b * num_splits + split) * NUM_SRC + rows
-    tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
-    tl.store(idx_ptr + out, best_idx, mask=row_ok)
+            acc = _dot(a, bt, acc, IEEE)
+        best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
+    _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
 
 
 @triton.jit
@@ -193,7 +210,6 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
     sources for every tile. The channels are ``K0 + K1`` (powers of two; ``K1`` may be 0), so
     that a ``C`` of 320 needs no padding to 512."""
     pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    num_splits = tl.num_programs(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < NUM_SRC
     base = units_ptr + b.to(tl.int64) * N * C
@@ -211,24 +227,12 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
         cols = d0 + tl.arange(0, BLOCK_N)
         col_ok = cols < d_stop
         b0 = tl.load(dst_base + cols[None, :] * C + k0[:, None], mask=col_ok[None, :], other=0.0)
-        if IEEE:
-            acc = tl.dot(a0, b0, input_precision="ieee")
-        else:
-            acc = tl.dot(a0, b0)
+        acc = _dot(a0, b0, tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32), IEEE)
         if K1 > 0:
             b1 = tl.load(dst_base + cols[None, :] * C + k1[:, None], mask=col_ok[None, :], other=0.0)
-            if IEEE:
-                acc = tl.dot(a1, b1, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a1, b1, acc)
-        acc = tl.where(col_ok[None, :], acc, float("-inf"))
-        tile_best, tile_idx = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
-        better = tile_best > best  # strict: an earlier tile (lower anchor index) wins ties
-        best = tl.where(better, tile_best, best)
-        best_idx = tl.where(better, d0 + tile_idx, best_idx)
-    out = (b * num_splits + split) * NUM_SRC + rows
-    tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
-    tl.store(idx_ptr + out, best_idx, mask=row_ok)
+            acc = _dot(a1, b1, acc, IEEE)
+        best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
+    _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
 
 
 @triton.jit
