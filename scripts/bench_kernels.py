@@ -16,6 +16,7 @@ Writes ``bench_kernels.json`` / ``.md`` with card and versions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -28,8 +29,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigain_export.config import BiGainConfig  # noqa: E402
+from bigain_export.kernels import launch  # noqa: E402
 from bigain_export.ops import library  # noqa: E402
 from bigain_export.ops import reference as ref  # noqa: E402
+from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import cuda_median_ms  # noqa: E402
@@ -48,6 +51,20 @@ SHAPES = {  # name: (batch, grid side, channels, heads)
 
 def cuda_ms(fn, warmup: int = 5, iters: int = 50) -> float:
     return cuda_median_ms(fn, warmup, iters)
+
+
+@contextlib.contextmanager
+def launch_settings(**values):
+    """The launch module's constants set to ``values`` inside the block, restored after (also
+    when a variant fails): how each variant below is selected."""
+    saved = {name: getattr(launch, name) for name in values}
+    for name, value in values.items():
+        setattr(launch, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(launch, name, value)
 
 
 class Attention(torch.nn.Module):
@@ -123,25 +140,19 @@ def select_paths(name, metric, side, ratio) -> list[dict]:
     the radix select walked by one program, the radix select over chunks), eager, host time and
     as a CUDA graph (GPU time alone; the one program forced there too): the data for
     launch.SMALL_SELECT, ONE_PROGRAM_SELECT and RADIX_WHEN_CAPTURING."""
-    from bigain_export.kernels import launch
-
     n = metric.shape[1]
     r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
     plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
-    saved = (launch.SMALL_SELECT, launch.ONE_PROGRAM_SELECT, launch.RADIX_WHEN_CAPTURING)
     out = []
-    try:
-        for path in launch.SELECT_PATHS:
-            if path == "small" and n - n // 4 > 4096:
-                continue
-            launch.SMALL_SELECT = 1 << 30 if path == "small" else 0
-            launch.ONE_PROGRAM_SELECT = 1 << 30 if path == "one-program" else 0
-            launch.RADIX_WHEN_CAPTURING = path == "radix"
+    for path in launch.SELECT_PATHS:
+        if path == "small" and n - n // 4 > 4096:
+            continue
+        with launch_settings(SMALL_SELECT=1 << 30 if path == "small" else 0,
+                             ONE_PROGRAM_SELECT=1 << 30 if path == "one-program" else 0,
+                             RADIX_WHEN_CAPTURING=path == "radix"):
             out.append(dict(shape=name, what=f"plan {ratio}, {path} select, eager", ms=round(cuda_ms(plan), 4)))
             out.append(dict(shape=name, what=f"plan {ratio}, {path} select, host", ms=round(host_ms(plan), 4)))
             out.append(dict(shape=name, what=f"plan {ratio}, {path} select, CUDA graph", ms=round(graph_ms(plan), 4)))
-    finally:
-        launch.SMALL_SELECT, launch.ONE_PROGRAM_SELECT, launch.RADIX_WHEN_CAPTURING = saved
     return out
 
 
@@ -196,8 +207,6 @@ def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
     module's constants)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from bigain_export.kernels import launch
-
     n = metric.shape[1]
     r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
     plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
@@ -212,68 +221,60 @@ def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
     for event in prof.key_averages():
         if event.device_time_total > 0:
             out.append(dict(shape=name, what=f"path kernel {event.key[:60]}", ms=round(event.device_time_total / 10 / 1000, 4)))
-    default = (launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES)
     for config in [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (128, 256, 32, 8, 4), (128, 128, 64, 4, 4),
                    (64, 256, 64, 4, 3), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4)]:
-        launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES = config
-        try:
-            ms = cuda_ms(plan)
-        except Exception as exc:  # a tile shape that does not fit shared memory
-            ms = float("nan")
-            print(f"  config {config}: {type(exc).__name__}: {str(exc)[:100]}")
-        out.append(dict(shape=name, what="plan with similarity tiles M%d N%d K%d w%d s%d" % config, ms=round(ms, 4)))
-    launch.SIM_BLOCK_M, launch.SIM_BLOCK_N, launch.SIM_BLOCK_K, launch.SIM_WARPS, launch.SIM_STAGES = default
+        tiles = dict(zip(("SIM_BLOCK_M", "SIM_BLOCK_N", "SIM_BLOCK_K", "SIM_WARPS", "SIM_STAGES"), config))
+        with launch_settings(**tiles):
+            out.append(dict(shape=name, what="plan with similarity tiles M%d N%d K%d w%d s%d" % config,
+                            ms=round(tile_ms(cuda_ms, plan, config), 4)))
     return out
 
 
-def variant_paths(name, x, metric, side, ratio) -> list[dict]:
-    """Each similarity kernel (source rows resident on chip vs the nested channel loop), as CUDA
-    graphs (GPU time alone), in one run; then the resident kernel's tile shapes (plan)."""
-    from bigain_export.kernels import launch
+def tile_ms(timer, fn, config) -> float:
+    """``timer(fn)``, or NaN (said on stdout) for a tile shape that does not fit the GPU."""
+    try:
+        return timer(fn)
+    except Exception as exc:  # noqa: BLE001 - out of shared memory or registers: keep the other rows
+        print(f"  config {config}: {type(exc).__name__}: {str(exc)[:100]}")
+        return float("nan")
 
+
+def variant_paths(name, x, metric, side, ratio) -> list[dict]:
+    """The host time of each op, each similarity kernel (source rows resident on chip vs the
+    nested channel loop) and each split rule as CUDA graphs (GPU time alone), in one run; then the
+    resident kernel's tile shapes (plan)."""
     n = metric.shape[1]
     r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
     slot = library.merge_plan(metric, side, side, r, "window")
     plan = lambda: library.merge_plan(metric, side, side, r, "window")  # noqa: E731
     path = lambda: kernel_path(x, metric, side, side, r)  # noqa: E731
-    saved = dict(SIM_RESIDENT=launch.SIM_RESIDENT, SPLIT_RULE=launch.SPLIT_RULE, RES_BLOCK_M=launch.RES_BLOCK_M,
-                 RES_BLOCK_N=launch.RES_BLOCK_N, RES_WARPS=launch.RES_WARPS, RES_STAGES=launch.RES_STAGES)
+    merge = lambda: library.token_merge(x, slot, side, side, r)  # noqa: E731
     out = []
     add = lambda what, ms: out.append(dict(shape=name, what=what, ms=round(ms, 4)))  # noqa: E731
-    try:
-        merge = lambda: library.token_merge(x, slot, side, side, r)  # noqa: E731
-        add(f"merge {ratio}, CUDA graph", graph_ms(merge))
-        merged = merge()
-        # the host's cost of enqueueing each op (what eager and torch.compile's default mode pay
-        # per layer on the CPU, beside the GPU time of the CUDA-graph rows)
-        for what, fn in (("plan", plan), ("merge", merge), ("unmerge", lambda: library.token_unmerge(merged, slot)),
-                         ("path", path)):
-            add(f"host {what} {ratio}", host_ms(fn))
-        launch.SIM_RESIDENT = True
+    add(f"merge {ratio}, CUDA graph", graph_ms(merge))
+    merged = merge()
+    # the host's cost of enqueueing each op (what eager and torch.compile's default mode pay
+    # per layer on the CPU, beside the GPU time of the CUDA-graph rows)
+    for what, fn in (("plan", plan), ("merge", merge), ("unmerge", lambda: library.token_unmerge(merged, slot)),
+                     ("path", path)):
+        add(f"host {what} {ratio}", host_ms(fn))
+    with launch_settings(SIM_RESIDENT=True):
         applies = launch.resident_channels(x.shape[2], x.element_size()) is not None
-        for resident in (True, False) if applies else (False,):
-            launch.SIM_RESIDENT = resident
-            sim = "resident" if resident else "nested"
+    for resident in (True, False) if applies else (False,):
+        sim = "resident" if resident else "nested"
+        with launch_settings(SIM_RESIDENT=resident):
             add(f"plan {ratio} [{sim}], CUDA graph", graph_ms(plan))
             add(f"path {ratio} [{sim}], CUDA graph", graph_ms(path))
-        launch.SIM_RESIDENT = True
-        for rule in launch.SPLIT_RULES:
-            launch.SPLIT_RULE = rule
+    for rule in launch.SPLIT_RULES:
+        with launch_settings(SIM_RESIDENT=True, SPLIT_RULE=rule):
             add(f"plan {ratio} [splits {rule}], CUDA graph", graph_ms(plan))
-        launch.SPLIT_RULE = saved["SPLIT_RULE"]
-        if applies:
-            for config in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 32, 8, 4), (64, 128, 4, 3),
-                           (64, 64, 4, 4)]:
-                launch.RES_BLOCK_M, launch.RES_BLOCK_N, launch.RES_WARPS, launch.RES_STAGES = config
-                try:
-                    ms = graph_ms(plan)
-                except Exception as exc:  # a tile shape that does not fit shared memory
-                    ms = float("nan")
-                    print(f"  resident config {config}: {type(exc).__name__}: {str(exc)[:100]}")
-                add("plan %s [resident M%d N%d w%d s%d], CUDA graph" % ((ratio,) + config), ms)
-    finally:
-        for key, value in saved.items():
-            setattr(launch, key, value)
+    if applies:
+        for config in [(128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 32, 8, 4), (64, 128, 4, 3),
+                       (64, 64, 4, 4)]:
+            tiles = dict(zip(("RES_BLOCK_M", "RES_BLOCK_N", "RES_WARPS", "RES_STAGES"), config))
+            with launch_settings(SIM_RESIDENT=True, **tiles):
+                add("plan %s [resident M%d N%d w%d s%d], CUDA graph" % ((ratio,) + config),
+                    tile_ms(graph_ms, plan, config))
     return out
 
 
@@ -296,14 +297,11 @@ def main() -> None:
 
 
 def write(out: Path, meta: dict, rows: list[dict]) -> None:
-    """bench_kernels.json / .md, each written to a temporary name and renamed (never half-written)."""
+    """bench_kernels.json / .md, each written atomically (never half-written)."""
     lines = [json.dumps(meta), "", "| shape | what | ms |", "|---|---|---|"]
     lines += [f"| {r['shape']} | {r['what']} | {r['ms']:.4f} |" for r in rows]
-    for name, text in (("bench_kernels.json", json.dumps(dict(meta=meta, rows=rows), indent=1)),
-                       ("bench_kernels.md", "\n".join(lines) + "\n")):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out / name)
+    atomic_write(out / "bench_kernels.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
+    atomic_write(out / "bench_kernels.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

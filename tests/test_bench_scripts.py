@@ -4,6 +4,7 @@ tiny UNet and a host clock in place of CUDA events."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -81,3 +82,29 @@ def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypat
     from bigain_export.patch.apply import patch_info
 
     assert patch_info(model) is None
+
+
+def test_bench_kernels_launch_settings_are_restored_even_when_a_variant_fails():
+    import bench_kernels
+    from bigain_export.kernels import launch
+
+    before = (launch.SIM_RESIDENT, launch.RES_BLOCK_N)
+    with pytest.raises(RuntimeError, match="no shared memory"):
+        with bench_kernels.launch_settings(SIM_RESIDENT=False, RES_BLOCK_N=16):
+            assert (launch.SIM_RESIDENT, launch.RES_BLOCK_N) == (False, 16)
+            raise RuntimeError("no shared memory")
+    assert (launch.SIM_RESIDENT, launch.RES_BLOCK_N) == before
+    # a tile shape that fails is a NaN row, not a crash
+    assert math.isnan(bench_kernels.tile_ms(lambda fn: fn(), lambda: 1 / 0, (1, 2)))
+
+
+def test_bench_kernels_writes_both_tables(tmp_path):
+    import json
+
+    import bench_kernels
+
+    rows = [dict(shape="sd2-1024", what="plan", ms=0.25)]
+    bench_kernels.write(tmp_path, {"card": "test"}, rows)
+    assert json.loads((tmp_path / "bench_kernels.json").read_text()) == dict(meta={"card": "test"}, rows=rows)
+    assert "| sd2-1024 | plan | 0.2500 |" in (tmp_path / "bench_kernels.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench_kernels.json", "bench_kernels.md"]
