@@ -102,6 +102,31 @@ def summarize(rows: list[dict], calls: int, top: int) -> dict:
     )
 
 
+def cuda_kernel_times(session, feeds: dict, calls: int, top: int) -> dict:
+    """GPU time per CUDA kernel name over ``calls`` runs (CUPTI through torch.profiler, which sees
+    every kernel of the process, ORT's included): ORT's own profile times the host side only."""
+    from torch.profiler import ProfilerActivity, profile
+
+    binding = session.io_binding()
+    for name, value in feeds.items():
+        binding.bind_cpu_input(name, value)
+    binding.bind_output(session.get_outputs()[0].name, "cuda")
+    session.run_with_iobinding(binding)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            session.run_with_iobinding(binding)
+        torch.cuda.synchronize()
+    kernels = collections.defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            kernels[event.name][0] += event.device_time / calls  # us
+            kernels[event.name][1] += 1
+    ranked = sorted(kernels.items(), key=lambda kv: -kv[1][0])
+    return dict(gpu_ms=round(sum(v[0] for v in kernels.values()) / 1e3, 4),
+                kernels=[dict(name=k[:160], ms=round(v[0] / 1e3, 4), launches=v[1] // calls) for k, v in ranked[:top]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--res", type=int, nargs="+", default=None, help="pixels (default 1024; --tiny: 64)")
@@ -168,6 +193,8 @@ def main() -> None:
             wall_ms = (time.perf_counter() - start) * 1e3 / args.calls
             profile = Path(session.end_profiling())
             summary = summarize(node_events(profile, args.calls), args.calls, args.top)
+            if device == "cuda":
+                summary["cuda"] = cuda_kernel_times(session, feeds, args.calls, args.top)
             run = dict(px=px, method=name, wall_ms_with_host_copies=round(wall_ms, 3), **summary)
             report["runs"].append(run)
             atomic_write(args.out / "profile_ort.json", json.dumps(report, indent=1))
@@ -177,10 +204,14 @@ def main() -> None:
             print(f"\n## {px} px {name}: kernels {run['total_ms']:.2f} ms/call, by origin {run['by_origin']}, "
                   f"CPU nodes {len(run['cpu_nodes'])} {run['cpu_nodes'][:8]}")
             print("| op | provider | ms/call |\n|---|---|---|")
-            for row in run["by_op"][:14]:
+            for row in run["by_op"][:6]:
                 print(f"| {row['op']} | {row['provider'].replace('ExecutionProvider', '')} | {row['ms']:.3f} |")
+            if "cuda" in run:
+                print(f"| CUDA kernel ({run['cuda']['gpu_ms']:.2f} ms GPU/call) | launches | ms/call |\n|---|---|---|")
+                for row in run["cuda"]["kernels"][:25]:
+                    print(f"| {row['name'][:90]} | {row['launches']} | {row['ms']:.3f} |")
             print("| top node | op | ms/call |\n|---|---|---|")
-            for row in run["top_nodes"][:10]:
+            for row in run["top_nodes"][:5]:
                 print(f"| {row['node'][-60:]} | {row['op']} | {row['ms']:.3f} |")
 
 

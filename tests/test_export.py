@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from bigain_export import BiGainConfig, apply_bigain, remove_bigain
 from bigain_export.errors import ExportError
 from bigain_export.export.onnx_export import export_onnx
-from bigain_export.export.onnx_ops import DOMAIN, attach_functions
+from bigain_export.export.onnx_ops import DOMAIN, single_node_model
 from bigain_export.export.spec import DenoiserSpec
 from bigain_export.models.registry import tiny_random_denoiser
 from bigain_export.ops import reference as ref
@@ -95,14 +95,7 @@ def test_inlined_copy_has_no_functions_and_same_output(tmp_path):
 
 # ----------------------------------------------------------------- function bodies on their own
 def single_op_session(op_type, inputs, outputs, **attrs):
-    node = helper.make_node(op_type, [n for n, *_ in inputs], [n for n, *_ in outputs], domain=DOMAIN,
-                            plugin_namespace=DOMAIN, plugin_version="1", **attrs)
-    info = lambda n, t, s: helper.make_tensor_value_info(n, t, s)  # noqa: E731
-    graph = helper.make_graph([node], op_type, [info(*i) for i in inputs], [info(*o) for o in outputs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 10
-    attach_functions(model)
-    onnx.checker.check_model(model, full_check=True)
+    model = single_node_model(op_type, {n: (t, s) for n, t, s in inputs}, {n: (t, s) for n, t, s in outputs}, **attrs)
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 

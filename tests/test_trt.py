@@ -25,7 +25,7 @@ from onnx import TensorProto, helper
 
 from bigain_export.backends.trt import tensorrt_available
 from bigain_export.errors import EngineError
-from bigain_export.export.onnx_ops import OPSET_VERSION, PLUGIN_VERSION, STANDARD_OPSET, attach_functions
+from bigain_export.export.onnx_ops import single_node_model
 from bigain_export.ops import library
 from bigain_export.ops.library import ANCHOR_CODES, DOMAIN
 from bigain_export.plugins import compute, specs
@@ -157,51 +157,31 @@ def test_compute_writes_what_the_eager_operators_return(dtype, anchor):
 
 
 # =========================================================================== TensorRT(-RTX) on CPU
-def _single_node_model(op: str, inputs: dict, outputs: dict, **attrs) -> onnx.ModelProto:
-    """A graph of one ``bigain.ai`` node with its local function, as the exporter writes it.
-
-    ``inputs`` / ``outputs``: name -> (TensorProto type, shape).
-    """
-    node = helper.make_node(
-        op, list(inputs), list(outputs), domain=DOMAIN, plugin_namespace=DOMAIN, plugin_version=PLUGIN_VERSION, **attrs
-    )
-    graph = helper.make_graph(
-        [node], f"single_{op}",
-        [helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()],
-        [helper.make_tensor_value_info(n, t, s) for n, (t, s) in outputs.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STANDARD_OPSET), helper.make_opsetid(DOMAIN, OPSET_VERSION)])
-    model.ir_version = 10  # as torch.onnx.export writes (onnxruntime 1.31 reads at most 13)
-    attach_functions(model)
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 F32, F16, I64 = TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.INT64
 # name -> (model, expected [(shape, type)] of the plugin layer's outputs)
 SINGLE = {
     "gated_merge_fp32": (
-        lambda: _single_node_model("GatedMerge", {"x": (F32, [2, 64, 8]), "metric": (F32, [2, 64, 8])},
+        lambda: single_node_model("GatedMerge", {"x": (F32, [2, 64, 8]), "metric": (F32, [2, 64, 8])},
                                    {"merged": (F32, [2, 44, 8]), "slot": (I64, [2, 64])}, grid_h=8, grid_w=8, r=20, anchor=0),
         [([2, 44, 8], "FLOAT"), ([2, 64], "INT64")],
     ),
     "gated_merge_fp16": (
-        lambda: _single_node_model("GatedMerge", {"x": (F16, [1, 48, 4]), "metric": (F16, [1, 48, 4])},
+        lambda: single_node_model("GatedMerge", {"x": (F16, [1, 48, 4]), "metric": (F16, [1, 48, 4])},
                                    {"merged": (F16, [1, 38, 4]), "slot": (I64, [1, 48])}, grid_h=6, grid_w=8, r=10, anchor=2),
         [([1, 38, 4], "HALF"), ([1, 48], "INT64")],
     ),
     # a 1024 px SD latent level: 128x128 tokens, 12288 sources (TensorRT's TopK stops at K = 3840)
     "gated_merge_128x128": (
-        lambda: _single_node_model("GatedMerge", {"x": (F32, [1, 16384, 4]), "metric": (F32, [1, 16384, 4])},
+        lambda: single_node_model("GatedMerge", {"x": (F32, [1, 16384, 4]), "metric": (F32, [1, 16384, 4])},
                                    {"merged": (F32, [1, 8192, 4]), "slot": (I64, [1, 16384])}, grid_h=128, grid_w=128, r=8192, anchor=0),
         [([1, 8192, 4], "FLOAT"), ([1, 16384], "INT64")],
     ),
     "token_unmerge_fp16": (
-        lambda: _single_node_model("TokenUnmerge", {"y": (F16, [2, 44, 8]), "slot": (I64, [2, 64])}, {"out": (F16, [2, 64, 8])}),
+        lambda: single_node_model("TokenUnmerge", {"y": (F16, [2, 44, 8]), "slot": (I64, [2, 64])}, {"out": (F16, [2, 64, 8])}),
         [([2, 64, 8], "HALF")],
     ),
     "kv_pool_fp32": (
-        lambda: _single_node_model("KVPool", {"x": (F32, [2, 48, 8]), "alpha": (F32, [2, 1, 1])},
+        lambda: single_node_model("KVPool", {"x": (F32, [2, 48, 8]), "alpha": (F32, [2, 1, 1])},
                                    {"out": (F32, [2, 12, 8])}, grid_h=6, grid_w=8, s=2),
         [([2, 12, 8], "FLOAT")],
     ),

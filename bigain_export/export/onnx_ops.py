@@ -120,6 +120,18 @@ class _Body:
     def concat(self, *parts: str) -> str:
         return self.op("Concat", *parts, axis=0)
 
+    def gather_rows(self, tensor: str, index: str, rows: str) -> str:
+        """``tensor [B, rows, C]`` gathered per sample at ``index [B, K]`` -> ``[B, K, C]``.
+
+        One Gather on the batch-flattened rows (``index + b * rows``): no ``[B, K, C]`` int64
+        index tensor as GatherElements needs (84 MB per SD2 1024 px layer)."""
+        batch, channels = self.dim(tensor, 0), self.dim(tensor, 2)
+        offsets = self.op("Mul", self.op("Unsqueeze", self.range(batch), self.ints(-1)), rows)
+        flat_index = self.op("Reshape", self.op("Add", index, offsets), self.ints(-1))
+        flat = self.op("Reshape", tensor, self.concat(self.ints(-1), channels))
+        picked = self.op("Gather", flat, flat_index, axis=0)
+        return self.op("Reshape", picked, self.concat(batch, self.op("Shape", index, start=1, end=2), channels))
+
     def dim(self, tensor: str, axis: int) -> str:
         return self.op("Shape", tensor, start=axis, end=axis + 1)
 
@@ -135,13 +147,19 @@ def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
     """[B, N, C] -> [B, H, W] float: sum_c |4-neighbour Laplacian| with zero padding."""
     m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
     grid = f.op("Reshape", m32, f.concat(f.ints(0), grid_h, grid_w, f.ints(-1)))
-    padded = f.op("Pad", grid, f.ints(0, 1, 1, 0, 0, 1, 1, 0))
+    # zero border by two Concats: ONNX Runtime's CUDA Pad kernel took ~1 ms per SD2 1024 px layer
+    # here (H200, docs/benchmarks.md, session 10), a Concat is a copy
+    batch, channels = f.dim(metric, 0), f.dim(metric, 2)
+    zero_row = f.filled(f.concat(batch, f.ints(1), grid_w, channels), 0.0)
+    rows = f.op("Concat", zero_row, grid, zero_row, axis=1)
+    zero_col = f.filled(f.concat(batch, f.op("Add", grid_h, f.ints(2)), f.ints(1), channels), 0.0)
+    padded = f.op("Concat", zero_col, rows, zero_col, axis=2)
     big = 2**62
 
     def window(h0: int, h1: int, w0: int, w1: int) -> str:
         return f.op("Slice", padded, f.ints(h0, w0), f.ints(h1, w1), f.ints(1, 2))
 
-    centre = window(1, -1, 1, -1)
+    centre = grid  # = window(1, -1, 1, -1), without the copy
     neighbours = f.op("Sum", window(0, -2, 1, -1), window(2, big, 1, -1), window(1, -1, 0, -2), window(1, -1, 2, big))
     lap = f.op("Sub", neighbours, f.op("Mul", centre, f.scalar_float(4.0)))
     return f.op("ReduceSum", f.op("Abs", lap), f.ints(3), keepdims=0)
@@ -206,15 +224,13 @@ def gated_merge_function() -> onnx.FunctionProto:
     m32 = f.op("Cast", "metric", to=TensorProto.FLOAT)
     unit = f.op("CastLike", f.op("Div", m32, f.op("ReduceL2", m32, f.ints(-1), keepdims=1)), "metric")
     unit = f.op("Cast", unit, to=TensorProto.FLOAT)
-    channels = f.dim("metric", 2)
-
-    def gather_rows(tensor: str, index: str) -> str:
-        shape = f.concat(f.op("Shape", index), channels)
-        return f.op("GatherElements", tensor, f.op("Expand", f.op("Unsqueeze", index, f.ints(-1)), shape), axis=1)
-
-    similarity = f.op("MatMul", gather_rows(unit, src_idx), f.op("Transpose", gather_rows(unit, dst_idx), perm=[0, 2, 1]))
-    best_sim = f.op("ReduceMax", similarity, f.ints(-1), keepdims=0)
+    src_unit, dst_unit = f.gather_rows(unit, src_idx, num_tokens), f.gather_rows(unit, dst_idx, num_tokens)
+    similarity = f.op("MatMul", src_unit, f.op("Transpose", dst_unit, perm=[0, 2, 1]))
     best_dst = f.op("ArgMax", similarity, axis=-1, keepdims=0)
+    # the maximum itself, read at the argmax: one pass over [B, Ns, Nd] float32 fewer than a
+    # ReduceMax (cuDNN's reduction took ~1 ms per SD2 1024 px layer in ONNX Runtime CUDA)
+    best_sim = f.op("Squeeze", f.op("GatherElements", similarity, f.op("Unsqueeze", best_dst, f.ints(-1)), axis=-1),
+                    f.ints(-1))
 
     # 4. the r most similar sources merge (ties: lower index first) = the `kept` least similar
     # stay (ties: higher index first): TopK(smallest) over the reversed sources.
@@ -246,9 +262,7 @@ def token_merge_function() -> onnx.FunctionProto:
 
 def token_unmerge_function() -> onnx.FunctionProto:
     f = _Body("TokenUnmerge")
-    shape = f.concat(f.op("Shape", "slot"), f.dim("y", 2))
-    index = f.op("Expand", f.op("Unsqueeze", "slot", f.ints(-1)), shape)
-    f.nodes.append(helper.make_node("GatherElements", ["y", index], ["out"], axis=1))
+    f.nodes.append(helper.make_node("Identity", [f.gather_rows("y", "slot", f.dim("y", 1))], ["out"]))
     return f.function(["y", "slot"], ["out"], [])
 
 
@@ -273,6 +287,22 @@ FUNCTIONS = {
     "TokenUnmerge": token_unmerge_function,
     "KVPool": kv_pool_function,
 }
+
+
+def single_node_model(op: str, inputs: dict, outputs: dict, **attrs) -> onnx.ModelProto:
+    """A graph of one ``bigain.ai`` node with its local function, as the exporter writes it (for
+    tests and per-op benchmarks). ``inputs`` / ``outputs``: name -> (TensorProto type, shape)."""
+    node = helper.make_node(op, list(inputs), list(outputs), domain=DOMAIN, **dict(_PLUGIN_ATTRS), **attrs)
+    graph = helper.make_graph(
+        [node], f"single_{op}",
+        [helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()],
+        [helper.make_tensor_value_info(n, t, s) for n, (t, s) in outputs.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STANDARD_OPSET), helper.make_opsetid(DOMAIN, OPSET_VERSION)])
+    model.ir_version = 10  # as torch.onnx.export writes (onnxruntime 1.31 reads at most 13)
+    attach_functions(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 def attach_functions(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -119,10 +119,11 @@ SMALL_SELECT = 1024
 # Above SMALL_SELECT: one_program_select_kernel (the same radix select in one launch per sample,
 # one program walking all sources) unless a CUDA graph is being captured, where the host cost of
 # launches is gone and the radix select's 7 launches spread the GPU work over chunks instead.
-# Eager and torch.compile's default mode pay ~0.06 ms of host time per launch on the lent H200
-# machine (bench_kernels "host plan": 0.59 ms per plan at SD2 1024 px with the radix select).
-# Not timed yet (session 9): the one program's GPU time, and the host time it saves.
-ONE_PROGRAM_SELECT = 1 << 16
+# Measured (H200, session 10, bench_kernels "plan 0.7, ... select"): eagerly the one program
+# wins at SD2 768 px (6,912 sources: 0.269 vs 0.292 ms a plan) and loses at 1024 px (12,288:
+# 0.422 vs 0.334; its kernel alone is 0.118 ms there), though it saves host time at both
+# (0.168 vs 0.280 ms at 1024). The bound sits between the two.
+ONE_PROGRAM_SELECT = 8192
 RADIX_WHEN_CAPTURING = True  # False: the one program in CUDA graphs too (bench_kernels times both)
 SELECT_PATHS = ("small", "one-program", "radix")
 
@@ -137,13 +138,15 @@ def select_path(num_src: int, device: torch.device) -> str:
     return "radix"
 
 
-# How the anchors are split among programs of the similarity kernel: "fill" (measured, H200): at
-# least 4 programs per SM, each split keeping >= 4 anchor tiles; "waves" (not timed yet): the
+# How the anchors are split among programs of the similarity kernel: "waves" (default): the
 # split count that minimises (waves of programs) x (anchor tiles per program + 1 for loading the
 # source tile), at one program per SM (both similarity kernels hold one SM's registers), e.g. 2
-# splits instead of 3 at SD2 1024 px (99 vs 115 tile-times), 1 instead of 5 at 768 px (37 vs 45).
+# splits instead of 3 at SD2 1024 px (99 vs 115 tile-times), 1 instead of 5 at 768 px (37 vs 45);
+# "fill": at least 4 programs per SM, each split keeping >= 4 anchor tiles. Measured (H200,
+# session 10, plan 0.7 in a CUDA graph): waves 0.2075 vs fill 0.2232 ms at 1024 px, 0.1051 vs
+# 0.1061 at 768.
 SPLIT_RULES = ("fill", "waves")
-SPLIT_RULE = "fill"
+SPLIT_RULE = "waves"
 
 
 def similarity_splits(num_dst: int, block_n: int, programs_per_split: int, sm_count: int) -> tuple[int, int]:
