@@ -108,3 +108,62 @@ def test_bench_kernels_writes_both_tables(tmp_path):
     assert json.loads((tmp_path / "bench_kernels.json").read_text()) == dict(meta={"card": "test"}, rows=rows)
     assert "| sd2-1024 | plan | 0.2500 |" in (tmp_path / "bench_kernels.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench_kernels.json", "bench_kernels.md"]
+
+
+# --------------------------------------------------------------------------- ORT per-op and profile scripts
+@pytest.mark.parametrize("side", [8, 9])
+def test_bench_ort_ops_cases_agree_with_the_reference_in_fp16(side):
+    """The fp16 one-node models bench_ort_ops.py times on the GPU machine: their ORT CPU outputs
+    pass the script's own checks (slot map equal to the reference, values within fp16 rounding)."""
+    import onnxruntime as ort
+
+    import bench_ort_ops
+
+    seen = []
+    for op, model, feeds, check in bench_ort_ops.cases(2, side, 16, 0.7, seed=side):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        ms, outputs = bench_ort_ops.time_session(session, feeds, "cpu", warmup=0, iters=1)
+        agreement = check(outputs)
+        assert ms > 0 and agreement.get("slot_equal", True), (op, agreement)
+        assert agreement["max_abs"] <= 4e-3, (op, agreement)
+        seen.append(op)
+    assert seen == ["GatedMerge", "TokenUnmerge", "KVPool"][: 3 if side % 2 == 0 else 2]
+
+
+def test_bench_ort_ops_check_fails_on_a_wrong_slot_map():
+    """The agreement check can fail: a GatedMerge output with two slots swapped is reported unequal."""
+    import bench_ort_ops
+
+    op, model, feeds, check = next(bench_ort_ops.cases(2, 8, 16, 0.7))
+    import onnxruntime as ort
+
+    merged, slot = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    slot = slot.copy()
+    slot[0, [0, 1]] = slot[0, [1, 0]] if slot[0, 0] != slot[0, 1] else (slot[0, 0] + 1, slot[0, 1])
+    assert check([merged, slot])["slot_equal"] is False
+
+
+def test_profile_ort_labels_inlined_nodes_by_the_call_they_came_from():
+    """profile_ort.inline_labelled: every node of an inlined bigain.ai body is named after its call
+    node, the model's own nodes keep their names, and the graph still checks."""
+    import collections
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    import profile_ort
+    from bigain_export.export.onnx_ops import single_node_model
+
+    f16, i64 = TensorProto.FLOAT16, TensorProto.INT64
+    model = single_node_model("GatedMerge", {"x": (f16, [2, 64, 8]), "metric": (f16, [2, 64, 8])},
+                              {"merged": (f16, [2, 44, 8]), "slot": (i64, [2, 64])}, grid_h=8, grid_w=8, r=20, anchor=0)
+    model.graph.node[0].name = "merge_call"
+    # the model's own node after the call
+    model.graph.node.append(helper.make_node("Identity", ["merged"], ["merged_copy"], name="own_identity"))
+    model.graph.output.append(helper.make_tensor_value_info("merged_copy", f16, [2, 44, 8]))
+    labelled = profile_ort.inline_labelled(model)
+    onnx.checker.check_model(labelled)
+    origins = collections.Counter(profile_ort.origin(node.name) for node in labelled.graph.node)
+    assert not labelled.functions and origins[""] == 1 and origins["GatedMerge"] == len(labelled.graph.node) - 1
+    assert labelled.graph.node[-1].name == "own_identity"
+    assert {node.name.split("/")[0] for node in labelled.graph.node[:-1]} == {"GatedMerge:merge_call"}
