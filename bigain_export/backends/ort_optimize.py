@@ -73,8 +73,12 @@ RECORD_KEYS = frozenset({"optimizer", "onnxruntime", "model_type", "opt_level", 
 def resolve_ort_optimize(choice: str, backend: str, precision: str) -> str:
     """``none``, ``fusions`` or ``onnxscript`` for a build of ``backend`` at ``precision`` (one-line errors).
 
-    ``auto``: fusions for fp16 ONNX Runtime builds, none otherwise (fp32 engines stay exactly
-    what was exported; the fp32 drift guarantee of 1e-4 is not put at stake for no measured gain).
+    ``auto``: for fp16 ONNX Runtime builds, onnxscript's fusions on ``ort-cuda`` (they fuse this
+    exporter's attention and GroupNorm: the SD2 UNet at 1024 px went from 81.6 to 39.2 ms on an
+    H200, docs/benchmarks.md session 10; ORT's own ``unet`` patterns match neither) and ORT's
+    fusions on ``ort-cpu`` (onnxscript's attention was not timed there); none otherwise (fp32
+    engines stay exactly what was exported; the fp32 drift guarantee of 1e-4 is not put at stake
+    for no measured gain).
     """
     if choice not in ORT_OPTIMIZE:
         raise ConfigError(f"--ort-optimize {choice!r} is not allowed; allowed: {' | '.join(ORT_OPTIMIZE)}")
@@ -89,8 +93,18 @@ def resolve_ort_optimize(choice: str, backend: str, precision: str) -> str:
                           f"fused operators were not tested in it); allowed: --precision {' | '.join(FUSION_PRECISIONS)}, "
                           "or --ort-optimize none")
     if choice == "auto":
-        return "fusions" if precision == "fp16" else "none"
+        if precision != "fp16":
+            return "none"
+        return "onnxscript" if backend == "ort-cuda" else "fusions"
     return choice
+
+
+def recorded_choice(record: dict[str, Any] | None) -> str:
+    """The ``--ort-optimize`` choice (``none`` / ``fusions`` / ``onnxscript``) a manifest's
+    ``ort_optimization`` record was built with."""
+    if not record:
+        return "none"
+    return "onnxscript" if record.get("optimizer") == ONNXSCRIPT_OPTIMIZER else "fusions"
 
 
 def fusion_options(backend: str):

@@ -18,7 +18,8 @@ flag                meaning                                             default
 ``--drift-inputs``  random inputs of the drift check                    16
 ``--device``        cpu, cuda, cuda:N                                   cpu
 ``--backend``       auto | ort-cpu | ort-cuda | trt                     auto
-``--ort-optimize``  auto | none | fusions | onnxscript (ORT only)       auto (= fusions for fp16)
+``--ort-optimize``  auto | none | fusions | onnxscript (ORT only)       auto (fp16: onnxscript on
+                                                                        ort-cuda, fusions on ort-cpu)
 ``--prompt-template``  a class's prompt for SD / SDXL pipelines         ``a photo of a {}.``
 ``-v``              debug logging (before or after the subcommand)      off
 ==================  ==================================================  ===========================
@@ -202,9 +203,10 @@ def add_ort_optimize_args(parser: argparse.ArgumentParser) -> None:
     On the subcommands that build engines (``build``, ``sweep``'s engine points), same default.
     """
     parser.add_argument("--ort-optimize", default=DEFAULT_ORT_OPTIMIZE, choices=ORT_OPTIMIZE_CHOICES,
-                        help="ONNX Runtime engines: auto = ORT's transformers-optimizer fusions for fp16 builds, "
-                        "none for fp32/bf16; fusions = for fp32 and fp16 builds; onnxscript = onnxscript's ORT fusions "
-                        "(attention and, on ort-cuda, GroupNorm; fp32/fp16); none = the graph as exported "
+                        help="ONNX Runtime engines: auto = for fp16 builds onnxscript's ORT fusions on ort-cuda and ORT's "
+                        "transformers-optimizer fusions on ort-cpu, none for fp32/bf16; fusions = ORT's, for fp32 and fp16 "
+                        "builds; onnxscript = onnxscript's ORT fusions (attention and, on ort-cuda, GroupNorm; fp32/fp16); "
+                        "none = the graph as exported "
                         f"(default {DEFAULT_ORT_OPTIMIZE}; not applicable to --backend trt)")
 
 

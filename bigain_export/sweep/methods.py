@@ -168,13 +168,14 @@ class PointOpener:
         return self.engine_dir / f"{_file_stem(point.entry)}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
     def _load_or_build(self, config: BiGainConfig, path: Path):
+        from ..backends.ort_optimize import recorded_choice
         from ..engine.build import build_engine, load_engine
 
         try:  # an engine left by an earlier (possibly interrupted) run of the same recipe
             engine = load_engine(path, config=config, model_hash=self.model_hash, denoiser=self.denoiser)
-            optimized = engine.manifest.ort_optimization is not None
+            optimized_with = recorded_choice(engine.manifest.ort_optimization)
             if (engine.spec.batch == self.batch and engine.manifest.backend == self.engine_backend
-                    and engine.spec.precision == self.precision and optimized == (self.graph_optimization != "none")):
+                    and engine.spec.precision == self.precision and optimized_with == self.graph_optimization):
                 return engine
         except EngineError:
             pass
