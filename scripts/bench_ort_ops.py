@@ -106,7 +106,6 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--top", type=int, default=12, help="CUDA kernels kept per op")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -132,7 +131,7 @@ def main() -> None:
             ms, outputs = time_session(session, feeds, device, args.warmup, args.iters)
             row = dict(shape=shape, op=op, ms=ms, **check(outputs))
             if device == "cuda":
-                row["cuda"] = cuda_kernel_times(session, feeds, args.iters, args.top)
+                row["cuda"] = cuda_kernel_times(session, feeds, args.iters)
             rows.append(row)
             atomic_write(args.out / "bench_ort_ops.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
             print(f"{shape} {op}: {ms:.4f} ms" + (f", GPU {row['cuda']['gpu_ms']:.4f} ms" if "cuda" in row else "")
