@@ -77,11 +77,14 @@ def capture_launches(batch: int, side: int, channels: int, dtype: torch.dtype, r
         x = torch.zeros(batch, n, channels, dtype=dtype)
         slot = torch.zeros(batch, n, dtype=torch.int64)
         num_dst = (side // 2) ** 2
-        launch.merge_plan(x, None, side, side, r)
+        launch.merge_plan(x, None, side, side, r)  # the select path this size takes
+        # and both large-size selections, whichever the bound picks here: the one program (eager,
+        # up to ONE_PROGRAM_SELECT sources) and the radix select (above it, and in CUDA graphs)
         one_program = launch.ONE_PROGRAM_SELECT
-        launch.ONE_PROGRAM_SELECT = 0  # the radix select too: what a CUDA-graph capture takes
         try:
-            launch.merge_plan(x, None, side, side, r)
+            for bound in (1 << 30, 0):
+                launch.ONE_PROGRAM_SELECT = bound
+                launch.merge_plan(x, None, side, side, r)
         finally:
             launch.ONE_PROGRAM_SELECT = one_program
         launch.merge_plan(x, torch.zeros(1, side // 2, side // 2, dtype=torch.long), side, side, r)  # ToMe offsets
