@@ -14,6 +14,9 @@ mode, cudagraphs = ``mode="reduce-overhead"``).
     # the GPU machine (onnxruntime-gpu): issue 11's ORT targets, one call per resolution
     python scripts/bench_ort.py --res 1024 --methods none bigain-merge-0.7 --ort-optimize none onnxscript \
         --modes eager compile cudagraphs --out $OUT
+    # the same with ORT's CUDA provider options (NHWC convolutions, a CUDA graph per call)
+    python scripts/bench_ort.py --res 1024 --methods none --ort-optimize onnxscript --modes compile \
+        --ort-variants default nhwc cuda-graph nhwc+cuda-graph --out $OUT
     # any CPU, tiny SD2-shaped UNet: exercises every code path in ~1-2 min
     python scripts/bench_ort.py --tiny --out /tmp/bench
 """
@@ -55,6 +58,16 @@ METHODS = {
     "bigain-kv": BiGainConfig.preset("bigain-kv"),
 }
 
+
+# ONNX Runtime CUDA provider options to time (session 10's profile of the plain engine: 3.5 ms of
+# its 36.9 ms GPU time in cuDNN's NCHW->NHWC transposes, and 42.4 ms wall for 36.9 ms of GPU time,
+# a host gap that a CUDA graph removes). Benchmarks only until measured: engines use "default".
+ORT_VARIANTS = {
+    "default": {},
+    "nhwc": {"prefer_nhwc": "1"},
+    "cuda-graph": {"enable_cuda_graph": "1"},
+    "nhwc+cuda-graph": {"prefer_nhwc": "1", "enable_cuda_graph": "1"},
+}
 
 # PyTorch baselines: bench_unet.py's --modes and what torch.compile gets for each.
 TORCH_MODES = {"eager": None, "compile": dict(), "cudagraphs": dict(mode="reduce-overhead")}
@@ -103,16 +116,24 @@ def torch_median_ms(fn, warmup: int, iters: int, device: str) -> float:
     return cuda_median_ms(fn, warmup, iters) if device == "cuda" else wall_median_ms(fn, warmup, iters)
 
 
-def ort_median_ms(session, feeds: dict, warmup: int, iters: int, device: str) -> float:
-    import onnxruntime as ort
-
+def ort_run_and_time(session, feeds: dict, out_like: torch.Tensor, warmup: int, iters: int, device: str):
+    """(output, median ms) of ``session``. On CUDA the inputs and the output are bound to fixed
+    device buffers (IO binding), which a session with ``enable_cuda_graph`` needs from its first
+    run on (that run captures the graph); the wall clock includes the wait for the output."""
     if device != "cuda":
         host = {k: v.cpu().numpy() for k, v in feeds.items()}
-        return wall_median_ms(lambda: session.run(None, host), warmup, iters)
+        out = torch.from_numpy(session.run(None, host)[0])
+        return out, wall_median_ms(lambda: session.run(None, host), warmup, iters)
+    numpy_type = {torch.float16: np.float16, torch.float32: np.float32, torch.int64: np.int64}
     binding = session.io_binding()
     for name, tensor in feeds.items():
-        binding.bind_input(name, "cuda", 0, {torch.float16: np.float16, torch.int64: np.int64}[tensor.dtype], list(tensor.shape), tensor.data_ptr())
-    binding.bind_output("eps", "cuda")
+        binding.bind_input(name, "cuda", 0, numpy_type[tensor.dtype], list(tensor.shape), tensor.data_ptr())
+    out = torch.empty_like(out_like)
+    binding.bind_output("eps", "cuda", 0, numpy_type[out.dtype], list(out.shape), out.data_ptr())
+    torch.cuda.synchronize()
+    session.run_with_iobinding(binding)
+    binding.synchronize_outputs()
+    first = out.clone()
     for _ in range(warmup):
         session.run_with_iobinding(binding)
     times = []
@@ -122,8 +143,7 @@ def ort_median_ms(session, feeds: dict, warmup: int, iters: int, device: str) ->
         session.run_with_iobinding(binding)
         binding.synchronize_outputs()
         times.append((time.perf_counter() - start) * 1e3)
-    del ort
-    return statistics.median(times)
+    return first, statistics.median(times)
 
 
 def write_raw(out: Path, meta: dict, rows: list, *, complete: bool) -> None:
@@ -137,6 +157,9 @@ def main() -> None:
     parser.add_argument("--ort-optimize", nargs="+", default=["none", "fusions", "onnxscript"],
                         choices=["none", "fusions", "onnxscript"],
                         help="ONNX Runtime graphs to time: as exported, after ORT's transformers optimizer, after onnxscript's ORT fusions")
+    parser.add_argument("--ort-variants", nargs="+", default=["default"], choices=list(ORT_VARIANTS),
+                        help="CUDA provider options per ORT graph: nhwc = prefer_nhwc (convolutions without cuDNN's layout "
+                        "transposes), cuda-graph = enable_cuda_graph (one graph launch per call); ort-cuda only")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=None, help="default 30 (--tiny: 3)")
     parser.add_argument("--warmup", type=int, default=None, help="default 5 (--tiny: 1)")
@@ -151,6 +174,8 @@ def main() -> None:
     iters, warmup = args.iters or (3 if args.tiny else 30), args.warmup or (1 if args.tiny else 5)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = "ort-cuda" if device == "cuda" else "ort-cpu"
+    if device != "cuda" and args.ort_variants != ["default"]:
+        parser.error(f"--ort-variants {' '.join(args.ort_variants)}: CUDA provider options; on --device cpu only 'default' runs")
 
     import onnx
     import onnxruntime as ort
@@ -213,34 +238,47 @@ def main() -> None:
                                                              optimizer=optimizer)
                     run_path = path.with_name(f"{path.stem}.{optimize}.onnx")
                     save_model_atomically(optimized, run_path)
-                options = ort.SessionOptions()
-                options.log_severity_level = 3
-                session = ort.InferenceSession(str(run_path), options, providers=providers)
-                with torch.inference_mode():
-                    out_ort = torch.from_numpy(session.run(None, {k: v.cpu().numpy() for k, v in feeds.items()})[0]).to(device)
-                    ort_ms = ort_median_ms(session, feeds, warmup, iters, device)
-                diff = (out_ort.float() - eager_out.float())
-                row = dict(px=px, method=name, config=config.describe(), ort_optimize=optimize, ort_backend=backend,
-                           ort_optimization=record, custom_nodes=nodes, export_s=round(export_s, 1), ort_ms=ort_ms,
-                           torch_ms=torch_ms, eager_ms=torch_ms.get("eager", nan), compile_ms=torch_ms.get("compile", nan),
-                           ort_over_compile=ort_ms / torch_ms.get("compile", nan),
-                           best_torch_mode=best_mode, ort_over_best_torch=ort_ms / torch_ms[best_mode] if best_mode else nan,
-                           ort_vs_eager_mean_abs=diff.abs().mean().item(), ort_vs_eager_max_abs=diff.abs().max().item(),
-                           onnx_mb=round(run_path.stat().st_size / 2**20, 1))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                write_raw(args.out, meta, rows, complete=False)
-                del session
+                for variant in args.ort_variants:
+                    options = ort.SessionOptions()
+                    options.log_severity_level = 3
+                    cuda_options = ORT_VARIANTS[variant]
+                    try:  # a CUDA graph needs every node on the CUDA EP: a variant that cannot run is a row, not the end
+                        session = ort.InferenceSession(str(run_path), options, providers=[(providers[0], dict(cuda_options))])
+                        with torch.inference_mode():
+                            out_ort, ort_ms = ort_run_and_time(session, feeds, eager_out, warmup, iters, device)
+                    except Exception as exc:  # noqa: BLE001
+                        error = str(exc).strip().splitlines()[0][:300]
+                        print(f"{px} px {name} {optimize} {variant}: ORT failed: {error}", flush=True)
+                        rows.append(dict(px=px, method=name, ort_optimize=optimize, ort_variant=variant,
+                                         ort_provider_options=cuda_options, error=error))
+                        write_raw(args.out, meta, rows, complete=False)
+                        continue
+                    diff = (out_ort.to(device).float() - eager_out.float())
+                    row = dict(px=px, method=name, config=config.describe(), ort_optimize=optimize, ort_variant=variant,
+                               ort_provider_options=cuda_options, ort_backend=backend,
+                               ort_optimization=record, custom_nodes=nodes, export_s=round(export_s, 1), ort_ms=ort_ms,
+                               torch_ms=torch_ms, eager_ms=torch_ms.get("eager", nan), compile_ms=torch_ms.get("compile", nan),
+                               ort_over_compile=ort_ms / torch_ms.get("compile", nan),
+                               best_torch_mode=best_mode, ort_over_best_torch=ort_ms / torch_ms[best_mode] if best_mode else nan,
+                               ort_vs_eager_mean_abs=diff.abs().mean().item(), ort_vs_eager_max_abs=diff.abs().max().item(),
+                               onnx_mb=round(run_path.stat().st_size / 2**20, 1))
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    write_raw(args.out, meta, rows, complete=False)
+                    del session
                 if run_path != path:
                     run_path.unlink()
             path.unlink()
     write_raw(args.out, meta, rows, complete=True)
     print(json.dumps(meta, default=str))
-    print("| px | method | ORT graph | ORT ms | " + " | ".join(f"{m} ms" for m in args.modes)
+    print("| px | method | ORT graph | ORT options | ORT ms | " + " | ".join(f"{m} ms" for m in args.modes)
           + " | ORT / best torch | ORT vs eager mean abs |")
-    print("|---" * (6 + len(args.modes)) + "|")
+    print("|---" * (7 + len(args.modes)) + "|")
     for r in rows:
-        print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_ms']:.2f} | "
+        if "error" in r:
+            print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_variant']} | failed: {r['error'][:80]} |")
+            continue
+        print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_variant']} | {r['ort_ms']:.2f} | "
               + " | ".join(f"{r['torch_ms'][m]:.2f}" for m in args.modes)
               + f" | {r['ort_over_best_torch']:.2f} ({r['best_torch_mode']}) | {r['ort_vs_eager_mean_abs']:.2e} |")
 

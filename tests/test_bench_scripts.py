@@ -49,6 +49,12 @@ def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     assert done.returncode == 2 and message in done.stderr
 
 
+def test_bench_ort_refuses_cuda_provider_options_on_the_cpu_before_any_work():
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_ort.py"), "--device", "cpu", "--ort-variants", "default",
+                           "cuda-graph"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--ort-variants default cuda-graph: CUDA provider options" in done.stderr
+
+
 def _host_ms(fn, warmup, iters):
     for _ in range(warmup):
         fn()
