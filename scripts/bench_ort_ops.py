@@ -11,6 +11,12 @@ provider with inputs and outputs bound on the device, and records:
   fp16 rounding), because ONNX Runtime's CUDA kernels (ArgMax, TopK, CumSum) are not the CPU ones
   the CPU tests check.
 
+It also times the body's costliest step three ways (``MATCH_VARIANTS``): the best anchor of every
+source (value and first index of the row maximum of the float32 similarity, [B, Ns, Nd]). Session
+10's profile had one cuDNN max-reduction at ~1 ms per SD2 1024 px layer and could not tell
+whether it was the ArgMax or the ReduceMax; these rows say which, and whether a TopK(k=1) (same
+tie-break: the lower index first) beats both.
+
     python scripts/bench_ort_ops.py --shapes sd2-1024 sd2-768 --out $OUT    # GPU machine, onnxruntime-gpu
     python scripts/bench_ort_ops.py --shapes sd2-512 --device cpu --iters 3 --out /tmp/ops   # any CPU
 """
@@ -27,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bigain_export.config import BiGainConfig  # noqa: E402
-from bigain_export.export.onnx_ops import single_node_model  # noqa: E402
+from bigain_export.export.onnx_ops import STANDARD_OPSET, single_node_model  # noqa: E402
 from bigain_export.ops import reference as ref  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -40,6 +46,62 @@ from bench_kernels import SHAPES  # noqa: E402
 from profile_ort import cuda_kernel_times  # noqa: E402
 
 F16, F32, I64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.INT64
+
+
+def _match_nodes(variant: str) -> list:
+    """Nodes of ``similarity [B, Ns, Nd] -> (best_sim [B, Ns], best_dst [B, Ns] int64)``."""
+    axes = helper.make_tensor("axes", I64, [1], [-1])
+    if variant == "argmax+gather":  # the GatedMerge body since session 10
+        return [helper.make_node("ArgMax", ["similarity"], ["best_dst"], axis=-1, keepdims=0),
+                helper.make_node("Constant", [], ["axes"], value=axes),
+                helper.make_node("Unsqueeze", ["best_dst", "axes"], ["at"]),
+                helper.make_node("GatherElements", ["similarity", "at"], ["picked"], axis=-1),
+                helper.make_node("Squeeze", ["picked", "axes"], ["best_sim"])]
+    if variant == "reducemax+argmax":  # the body until session 10
+        return [helper.make_node("Constant", [], ["axes"], value=axes),
+                helper.make_node("ReduceMax", ["similarity", "axes"], ["best_sim"], keepdims=0),
+                helper.make_node("ArgMax", ["similarity"], ["best_dst"], axis=-1, keepdims=0)]
+    if variant == "topk1":
+        one = helper.make_tensor("k", I64, [1], [1])
+        return [helper.make_node("Constant", [], ["k"], value=one),
+                helper.make_node("TopK", ["similarity", "k"], ["top", "top_index"], axis=-1, largest=1, sorted=1),
+                helper.make_node("Constant", [], ["axes"], value=axes),
+                helper.make_node("Squeeze", ["top", "axes"], ["best_sim"]),
+                helper.make_node("Squeeze", ["top_index", "axes"], ["best_dst"])]
+    raise ValueError(f"match variant {variant!r} is not known; allowed: {', '.join(MATCH_VARIANTS)}")
+
+
+MATCH_VARIANTS = ("argmax+gather", "reducemax+argmax", "topk1")
+
+
+def match_cases(batch: int, side: int, seed: int = 0):
+    """``(name, model, feeds, check)`` per best-anchor formulation, on a similarity with exact ties
+    at the row maximum in a quarter of the rows (the first index must win)."""
+    n = side * side
+    num_dst = (side // 2) ** 2
+    num_src = n - num_dst
+    g = torch.Generator().manual_seed(seed)
+    sim = torch.rand(batch, num_src, num_dst, generator=g) * 2 - 1
+    first = sim.argmax(-1)
+    tied = torch.rand(batch, num_src, generator=g) < 0.25
+    twin = torch.randint(0, num_dst, (batch, num_src), generator=g)
+    b_idx, s_idx = torch.nonzero(tied, as_tuple=True)
+    sim[b_idx, s_idx, twin[tied]] = sim[b_idx, s_idx, first[tied]]
+    want_sim, want_dst = sim.max(-1)  # torch: the first maximal index
+    for variant in MATCH_VARIANTS:
+        graph = helper.make_graph(_match_nodes(variant), f"match_{variant}",
+                                  [helper.make_tensor_value_info("similarity", F32, [batch, num_src, num_dst])],
+                                  [helper.make_tensor_value_info("best_sim", F32, [batch, num_src]),
+                                   helper.make_tensor_value_info("best_dst", I64, [batch, num_src])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STANDARD_OPSET)])
+        model.ir_version = 10
+
+        def check(outputs, want_sim=want_sim, want_dst=want_dst):
+            best_sim, best_dst = outputs
+            return dict(slot_equal=bool(np.array_equal(best_dst, want_dst.numpy())),
+                        max_abs=float(np.abs(best_sim - want_sim.numpy()).max()))
+
+        yield f"match:{variant}", model, {"similarity": sim.numpy()}, check
 
 
 def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0):
@@ -103,6 +165,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["sd2-1024", "sd2-768"], choices=list(SHAPES))
     parser.add_argument("--ratio", type=float, default=0.7)
+    parser.add_argument("--no-match", action="store_true", help="skip the best-anchor variants (MATCH_VARIANTS)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -124,7 +187,10 @@ def main() -> None:
     rows = []
     for shape in args.shapes:
         batch, side, channels, _heads = SHAPES[shape]
-        for op, model, feeds, check in cases(batch, side, channels, args.ratio):
+        todo = list(cases(batch, side, channels, args.ratio))
+        if not args.no_match:
+            todo += list(match_cases(batch, side))
+        for op, model, feeds, check in todo:
             options = ort.SessionOptions()
             options.log_severity_level = 3
             session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,6 +135,28 @@ def test_bench_ort_ops_cases_agree_with_the_reference_in_fp16(side):
         assert agreement["max_abs"] <= 4e-3, (op, agreement)
         seen.append(op)
     assert seen == ["GatedMerge", "TokenUnmerge", "KVPool"][: 3 if side % 2 == 0 else 2]
+
+
+def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu():
+    """The best-anchor formulations timed on the GPU machine agree with torch's first-maximum
+    rule on rows whose maximum is tied; a variant that picked the last tied index would fail."""
+    import onnxruntime as ort
+
+    import bench_ort_ops
+
+    seen = []
+    for name, model, feeds, check in bench_ort_ops.match_cases(2, 8, seed=3):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        ms, outputs = bench_ort_ops.time_session(session, feeds, "cpu", warmup=0, iters=1)
+        assert check(outputs) == dict(slot_equal=True, max_abs=0.0), name
+        last_of_ties = outputs[1].copy()
+        sim = feeds["similarity"]
+        is_max = sim == sim.max(-1, keepdims=True)
+        tied = is_max.sum(-1) > 1
+        last_of_ties[tied] = (sim.shape[-1] - 1 - np.argmax(is_max[..., ::-1], -1))[tied]
+        assert tied.any() and not check([outputs[0], last_of_ties])["slot_equal"]
+        seen.append(name)
+    assert seen == [f"match:{v}" for v in bench_ort_ops.MATCH_VARIANTS]
 
 
 def test_bench_ort_ops_check_fails_on_a_wrong_slot_map():
