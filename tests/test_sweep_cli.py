@@ -130,9 +130,14 @@ def test_engine_points_build_onnx_runtime_engines(model_and_data, tmp_path):
     assert engine["predictions"] == by_name["m"]["predictions"]  # the engine classifies like eager
     assert engine["drift"]["reference"] == "none"
     assert engine["vs_eager"]["point"] == "m" and engine["vs_eager"]["same_prediction"] == 1.0
-    # against the uncompressed model of its own mode: the engine of none, and eager none for eager m
+    # against the uncompressed model of its own mode: the engine of none, timed in the same rounds
+    # (paired), and eager none for eager m and for the engine of none
     ms = {name: p["latency"]["ms_paired"] for name, p in by_name.items()}
-    assert engine["vs_reference"]["speedup_in_mode"] == pytest.approx(ms["engine:none"] / ms["engine:m"])
+    assert {n: p["latency"]["paired_with"] for n, p in by_name.items()} == {
+        "none": "none", "m": "none", "tome-0.5": "none", "engine:none": "none", "engine:m": "engine:none"}
+    assert engine["latency"]["speedup"] == pytest.approx(engine["latency"]["reference_ms"] / engine["latency"]["ms"])
+    assert engine["vs_reference"]["speedup_in_mode"] == pytest.approx(engine["latency"]["speedup"])
+    assert ms["engine:m"] == pytest.approx(ms["engine:none"] / engine["latency"]["speedup"])
     assert by_name["m"]["vs_reference"]["speedup_in_mode"] == pytest.approx(by_name["m"]["vs_reference"]["speedup"])
     assert "| vs uncompressed, same mode |" in (out / "sweep.md").read_text()
     built = sorted(p.name for p in (out / "engines").iterdir())

@@ -128,9 +128,9 @@ def _put_on_reference_clock(entries: Sequence[dict[str, Any]]) -> None:
     the eager reference when absent, as in older reports) over the paired speedup (latency.py),
     so that points timed minutes apart compare by ratios measured in the same minutes. The eager
     reference is 1.0x of itself by definition; its measured ratio against its own copy stays in its
-    ``latency.speedup`` (the noise check printed in the report). A compiled point paired with the
-    uncompressed model of its mode goes through that point's ``ms_paired`` (its own pairing with
-    the eager reference), so the chain is two ratios, each from one stretch of minutes."""
+    ``latency.speedup`` (the noise check printed in the report). A compiled point or engine paired
+    with the uncompressed model of its mode goes through that point's ``ms_paired`` (its own
+    pairing with the eager reference), so the chain is two ratios, each from one stretch of minutes."""
     reference = entries[0].get("latency") or {}
     if "speedup" not in reference or not reference.get("ms"):
         return
@@ -258,7 +258,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                   "speedups within that are not speedups."]
         if any((e.get("latency") or {}).get("paired_with", ref) != ref for e in report["points"]):
             lines[-1] += (" Compressed compiled points were interleaved with the uncompressed model compiled "
-                          "the same way: their rounds stand beside the same-mode ratio.")
+                          "the same way, and compressed engines with the uncompressed engine: their rounds "
+                          "stand beside the same-mode ratio.")
     if report.get("answer"):
         lines += ["", f"**Answer:** {report['answer']['message']}."]
     if report["seed_groups"]:

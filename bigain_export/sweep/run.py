@@ -255,13 +255,15 @@ def run_sweep(
     # Generation sees only the first fid_count labels (and the FID reference, a fact of its own).
     fid_data = {"source": data_source, "labels_sha256": tensor_sha256(labels[:fid_count]), "num_images": fid_count}
 
-    # A compiled point's latency is paired with the uncompressed model compiled the same way, so
-    # that its speedup says whether compression pays in that mode from the same minutes; the
-    # uncompressed point of each mode, eager points and engines are paired with the eager one.
+    # A compiled point's latency is paired with the uncompressed model compiled the same way, and
+    # a compressed engine with the uncompressed engine (same backend, precision, graph optimizer),
+    # so that its speedup says whether compression pays in that mode from the same minutes; the
+    # uncompressed point of each mode and eager points are paired with the eager one.
     same_mode_reference = {p.mode: p.name for p in reversed(points) if p.uncompressed}
+    by_name = {p.name: p for p in points}
 
     def paired_with(point: SweepPoint) -> str:
-        if point.mode in ("compile", "cudagraphs") and not point.uncompressed:
+        if point.mode in ("compile", "cudagraphs", "engine") and not point.uncompressed:
             return same_mode_reference.get(point.mode, points[0].name)
         return points[0].name
 
@@ -281,6 +283,7 @@ def run_sweep(
         elif part == "latency":
             part_settings["latency"] = {**lat.to_dict(), "device": device_name(device)}
             if paired_with(point) != points[0].name:  # (eager-paired parts keep their facts)
+                # (an engine's partner: the same recipe as its own engine facts, with config none)
                 part_settings["latency"]["paired_with"] = f"the uncompressed model, {point.mode}"
         else:
             part_settings["flops"] = {"batch": lat.batch, "timestep": lat.timestep}
@@ -362,12 +365,16 @@ def run_sweep(
         elif part == "latency":
             result = {}
             inputs = latency_inputs(tuple(images.shape[1:]), val.num_classes, lat, device)
-            with opener.open(point, "classification") as (fn, _):
+            reference_name = paired_with(point)
+            with contextlib.ExitStack() as stack:
+                fn, _ = stack.enter_context(opener.open(point, "classification"))
+                reference_fn = latency_reference
+                if reference_name != points[0].name and point.mode == "engine":
+                    # every rank opens it (opening an engine waits for rank 0's build)
+                    reference_fn, _ = stack.enter_context(opener.open(by_name[reference_name], "classification"))
+                elif reference_name != points[0].name and main:
+                    reference_fn = opener.compiled(latency_reference, point.mode)
                 if main:  # one process times the device; the others wait
-                    reference_name = paired_with(point)
-                    reference_fn = latency_reference
-                    if reference_name != points[0].name:
-                        reference_fn = opener.compiled(latency_reference, point.mode)
                     result = measure_latency(fn, inputs, lat, reference_fn=reference_fn,
                                              host_synchronous=point.mode == "engine")
                     result["paired_with"] = reference_name
