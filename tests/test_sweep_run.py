@@ -217,6 +217,23 @@ def test_compile_mode_and_a_grid_error_before_any_work(tmp_path, monkeypatch):
     assert counter.classified == []  # refused before measuring anything
 
 
+def test_a_sweep_without_fid_writes_no_fid_plot_and_removes_an_earlier_one(tmp_path):
+    (tmp_path / "fid_vs_latency.png").write_bytes(b"an earlier run's plot")
+    sweep(tmp_path, grid=["none", "m=bigain-merge:ratio=0.5"], s=settings(sampling=None))
+    assert not (tmp_path / "fid_vs_latency.png").exists()
+    assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 0
+    markdown = (tmp_path / "sweep.md").read_text()
+    assert "accuracy_vs_latency.png" in markdown and "fid_vs_latency.png" not in markdown
+
+
+def test_plot_labels_of_close_points_get_their_own_rows():
+    from bigain_export.sweep.plots import _label_rows
+
+    # two points at one accuracy 2 ms apart (of a 100 ms range) share no row; a far one reuses row 0
+    assert _label_rows([(120.0, 95.0), (122.0, 95.0), (220.0, 95.0), (121.0, 70.0)]) == [0, 1, 0, 0]
+    assert _label_rows([]) == []
+
+
 def test_compiled_points_are_timed_against_the_uncompressed_model_compiled_the_same_way(tmp_path, monkeypatch):
     """A compiled point's speedup comes from rounds against the uncompressed model compiled in the
     same mode (not against eager minutes apart); the uncompressed compiled point itself, and eager

@@ -29,13 +29,28 @@ def family(config: Mapping[str, Any]) -> str:
     return "none"
 
 
+def _label_rows(xy: list[tuple[float, float]]) -> list[int]:
+    """A text row per point so that labels of points at about the same height and close in ms do
+    not print over each other (equal accuracies are common: few images, discrete scores)."""
+    if not xy:
+        return []
+    xs, ys = [x for x, _ in xy], [y for _, y in xy]
+    near_x, near_y = 0.15 * ((max(xs) - min(xs)) or 1.0), 0.03 * ((max(ys) - min(ys)) or 1.0)
+    rows: list[int] = []
+    for i, (x, y) in enumerate(xy):
+        taken = {rows[j] for j in range(i) if abs(xy[j][0] - x) < near_x and abs(xy[j][1] - y) < near_y}
+        rows.append(next(r for r in range(len(xy)) if r not in taken))
+    return rows
+
+
 def plot_tradeoff(report: Mapping[str, Any], quality: str) -> bytes:
     """PNG of ``quality`` (``accuracy`` or ``fid``) against ms per call for every point."""
     fig = _figure(figsize=(7.5, 5.0))
     ax = fig.subplots()
     points = [p for p in report["points"] if latency_ms(p) is not None and p.get(quality) is not None]
     scale = 100.0 if quality == "accuracy" else 1.0
-    for p in points:
+    label_rows = _label_rows([(latency_ms(p), scale * p[quality]) for p in points])
+    for p, row in zip(points, label_rows):
         x, y = latency_ms(p), scale * p[quality]
         if quality == "accuracy" and p.get("accuracy_ci95"):
             lo, hi = (scale * v for v in p["accuracy_ci95"])
@@ -46,7 +61,7 @@ def plot_tradeoff(report: Mapping[str, Any], quality: str) -> bytes:
         ax.errorbar([x], [y], yerr=yerr, fmt="*" if reference else MARKERS.get(p["mode"], "o"),
                     markersize=14 if reference else 7, color=COLOURS[family(p["config"])], capsize=3,
                     markeredgecolor="black" if p["pareto"].get(quality) else "none")
-        ax.annotate(p["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.annotate(p["name"], (x, y), textcoords="offset points", xytext=(5, 4 + 9 * row), fontsize=7)
     front = [p for name in report["pareto"][quality] for p in points if p["name"] == name]
     if front:
         ax.step([latency_ms(p) for p in front], [scale * p[quality] for p in front], where="post",

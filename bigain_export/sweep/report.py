@@ -6,6 +6,7 @@ Layout of ``<out>/``::
     sweep.md                   the table, the budget answer, seed spreads, paired comparisons
     accuracy_vs_latency.png    accuracy (95% interval) vs ms per call, Pareto front, reference
     fid_vs_latency.png         FID (spread over sampling seeds) vs ms per call, Pareto front
+                               (only when some point has an FID)
     points/                    one checkpoint per point (records.py)
     engines/                   engines built for engine points
 
@@ -284,20 +285,26 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             lines.append(f"| {p['a']} vs {p['b']} | {p['only_a']} | {p['only_b']} | {p['mcnemar_p']:.2g} |")
     for s in report.get("skipped") or []:
         lines += ["", f"Skipped {s['point']}: {s['reason']}."]
-    lines += ["", "![accuracy vs latency](accuracy_vs_latency.png)", "", "![FID vs latency](fid_vs_latency.png)",
-              "", "## Settings", "", "```json", json.dumps({"settings": report["settings"], "run": report["run"],
+    lines += ["", "![accuracy vs latency](accuracy_vs_latency.png)"]
+    if has_fid(report):
+        lines += ["", "![FID vs latency](fid_vs_latency.png)"]
+    lines += ["", "## Settings", "", "```json", json.dumps({"settings": report["settings"], "run": report["run"],
                                                                           "packages": report["provenance"]["run"]["packages"]},
                                                               indent=2), "```", ""]
     return "\n".join(lines)
 
 
+def has_fid(report: Mapping[str, Any]) -> bool:
+    """Whether any point has an FID (a sweep with ``--no-fid`` has none, so no FID plot)."""
+    return any(p.get("fid") is not None for p in report["points"])
+
+
 def write_sweep_report(report: Mapping[str, Any], out: Path) -> dict[str, Path]:
     """Write the plots, the Markdown and (last) ``sweep.json`` into ``out``, each atomically."""
     out.mkdir(parents=True, exist_ok=True)
-    written = {
-        "accuracy_plot": atomic_write(out / "accuracy_vs_latency.png", plot_tradeoff(report, "accuracy")),
-        "fid_plot": atomic_write(out / "fid_vs_latency.png", plot_tradeoff(report, "fid")),
-        "markdown": atomic_write(out / "sweep.md", render_markdown(report)),
-    }
+    written = {"accuracy_plot": atomic_write(out / "accuracy_vs_latency.png", plot_tradeoff(report, "accuracy"))}
+    if has_fid(report):  # (--no-fid: no empty chart; remove_report took an earlier run's away)
+        written["fid_plot"] = atomic_write(out / "fid_vs_latency.png", plot_tradeoff(report, "fid"))
+    written["markdown"] = atomic_write(out / "sweep.md", render_markdown(report))
     written["json"] = atomic_write(out / "sweep.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     return written
