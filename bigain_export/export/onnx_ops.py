@@ -166,7 +166,12 @@ def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
 
 
 def _segment_mean(f: _Body, x: str, slot: str, num_out: str, out: str) -> None:
-    """``out [B, num_out, C]`` = mean of the rows of ``x`` sharing a slot (float32 sums)."""
+    """``out [B, num_out, C]`` = mean of the rows of ``x`` sharing a slot (float32 sums).
+
+    ScatterElements needs its index expanded to [B, N, C]. ScatterND(reduction="add") on the
+    batch-flattened rows would need only [B*N, 1] and ran 10-20x faster on ONNX Runtime 1.32's
+    CPU EP, but it is wrong there: with 2 threads, 78 of 200 runs with duplicate indices lost
+    updates (a data race, onnxruntime issues 18048 and 23396; docs/development.md, pitfalls)."""
     shape = f.concat(f.op("Shape", slot), f.dim(x, 2))
     index = f.op("Expand", f.op("Unsqueeze", slot, f.ints(-1)), shape)
     rows = f.concat(f.dim(x, 0), num_out)
