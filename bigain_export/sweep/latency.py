@@ -16,7 +16,8 @@ the reference's median over the point's median *of the same minutes*, with the r
 per-round ratios beside it. Timed separately, minutes apart, launch-bound models drift: on the
 H200 three ToMe seeds of the same computation gave 21.6, 36.4 and 25.7 ms (docs/results.md).
 The sweep pairs a compressed ``compile`` / ``cudagraphs`` point with the uncompressed model
-compiled the same way (its ``paired_with``), and everything else with the eager one.
+compiled the same way, a compressed engine with the uncompressed engine of the same recipe (its
+``paired_with``), and everything else with the eager one.
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` over one eager call at the same
 batch (matrix multiplies, convolutions and attention; merging's gathers and scatters count 0),
