@@ -339,6 +339,21 @@ def test_resume_remeasures_an_impossible_part(tmp_path, caplog, part, edit):
     assert json.loads(path.read_text())["parts"][part]["result"] != record["parts"][part]["result"]
 
 
+@pytest.mark.parametrize("backend, message", [("ort-cuda", "backend 'ort-cuda' needs onnxruntime-gpu and a CUDA device"),
+                                              ("trt", "backend 'trt' runs its plan on an NVIDIA GPU")])
+def test_engine_points_for_a_runtime_this_machine_lacks_are_refused_before_any_work(tmp_path, monkeypatch, backend,
+                                                                                   message):
+    from bigain_export.backends.ort import cuda_available
+    from bigain_export.errors import EngineError
+
+    if torch.cuda.is_available() or cuda_available():
+        pytest.skip("this machine has the runtime")
+    counter = Counter(monkeypatch)
+    with pytest.raises(EngineError, match=message):
+        sweep(tmp_path, modes=("eager", "engine"), engine_backend=backend)
+    assert counter.classified == [] and not (tmp_path / "points").exists()
+
+
 def test_cudagraphs_mode_is_refused_off_cuda_before_any_work(tmp_path, monkeypatch):
     counter = Counter(monkeypatch)
     with pytest.raises(ConfigError, match="--modes cudagraphs needs a CUDA device; got --device cpu"):

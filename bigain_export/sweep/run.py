@@ -216,6 +216,11 @@ def run_sweep(
                          engine_backend=_resolve_backend(engine_backend) if has_engines else engine_backend,
                          batch=val.batch_size, device=str(device), compile_backend=compile_backend,
                          ort_optimize=engine_ort_optimize)
+    if has_engines:  # an engine runtime this machine lacks fails now, not after the eager points
+        from ..engine.build import check_build_args
+
+        check_build_args(opener.engine_backend, val.batch_size, opener.precision, drift_feeds_count=2,
+                         allow_unmeasured=False)
     with strict_fp32():
         preflight(opener, points, tuple(images.shape[1:]), device)
 
