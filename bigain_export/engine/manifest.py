@@ -272,7 +272,11 @@ class Manifest:
         if num_classes is not None and num_classes != self.model_info["num_classes"]:
             raise EngineError(f"{where}: built for {self.model_info['num_classes']} classes, the model has {num_classes}")
         if model_hash is not None and model_hash != self.model_sha256:
-            raise EngineError(f"{where}: built from other weights (model sha256 {self.model_sha256[:12]}…, expected {model_hash[:12]}…)")
+            # weights hash in the dtype they were loaded in (model_sha256): name that cause too, since
+            # `validate --engine E --precision fp16` of an engine built from fp32 weights lands here
+            raise EngineError(f"{where}: built from other weights (model sha256 {self.model_sha256[:12]}…, expected "
+                              f"{model_hash[:12]}…; the same weights loaded at another precision than the build's "
+                              "also hash differently: allowed: the weights and --precision the engine was built from)")
 
 
 def _all_tensors(model):
