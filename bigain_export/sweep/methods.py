@@ -54,6 +54,10 @@ def replayed(compiled):
     return call
 
 
+# Random feeds of the drift check of every engine a sweep builds (its accuracy is the real check).
+ENGINE_DRIFT_FEEDS = 2
+
+
 class PointOpener:
     """Opens sweep points of one model (see module docstring).
 
@@ -167,6 +171,13 @@ class PointOpener:
         recipe = json.dumps(recipe, sort_keys=True)
         return self.engine_dir / f"{_file_stem(point.entry)}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
+    def check_engine_runtime(self) -> None:
+        """The one-line refusal ``build`` gives for an engine runtime this machine lacks (ort-cuda
+        without onnxruntime-gpu or a GPU, trt without a GPU), before a sweep measures anything."""
+        from ..engine.build import check_build_args
+
+        check_build_args(self.engine_backend, self.batch, self.precision, ENGINE_DRIFT_FEEDS, allow_unmeasured=False)
+
     def _load_or_build(self, config: BiGainConfig, path: Path):
         from ..backends.ort_optimize import recorded_choice
         from ..engine.build import build_engine, load_engine
@@ -181,7 +192,7 @@ class PointOpener:
             pass
         logger.info("sweep: building the %s engine of %s in %s", self.engine_backend, config.describe(), path)
         engine, _ = build_engine(self.denoiser, config, path, backend=self.engine_backend, batch=self.batch,
-                                 precision=self.precision, drift_feeds_count=2, device=self.device,
+                                 precision=self.precision, drift_feeds_count=ENGINE_DRIFT_FEEDS, device=self.device,
                                  ort_optimize=self.graph_optimization)
         return engine
 

@@ -217,10 +217,7 @@ def run_sweep(
                          batch=val.batch_size, device=str(device), compile_backend=compile_backend,
                          ort_optimize=engine_ort_optimize)
     if has_engines:  # an engine runtime this machine lacks fails now, not after the eager points
-        from ..engine.build import check_build_args
-
-        check_build_args(opener.engine_backend, val.batch_size, opener.precision, drift_feeds_count=2,
-                         allow_unmeasured=False)
+        opener.check_engine_runtime()
     with strict_fp32():
         preflight(opener, points, tuple(images.shape[1:]), device)
 
@@ -374,11 +371,11 @@ def run_sweep(
             with contextlib.ExitStack() as stack:
                 fn, _ = stack.enter_context(opener.open(point, "classification"))
                 reference_fn = latency_reference
-                if reference_name != points[0].name and point.mode == "engine":
-                    # every rank opens it (opening an engine waits for rank 0's build)
-                    reference_fn, _ = stack.enter_context(opener.open(by_name[reference_name], "classification"))
-                elif reference_name != points[0].name and main:
-                    reference_fn = opener.compiled(latency_reference, point.mode)
+                if reference_name != points[0].name:
+                    if point.mode == "engine":  # every rank opens it (opening waits for rank 0's build)
+                        reference_fn, _ = stack.enter_context(opener.open(by_name[reference_name], "classification"))
+                    elif main:
+                        reference_fn = opener.compiled(latency_reference, point.mode)
                 if main:  # one process times the device; the others wait
                     result = measure_latency(fn, inputs, lat, reference_fn=reference_fn,
                                              host_synchronous=point.mode == "engine")
