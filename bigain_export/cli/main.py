@@ -12,10 +12,13 @@ no traceback; SIGTERM unwinds like Ctrl-C so nothing half-written is kept).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import signal
 import sys
+import threading
 
 from ..errors import BigainError
 from .args import add_common_args, refuse_renamed
@@ -30,6 +33,44 @@ class Terminated(BaseException):
 
 def _on_sigterm(signum, frame) -> None:
     raise Terminated()
+
+
+# Python runs a signal's handler wherever the main thread is; inside a callback it cannot propagate
+# from (a weakref callback such as importlib's module-lock cleanup, a ``__del__``) the exception is
+# only printed ("Exception ignored in ...") and the run goes on as if never stopped. CI saw exactly
+# that: a SIGTERM during an import, and the validation finished with exit 0.
+_REDELIVERY_DELAY_S = 0.05  # long enough for the hook and the callback to return first
+_SIGNAL_OF = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
+
+
+def _redeliver_swallowed_interrupt(unraisable, default_hook, pending: list) -> None:
+    """Send a swallowed SIGTERM/SIGINT again, from a timer thread, so it lands in ordinary code."""
+    sig = _SIGNAL_OF.get(type(unraisable.exc_value))
+    if sig is None:
+        default_hook(unraisable)
+        return
+    timer = threading.Timer(_REDELIVERY_DELAY_S, os.kill, (os.getpid(), sig))
+    timer.daemon = True
+    pending.append(timer)
+    timer.start()
+
+
+@contextlib.contextmanager
+def interrupts_unwind():
+    """SIGTERM unwinds like Ctrl-C (``Terminated``), and neither is lost in a callback."""
+    if not _main_thread():
+        yield
+        return
+    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous_hook, pending = sys.unraisablehook, []
+    sys.unraisablehook = lambda unraisable: _redeliver_swallowed_interrupt(unraisable, previous_hook, pending)
+    try:
+        yield
+    finally:
+        for timer in pending:  # the run already stopped: a late re-send would kill it untidily
+            timer.cancel()
+        sys.unraisablehook = previous_hook
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def _placeholder(subparsers, name: str, reason: str) -> None:
@@ -94,13 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if argv is None and len(sys.argv) == 1 else 2
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
     try:
-        refuse_renamed(args)
-        from ..kernels.launch import kernel_switch
+        with interrupts_unwind():
+            refuse_renamed(args)
+            from ..kernels.launch import kernel_switch
 
-        kernel_switch()
-        return int(args._run(args) or 0)
+            kernel_switch()
+            return int(args._run(args) or 0)
     except BigainError as exc:
         print(f"bigain-export {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -110,14 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"bigain-export {args.command}: terminated (SIGTERM); nothing half-written was kept", file=sys.stderr)
         return 143
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
