@@ -126,3 +126,23 @@ def test_failed_build_leaves_nothing_and_keeps_the_old_engine(built, tmp_path):
         build_engine(built[0], BiGainConfig.preset("tome"), out, backend="ort-cpu")  # random anchors: not exportable
     assert (out / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine"]
+
+
+def test_the_weights_hash_is_of_values_so_exact_half_copies_match_and_lossy_casts_do_not():
+    module = torch.nn.Linear(8, 4)
+    with torch.no_grad():
+        module.weight.copy_(module.weight.half().float())  # values fp16 holds exactly
+        module.bias.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))  # not exact in fp16
+    fp32 = model_sha256(module)
+    assert model_sha256(_copy_at(module, torch.float16)) != fp32  # the bias lost bits
+    with torch.no_grad():
+        module.bias.copy_(module.bias.half().float())
+    exact = model_sha256(module)
+    assert model_sha256(_copy_at(module, torch.float16)) == exact
+    assert model_sha256(_copy_at(module, torch.float64)) != exact  # float64 is hashed as itself
+
+
+def _copy_at(module, dtype):
+    import copy
+
+    return copy.deepcopy(module).to(dtype)

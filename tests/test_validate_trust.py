@@ -121,3 +121,28 @@ def test_info_says_what_an_engine_is_and_whether_it_verifies(setup, tmp_path, ca
     (engine / "manifest.json").write_text("{")
     assert main(["info", str(engine)]) == 2
     assert "not a valid manifest" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_fp16_engine_validates_at_either_precision_of_its_fp32_weights(setup, tmp_path, capsys):
+    """The weights' identity is taken before --precision casts them: the fp16 engine that `build`
+    made from an fp32 folder belongs to that folder at --precision fp16 too (it was refused)."""
+    from bigain_export.engine.manifest import model_sha256
+    from bigain_export.models.registry import load_denoiser
+
+    engine = tmp_path / "engine-fp16"
+    assert main(["build", "--model", setup["model"], "--config", "bigain-kv", "--backend", "ort-cpu", "--batch-size", "4",
+                 "--precision", "fp16", "--drift-inputs", "2", "--out", str(engine)]) == 0
+    manifest = json.loads((engine / "manifest.json").read_text())
+    fp32 = load_denoiser(setup["model"])
+    assert manifest["model_sha256"] == fp32.weights_sha256 == model_sha256(fp32)  # fp32 loads hash as before
+    hashes = {}
+    for precision in ("fp16", "fp32"):
+        out = tmp_path / f"r-{precision}"
+        assert _validate(setup, out, "--engine", str(engine), "--precision", precision) == 0, capsys.readouterr().err
+        hashes[precision] = json.loads((out / "report.json").read_text())["provenance"]["run"]["model"]["sha256"]
+    assert hashes == {"fp16": manifest["model_sha256"], "fp32": manifest["model_sha256"]}
+    # other weights at fp16 are still other weights
+    assert _validate(setup, tmp_path / "r-other", "--engine", str(engine), "--model", setup["other"],
+                     "--precision", "fp16") == 2
+    assert "built from other weights" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from ..config import BiGainConfig
 from ..errors import ConfigError, EngineError
 from ..export.onnx_export import export_onnx
 from ..export.spec import DenoiserSpec
-from .manifest import MANIFEST_NAME, ONNX_NAME, PLAN_NAME, Manifest, file_sha256, model_info, model_sha256
+from .manifest import MANIFEST_NAME, ONNX_NAME, PLAN_NAME, Manifest, file_sha256, model_info, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def load_engine(path: str | os.PathLike, *, config: BiGainConfig | None = None, 
         # the network's labels (a DiT bound to a few classes still takes all of them)
         labels = getattr(denoiser.conditioning, "network_labels", (denoiser.num_classes,))[0]
         manifest.verify_matches(path, sample_shape=denoiser.sample_shape, num_classes=labels,
-                                model_hash=model_hash or model_sha256(denoiser))
+                                model_hash=model_hash or weights_sha256(denoiser))
     manifest.verify_matches(path, config=config, model_hash=model_hash)
     return Engine(path, manifest)
 
@@ -228,7 +228,7 @@ def build_engine(
         # Every file the engine folder holds (model.onnx.data above 2 GB, the inlined copy) is hashed.
         files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
         manifest = Manifest(
-            model=_model_spec(denoiser.name), model_sha256=model_sha256(denoiser), config=config.to_dict(),
+            model=_model_spec(denoiser.name), model_sha256=weights_sha256(denoiser), config=config.to_dict(),
             spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
             opset=exported.opset, files=files, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
             patched=exported.patched, ort_optimization=ort_optimization,

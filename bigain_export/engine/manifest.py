@@ -48,14 +48,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Half-precision weights are hashed as float32 (exact), so fp16-stored weights (the built-ins, most
+# SD checkpoints) hash alike loaded at fp32 or at fp16; a lossy cast (fp32 -> fp16, fp16 -> bf16)
+# makes other values, which hash differently.
+_HASHED_AS_FLOAT32 = (torch.float16, torch.bfloat16)
+
+
 def model_sha256(module: torch.nn.Module) -> str:
-    """Hash of the weights (names, shapes, dtypes, bytes), independent of the file format."""
+    """Hash of the weights' values (names, shapes, bytes; half types as float32), independent of the
+    file format. A :class:`~bigain_export.models.Denoiser` from ``load_denoiser`` carries the hash
+    taken before its precision cast (``weights_sha256``): use :func:`weights_sha256` for those."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        data = tensor.detach().cpu().contiguous()
+        data = tensor.detach().cpu()
+        data = (data.float() if data.dtype in _HASHED_AS_FLOAT32 else data).contiguous()
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()
+
+
+def weights_sha256(denoiser: torch.nn.Module) -> str:
+    """The weights' identity: the hash ``load_denoiser`` took as loaded, before ``--precision`` cast
+    them (so an engine built at fp16 from fp32 weights matches the same model validated at fp16),
+    else :func:`model_sha256` of the weights as they are."""
+    recorded = getattr(denoiser, "weights_sha256", None)
+    return recorded if isinstance(recorded, str) else model_sha256(denoiser)
 
 
 def versions() -> dict[str, str]:

@@ -132,7 +132,7 @@ def export_optimum(
         precision: the UNet graph's compute dtype (I/O stays float32).
         metadata: extra facts for ``bigain.json``.
     """
-    from ..engine.manifest import model_sha256, versions
+    from ..engine.manifest import versions, weights_sha256
 
     pipe = getattr(denoiser, "pipeline", None)
     cls = type(pipe).__name__ if pipe is not None else None
@@ -170,7 +170,7 @@ def export_optimum(
         index = json.loads((source / "model_index.json").read_text()) if source else dict(pipe.config)
         (staging / "model_index.json").write_text(json.dumps(index, indent=2, default=str) + "\n")
         (staging / "bigain.json").write_text(json.dumps({
-            "model": denoiser.name, "model_sha256": model_sha256(denoiser), "config": config.to_dict(),
+            "model": denoiser.name, "model_sha256": weights_sha256(denoiser), "config": config.to_dict(),
             "unet_spec": spec.to_dict(), "custom_nodes": unet.custom_nodes, "patched": unet.patched,
             "versions": versions(), **(metadata or {}),
         }, indent=2, sort_keys=True) + "\n")

@@ -75,6 +75,8 @@ class Denoiser(torch.nn.Module):
         class_names: names indexed by label, or None when unknown.
         sampling_defaults: ``{"sampler", "steps", "guidance"}`` the model is meant to be sampled
             with (the built-ins' cards; a pipeline's scheduler and call defaults).
+        weights_sha256: the weights' hash taken by ``load_denoiser`` before the precision cast
+            (``engine.manifest.weights_sha256`` reads it), or None for a Denoiser built directly.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class Denoiser(torch.nn.Module):
         self.name = name
         self.class_names = list(class_names) if class_names is not None else None
         self.sampling_defaults = dict(sampling_defaults or {"sampler": "ddim", "steps": 50, "guidance": 1.0})
+        self.weights_sha256: str | None = None  # set by load_denoiser
 
     @property
     def dtype(self) -> torch.dtype:

@@ -240,6 +240,7 @@ def bind_labels(denoiser: Denoiser, class_names: list[str]) -> Denoiser:
         pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
     ).eval().requires_grad_(False)
     bound.label_names = known
+    bound.weights_sha256 = getattr(denoiser, "weights_sha256", None)  # the same weights, other candidates
     return bound
 
 
@@ -268,9 +269,11 @@ def bind_classes(
     if len(texts) != len(class_names):
         raise DataError(f"{len(texts)} prompts for {len(class_names)} classes; allowed: one prompt per class")
     resolution = denoiser.image_shape[-1]
-    return Denoiser(
+    bound = Denoiser(
         denoiser.model, num_classes=len(class_names), sample_shape=denoiser.sample_shape,
         scheduler_config=denoiser.scheduler_config, name=denoiser.name, class_names=list(class_names),
         conditioning=encode_prompts(denoiser.pipeline, texts, resolution), space=denoiser.space,
         pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
     ).eval().requires_grad_(False)
+    bound.weights_sha256 = getattr(denoiser, "weights_sha256", None)  # the same weights, other prompts
+    return bound

@@ -63,7 +63,7 @@ class PointOpener:
 
     Args:
         denoiser: the loaded :class:`~bigain_export.models.Denoiser` (eval mode, on ``device``).
-        model_hash: ``engine.manifest.model_sha256(denoiser)``, computed once.
+        model_hash: ``engine.manifest.weights_sha256(denoiser)``, computed once.
         paper_alpha: per-task alpha for BiGain KV downsampling.
         engine_dir: where engines are built.
         engine_backend: ``ort-cpu`` | ``ort-cuda`` | ``trt`` (resolved, not ``auto``).

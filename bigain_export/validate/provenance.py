@@ -116,11 +116,11 @@ def package_facts() -> dict[str, str]:
 
 def model_facts(denoiser, spec: str | None = None) -> dict[str, Any]:
     """``id`` (the spec it was loaded from), weight ``sha256`` and shapes of a ``Denoiser``."""
-    from ..engine.manifest import model_sha256
+    from ..engine.manifest import weights_sha256
 
     return {
         "id": spec or denoiser.name,
-        "sha256": model_sha256(denoiser),
+        "sha256": weights_sha256(denoiser),
         "kind": denoiser.kind,
         "sample_shape": list(denoiser.sample_shape),
         "num_classes": int(denoiser.num_classes),
