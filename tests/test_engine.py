@@ -146,3 +146,32 @@ def _copy_at(module, dtype):
     import copy
 
     return copy.deepcopy(module).to(dtype)
+
+
+def test_a_loaded_denoisers_recorded_hash_is_void_once_its_weights_change(tmp_path):
+    from bigain_export.engine.manifest import weights_sha256
+    from bigain_export.models import save_denoiser
+    from bigain_export.models.registry import load_denoiser
+
+    folder = save_denoiser(tiny_random_denoiser("dit"), tmp_path / "dit", dtype=torch.float32)
+    fp32 = load_denoiser(str(folder))
+    fp16 = load_denoiser(str(folder), dtype=torch.float16)
+    assert weights_sha256(fp16) == weights_sha256(fp32) == model_sha256(fp32) != model_sha256(fp16)
+    with torch.no_grad():
+        next(fp16.model.parameters()).mul_(2)  # changed in place after the load: other weights
+    assert weights_sha256(fp16) == model_sha256(fp16) != weights_sha256(fp32)
+    with torch.inference_mode():
+        frozen = load_denoiser(str(folder))  # no version counters to watch: hashed every time
+    assert weights_sha256(frozen) == model_sha256(frozen) == weights_sha256(fp32)
+
+
+@pytest.mark.slow
+def test_an_fp16_build_leaves_the_callers_fp32_weights_exact_and_measures_drift_against_them(tmp_path):
+    """Exporting at fp16 cast the denoiser there and back: its weights came back rounded, and the
+    build's drift was measured against that rounded "eager" model."""
+    denoiser = tiny_random_denoiser("dit")
+    before = {k: v.clone() for k, v in denoiser.state_dict().items()}
+    build_engine(denoiser, CONFIG, tmp_path / "engine", backend="ort-cpu", batch=2, precision="fp16", drift_feeds_count=1)
+    after = denoiser.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert any(not torch.equal(v, v.half().float()) for v in before.values() if v.is_floating_point())

@@ -14,6 +14,7 @@ from polygraphy.common import TensorMetadata
 
 from ..config import BiGainConfig
 from ..export.spec import DenoiserSpec
+from ..models.casting import cast_temporarily
 from ..patch import apply_bigain, remove_bigain
 from .precision import strict_fp32
 
@@ -34,8 +35,9 @@ class TorchRunner(BaseRunner):
         self._model = None
 
     def activate_impl(self):
-        self._original = (self.denoiser.device, self.denoiser.dtype)
-        self.denoiser.to(self.device, self.dtype).eval()
+        self._cast = cast_temporarily(self.denoiser, self.device, self.dtype)  # exact weights back after
+        self._cast.__enter__()
+        self.denoiser.eval()
         apply_bigain(self.denoiser, self.config)
         network = self.denoiser.network_module()  # takes the spec's inputs (labels or embeddings)
         self._model = torch.compile(network, fullgraph=True) if self.compile else network
@@ -58,5 +60,5 @@ class TorchRunner(BaseRunner):
 
     def deactivate_impl(self):
         remove_bigain(self.denoiser)
-        self.denoiser.to(*self._original)
+        self._cast.__exit__(None, None, None)
         self._model = None

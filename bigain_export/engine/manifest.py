@@ -63,16 +63,36 @@ def model_sha256(module: torch.nn.Module) -> str:
         data = tensor.detach().cpu()
         data = (data.float() if data.dtype in _HASHED_AS_FLOAT32 else data).contiguous()
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")  # 0-dim too
     return digest.hexdigest()
+
+
+def record_weights_sha256(denoiser: torch.nn.Module, sha256: str) -> None:
+    """Attach the hash of ``denoiser``'s weights as loaded (before a precision cast), with a
+    snapshot of its tensors, so that a later in-place change of the weights voids it."""
+    denoiser.weights_sha256 = sha256
+    denoiser._weights_snapshot = _weights_snapshot(denoiser)
 
 
 def weights_sha256(denoiser: torch.nn.Module) -> str:
     """The weights' identity: the hash ``load_denoiser`` took as loaded, before ``--precision`` cast
     them (so an engine built at fp16 from fp32 weights matches the same model validated at fp16),
-    else :func:`model_sha256` of the weights as they are."""
-    recorded = getattr(denoiser, "weights_sha256", None)
-    return recorded if isinstance(recorded, str) else model_sha256(denoiser)
+    while the tensors are those it saw, unmodified; else :func:`model_sha256` of them as they are."""
+    recorded, snapshot = getattr(denoiser, "weights_sha256", None), getattr(denoiser, "_weights_snapshot", None)
+    if isinstance(recorded, str) and snapshot is not None and snapshot == _weights_snapshot(denoiser):
+        return recorded
+    return model_sha256(denoiser)
+
+
+def _weights_snapshot(module: torch.nn.Module) -> tuple | None:
+    # Which tensors, and their in-place version counters (``copy_``, ``load_state_dict`` and
+    # optimizer steps bump them; ``.to()`` makes new tensors). The candidates (``conditioning``:
+    # label ids, prompt embeddings) are not weights: a Denoiser bound to other classes shares them.
+    try:
+        return tuple((name, t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+                     for name, t in sorted(module.state_dict().items()) if not name.startswith("conditioning."))
+    except RuntimeError:  # inference-mode tensors keep no version counter: no snapshot, always hash
+        return None
 
 
 def versions() -> dict[str, str]:

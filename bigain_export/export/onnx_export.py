@@ -21,6 +21,7 @@ import torch
 
 from ..config import BiGainConfig
 from ..errors import BigainError, ExportError
+from ..models.casting import cast_temporarily
 from ..ops.library import DOMAIN
 from ..patch import apply_bigain, patch_info, remove_bigain
 from .onnx_ops import EXPORTABLE_ANCHORS, STANDARD_OPSET, attach_functions
@@ -156,14 +157,11 @@ def export_onnx(
             f"an engine; allowed for export: {' | '.join(EXPORTABLE_ANCHORS)} (ToMe: anchor='fixed')"
         )
     spec = spec or DenoiserSpec.for_denoiser(denoiser, batch, precision)
-    original = (denoiser.device, denoiser.dtype)
     # Trace on the CPU: the fake outputs of torch.onnx.ops.symbolic are CPU tensors (torch 2.11
     # on CUDA failed with "found two different devices cpu, cuda:0"); tracing computes nothing.
-    denoiser.to("cpu", spec.dtype)
-    try:
+    # The caller's weights come back exact (a cast back from fp16 would round them).
+    with cast_temporarily(denoiser, "cpu", spec.dtype):
         model = trace_to_onnx(denoiser, spec, config)
-    finally:
-        denoiser.to(*original)
     counts = custom_node_counts(model)
     log.info("exported %s: custom nodes %s", path.name, counts or "none")
     save_model_atomically(model, path)

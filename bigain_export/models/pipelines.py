@@ -212,6 +212,13 @@ def load_pipeline(
     return denoiser.eval().requires_grad_(False)
 
 
+def _share_weights_identity(source: Denoiser, bound: Denoiser) -> None:
+    from ..engine.manifest import record_weights_sha256, weights_sha256
+
+    if source.weights_sha256 is not None:
+        record_weights_sha256(bound, weights_sha256(source))
+
+
 def bind_labels(denoiser: Denoiser, class_names: list[str]) -> Denoiser:
     """The same label-conditioned model with candidates ``class_names`` (a subset of its labels, any order).
 
@@ -240,7 +247,7 @@ def bind_labels(denoiser: Denoiser, class_names: list[str]) -> Denoiser:
         pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
     ).eval().requires_grad_(False)
     bound.label_names = known
-    bound.weights_sha256 = getattr(denoiser, "weights_sha256", None)  # the same weights, other candidates
+    _share_weights_identity(denoiser, bound)  # the same weights, other candidates
     return bound
 
 
@@ -275,5 +282,5 @@ def bind_classes(
         conditioning=encode_prompts(denoiser.pipeline, texts, resolution), space=denoiser.space,
         pipeline=denoiser.pipeline, sampling_defaults=denoiser.sampling_defaults,
     ).eval().requires_grad_(False)
-    bound.weights_sha256 = getattr(denoiser, "weights_sha256", None)  # the same weights, other prompts
+    _share_weights_identity(denoiser, bound)  # the same weights, other prompts
     return bound

@@ -256,12 +256,14 @@ def load_denoiser(
                                  prompt_template=prompt_template)
     else:
         denoiser = load_folder(spec, class_names=class_names)
-    from ..engine.manifest import model_sha256
+    from ..engine.manifest import model_sha256, record_weights_sha256
 
     # Hashed as loaded (float32), before the precision cast: one identity at every --precision, so
     # the fp16 engine that `build` made from these weights matches a `validate --precision fp16`.
-    denoiser.weights_sha256 = model_sha256(denoiser)
-    return denoiser.to(device=device, dtype=dtype)
+    sha256 = model_sha256(denoiser)
+    denoiser = denoiser.to(device=device, dtype=dtype)
+    record_weights_sha256(denoiser, sha256)
+    return denoiser
 
 
 def random_denoiser(kind: str, *, tiny: bool = False, name: str | None = None) -> Denoiser:
