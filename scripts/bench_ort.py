@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from math import nan
 import torch
 
@@ -45,6 +44,7 @@ from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import SD2_BASE_UNET, cuda_median_ms  # noqa: E402
+from ort_binding import bind_on_device, bound_outputs, median_bound_ms, run_bound  # noqa: E402
 
 # The SD2-base UNet's structure (3 cross-attention levels, linear projections, a DownBlock2D at the
 # bottom) at toy widths, for CPU runs of this script.
@@ -116,34 +116,12 @@ def torch_median_ms(fn, warmup: int, iters: int, device: str) -> float:
     return cuda_median_ms(fn, warmup, iters) if device == "cuda" else wall_median_ms(fn, warmup, iters)
 
 
-def ort_run_and_time(session, feeds: dict, out_like: torch.Tensor, warmup: int, iters: int, device: str):
-    """(output, median ms) of ``session``. On CUDA the inputs and the output are bound to fixed
-    device buffers (IO binding), which a session with ``enable_cuda_graph`` needs from its first
-    run on (that run captures the graph); the wall clock includes the wait for the output."""
-    if device != "cuda":
-        host = {k: v.cpu().numpy() for k, v in feeds.items()}
-        out = torch.from_numpy(session.run(None, host)[0])
-        return out, wall_median_ms(lambda: session.run(None, host), warmup, iters)
-    numpy_type = {torch.float16: np.float16, torch.float32: np.float32, torch.int64: np.int64}
-    binding = session.io_binding()
-    for name, tensor in feeds.items():
-        binding.bind_input(name, "cuda", 0, numpy_type[tensor.dtype], list(tensor.shape), tensor.data_ptr())
-    out = torch.empty_like(out_like)
-    binding.bind_output("eps", "cuda", 0, numpy_type[out.dtype], list(out.shape), out.data_ptr())
-    torch.cuda.synchronize()
-    session.run_with_iobinding(binding)
-    binding.synchronize_outputs()
-    first = out.clone()
-    for _ in range(warmup):
-        session.run_with_iobinding(binding)
-    times = []
-    for _ in range(iters):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-        times.append((time.perf_counter() - start) * 1e3)
-    return first, statistics.median(times)
+def ort_run_and_time(session, feeds: dict, warmup: int, iters: int, device: str):
+    """(output of the first call, median ms) of ``session`` bound to device buffers (ort_binding)."""
+    binding = bind_on_device(session, {k: v.cpu().numpy() for k, v in feeds.items()}, device)
+    run_bound(session, binding)  # with enable_cuda_graph, this call captures the graph
+    first = torch.from_numpy(bound_outputs(binding)[0])
+    return first, median_bound_ms(session, binding, warmup, iters)
 
 
 def write_raw(out: Path, meta: dict, rows: list, *, complete: bool) -> None:
@@ -245,7 +223,7 @@ def main() -> None:
                     try:  # a CUDA graph needs every node on the CUDA EP: an option ORT refuses is a row, not the end
                         session = ort.InferenceSession(str(run_path), options, providers=[(providers[0], dict(cuda_options))])
                         with torch.inference_mode():
-                            out_ort, ort_ms = ort_run_and_time(session, feeds, eager_out, warmup, iters, device)
+                            out_ort, ort_ms = ort_run_and_time(session, feeds, warmup, iters, device)
                     except Exception as exc:  # noqa: BLE001
                         if variant == "default":  # no provider options: a failure is a bug, not a row
                             raise

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import SHAPES  # noqa: E402
+from ort_binding import bind_on_device, bound_outputs, median_bound_ms  # noqa: E402
 from profile_ort import cuda_kernel_times  # noqa: E402
 
 F16, F32, I64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.INT64
@@ -143,22 +143,9 @@ def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0):
 
 def time_session(session, feeds: dict, device: str, warmup: int, iters: int) -> tuple[float, list]:
     """Median wall ms per call with inputs and outputs on the device; and the outputs (host)."""
-    import onnxruntime as ort
-
-    binding = session.io_binding()
-    place = ("cuda", 0) if device == "cuda" else ("cpu", 0)
-    for name, value in feeds.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, *place))
-    for out in session.get_outputs():
-        binding.bind_output(out.name, place[0])
-    times = []
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        session.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-        if i >= warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), [v.numpy() for v in binding.get_outputs()]
+    binding = bind_on_device(session, feeds, device)
+    ms = median_bound_ms(session, binding, warmup, max(iters, 1))
+    return ms, bound_outputs(binding)
 
 
 def main() -> None:

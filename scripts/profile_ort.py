@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ort import METHODS, SD2_BASE_UNET, TINY_UNET, UNetEps, export  # noqa: E402
+from ort_binding import bind_on_device, run_bound  # noqa: E402
 from bigain_export.backends.ort_optimize import optimize_model_proto  # noqa: E402
 from bigain_export.export.onnx_export import save_model_atomically  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
@@ -106,15 +107,10 @@ def cuda_kernel_times(session, feeds: dict, calls: int) -> dict:
     """GPU time per CUDA kernel name over ``calls`` runs (CUPTI through torch.profiler, which sees
     every kernel of the process, ORT's included): ORT's own profile times the host side only.
     Every kernel is kept, slowest first (session 10 kept 25 and lost a 6 ms tail of small ones)."""
-    import onnxruntime as ort
     from torch.profiler import ProfilerActivity, profile
 
-    binding = session.io_binding()  # inputs and outputs on the GPU: no copies in the timings
-    for name, value in feeds.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
-    for out in session.get_outputs():
-        binding.bind_output(out.name, "cuda")
-    session.run_with_iobinding(binding)
+    binding = bind_on_device(session, feeds, "cuda")  # no host copies in the timings
+    run_bound(session, binding)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
