@@ -17,6 +17,11 @@ source (value and first index of the row maximum of the float32 similarity, [B, 
 whether it was the ArgMax or the ReduceMax; these rows say which, and whether a TopK(k=1) (same
 tie-break: the lower index first) beats both.
 
+And the Laplacian score two ways (``LAPLACIAN_VARIANTS``): ``conv3d``, the body since session 12
+(one single-channel 3-D convolution, 2-3x faster on ONNX Runtime's CPU EP), and ``slices``, the
+body before it (zero border by Concats, four shifted Slices, a Sum). Not yet timed on CUDA: if
+``conv3d`` loses there, the slices come back.
+
     python scripts/bench_ort_ops.py --shapes sd2-1024 sd2-768 --out $OUT    # GPU machine, onnxruntime-gpu
     python scripts/bench_ort_ops.py --shapes sd2-512 --device cpu --iters 3 --out /tmp/ops   # any CPU
 """
@@ -36,7 +41,7 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bigain_export.config import BiGainConfig  # noqa: E402
-from bigain_export.export.onnx_ops import STANDARD_OPSET, single_node_model  # noqa: E402
+from bigain_export.export.onnx_ops import STANDARD_OPSET, _Body, _laplacian_score, single_node_model  # noqa: E402
 from bigain_export.ops import reference as ref  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -104,6 +109,49 @@ def match_cases(batch: int, side: int, seed: int = 0):
         yield f"match:{variant}", model, {"similarity": sim.numpy()}, check
 
 
+LAPLACIAN_VARIANTS = ("conv3d", "slices")
+
+
+def _slices_laplacian(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
+    """The GatedMerge body's Laplacian score until session 12: zero border by two Concats, the
+    four neighbours by shifted Slices, summed in the reference's order."""
+    m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
+    grid = f.op("Reshape", m32, f.concat(f.ints(0), grid_h, grid_w, f.ints(-1)))
+    batch, channels = f.dim(metric, 0), f.dim(metric, 2)
+    zero_row = f.filled(f.concat(batch, f.ints(1), grid_w, channels), 0.0)
+    rows = f.op("Concat", zero_row, grid, zero_row, axis=1)
+    zero_col = f.filled(f.concat(batch, f.op("Add", grid_h, f.ints(2)), f.ints(1), channels), 0.0)
+    padded = f.op("Concat", zero_col, rows, zero_col, axis=2)
+    big = 2**62
+
+    def window(h0: int, h1: int, w0: int, w1: int) -> str:
+        return f.op("Slice", padded, f.ints(h0, w0), f.ints(h1, w1), f.ints(1, 2))
+
+    neighbours = f.op("Sum", window(0, -2, 1, -1), window(2, big, 1, -1), window(1, -1, 0, -2), window(1, -1, 2, big))
+    lap = f.op("Sub", neighbours, f.op("Mul", grid, f.scalar_float(4.0)))
+    return f.op("ReduceSum", f.op("Abs", lap), f.ints(3), keepdims=0)
+
+
+def laplacian_cases(batch: int, side: int, channels: int, seed: int = 0):
+    """``(name, model, feeds, check)`` per Laplacian formulation: fp16 metric [B, N, C] -> float32
+    score [B, H, W], checked against the reference (relative to the largest score)."""
+    g = torch.Generator().manual_seed(seed)
+    metric = torch.randn(batch, side * side, channels, generator=g).half()
+    want = ref.laplacian_score(metric, side, side).reshape(batch, side, side).numpy()
+    for variant in LAPLACIAN_VARIANTS:
+        f = _Body(f"lap_{variant}")
+        form = _laplacian_score if variant == "conv3d" else _slices_laplacian
+        score = form(f, "metric", f.ints(side), f.ints(side))
+        f.nodes.append(helper.make_node("Identity", [score], ["score"]))
+        graph = helper.make_graph(f.nodes, f"laplacian_{variant}",
+                                  [helper.make_tensor_value_info("metric", F16, [batch, side * side, channels])],
+                                  [helper.make_tensor_value_info("score", F32, [batch, side, side])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", STANDARD_OPSET)])
+        model.ir_version = 10
+        yield (f"lap:{variant}", model, {"metric": metric.numpy()},
+               lambda outputs: dict(max_rel=float(np.abs(outputs[0] - want).max() / np.abs(want).max())))
+
+
 def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0):
     """``(op, model, feeds, check)`` for each body at one shape; ``check(outputs)`` -> dict of agreement.
     KVPool only where s=2 divides the grid side."""
@@ -152,7 +200,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=["sd2-1024", "sd2-768"], choices=list(SHAPES))
     parser.add_argument("--ratio", type=float, default=0.7)
-    parser.add_argument("--no-match", action="store_true", help="skip the best-anchor variants (MATCH_VARIANTS)")
+    parser.add_argument("--no-match", action="store_true",
+                        help="skip the best-anchor and Laplacian variants (MATCH_VARIANTS, LAPLACIAN_VARIANTS)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -176,7 +225,7 @@ def main() -> None:
         batch, side, channels, _heads = SHAPES[shape]
         todo = list(cases(batch, side, channels, args.ratio))
         if not args.no_match:
-            todo += list(match_cases(batch, side))
+            todo += list(match_cases(batch, side)) + list(laplacian_cases(batch, side, channels))
         for op, model, feeds, check in todo:
             options = ort.SessionOptions()
             options.log_severity_level = 3
@@ -193,7 +242,7 @@ def main() -> None:
     print("| shape | op | ms | GPU ms | agreement | slowest kernels |\n|---|---|---|---|---|---|")
     for row in rows:
         kernels = "; ".join(f"{k['name'][:40]} {k['ms']:.3f}" for k in row.get("cuda", {}).get("kernels", [])[:3])
-        agree = {k: v for k, v in row.items() if k in ("slot_equal", "max_abs")}
+        agree = {k: v for k, v in row.items() if k in ("slot_equal", "max_abs", "max_rel")}
         print(f"| {row['shape']} | {row['op']} | {row['ms']:.4f} | {row.get('cuda', {}).get('gpu_ms', float('nan')):.4f} | {agree} | {kernels} |")
 
 

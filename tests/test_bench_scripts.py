@@ -159,6 +159,27 @@ def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu()
     assert seen == [f"match:{v}" for v in bench_ort_ops.MATCH_VARIANTS]
 
 
+@pytest.mark.parametrize("side", [5, 8])
+def test_bench_ort_ops_laplacian_variants_agree_with_the_reference_on_ort_cpu(side):
+    """Both Laplacian formulations timed on the GPU machine (the shipped conv3d body and the
+    slices it replaced) give the reference's scores up to float summation order; the check sees
+    a score that is off."""
+    import onnxruntime as ort
+
+    import bench_ort_ops
+
+    seen = []
+    for name, model, feeds, check in bench_ort_ops.laplacian_cases(2, side, 6, seed=side):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        ms, outputs = bench_ort_ops.time_session(session, feeds, "cpu", warmup=0, iters=1)
+        assert check(outputs)["max_rel"] < 1e-5, name
+        wrong = outputs[0].copy()
+        wrong[0, 0, 0] += 0.01 * np.abs(wrong).max()
+        assert check([wrong])["max_rel"] > 1e-3
+        seen.append(name)
+    assert seen == [f"lap:{v}" for v in bench_ort_ops.LAPLACIAN_VARIANTS]
+
+
 def test_bench_ort_ops_check_fails_on_a_wrong_slot_map():
     """The agreement check can fail: a GatedMerge output with two slots swapped is reported unequal."""
     import bench_ort_ops
@@ -196,3 +217,31 @@ def test_profile_ort_labels_inlined_nodes_by_the_call_they_came_from():
     assert not labelled.functions and origins[""] == 1 and origins["GatedMerge"] == len(labelled.graph.node) - 1
     assert labelled.graph.node[-1].name == "own_identity"
     assert {node.name.split("/")[0] for node in labelled.graph.node[:-1]} == {"GatedMerge:merge_call"}
+
+
+@pytest.mark.slow
+def test_paired_engines_times_engines_in_rounds_and_refuses_a_tampered_one(tmp_path):
+    import json
+    import shutil
+
+    from bigain_export import BiGainConfig
+    from bigain_export.engine.build import build_engine
+    from bigain_export.models.registry import tiny_random_denoiser
+
+    engine = tmp_path / "engine"
+    build_engine(tiny_random_denoiser("dit"), BiGainConfig.preset("bigain-merge"), engine, backend="ort-cpu", batch=2,
+                 drift_feeds_count=1)
+    copy = tmp_path / "copy"
+    shutil.copytree(engine, copy)
+    script = [sys.executable, str(SCRIPTS / "paired_engines.py")]
+    done = subprocess.run([*script, str(engine), str(copy), "--rounds", "3", "--calls", "2", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((tmp_path / "r" / "paired_engines.json").read_text())["rows"]
+    assert [len(row["round_ms"]) for row in rows] == [3, 3] and rows[0]["speedup"] == 1.0
+    assert rows[1]["config"].startswith("bigain-merge") and rows[1]["speedup_range"][0] <= rows[1]["speedup"]
+    with open(copy / "model.onnx", "ab") as handle:
+        handle.write(b"\0")
+    done = subprocess.run([*script, str(engine), str(copy), "--rounds", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "round 1" not in done.stdout
+    assert done.stderr.startswith("paired_engines.py: error: ") and "Traceback" not in done.stderr, done.stderr

@@ -144,25 +144,20 @@ class _Body:
 
 
 def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
-    """[B, N, C] -> [B, H, W] float: sum_c |4-neighbour Laplacian| with zero padding."""
+    """[B, N, C] -> [B, H, W] float: sum_c |4-neighbour Laplacian| with zero padding.
+
+    One single-channel 3-D convolution over [B, 1, H, W, C] with the kernel [[0,1,0],[1,-4,1],
+    [0,1,0]] x 1: per channel like a depthwise 2-D convolution, but with no ``group=C``
+    attribute (a function body cannot read C into an attribute) and no layout transpose. On ONNX
+    Runtime 1.32's CPU EP it ran 2-3x faster than the zero-padded shifted slices it replaced
+    (two Concats, four Slices, a Sum; docs/benchmarks.md, session 12); its sums differ from the
+    reference's in order only."""
     m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
-    grid = f.op("Reshape", m32, f.concat(f.ints(0), grid_h, grid_w, f.ints(-1)))
-    # zero border by two Concats: ONNX Runtime's CUDA Pad kernel took ~1 ms per SD2 1024 px layer
-    # here (H200, docs/benchmarks.md, session 10), a Concat is a copy
-    batch, channels = f.dim(metric, 0), f.dim(metric, 2)
-    zero_row = f.filled(f.concat(batch, f.ints(1), grid_w, channels), 0.0)
-    rows = f.op("Concat", zero_row, grid, zero_row, axis=1)
-    zero_col = f.filled(f.concat(batch, f.op("Add", grid_h, f.ints(2)), f.ints(1), channels), 0.0)
-    padded = f.op("Concat", zero_col, rows, zero_col, axis=2)
-    big = 2**62
-
-    def window(h0: int, h1: int, w0: int, w1: int) -> str:
-        return f.op("Slice", padded, f.ints(h0, w0), f.ints(h1, w1), f.ints(1, 2))
-
-    centre = grid  # = window(1, -1, 1, -1), without the copy
-    neighbours = f.op("Sum", window(0, -2, 1, -1), window(2, big, 1, -1), window(1, -1, 0, -2), window(1, -1, 2, big))
-    lap = f.op("Sub", neighbours, f.op("Mul", centre, f.scalar_float(4.0)))
-    return f.op("ReduceSum", f.op("Abs", lap), f.ints(3), keepdims=0)
+    volume = f.op("Reshape", m32, f.concat(f.ints(0, 1), grid_h, grid_w, f.ints(-1)))
+    kernel = f.op("Constant", value=helper.make_tensor(
+        "v", TensorProto.FLOAT, [1, 1, 3, 3, 1], [0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0]))
+    lap = f.op("Conv", volume, kernel, kernel_shape=[3, 3, 1], pads=[1, 1, 0, 1, 1, 0])
+    return f.op("ReduceSum", f.op("Abs", lap), f.ints(1, 4), keepdims=0)
 
 
 def _segment_mean(f: _Body, x: str, slot: str, num_out: str, out: str) -> None:
