@@ -145,4 +145,5 @@ def test_an_fp16_engine_validates_at_either_precision_of_its_fp32_weights(setup,
     # other weights at fp16 are still other weights
     assert _validate(setup, tmp_path / "r-other", "--engine", str(engine), "--model", setup["other"],
                      "--precision", "fp16") == 2
-    assert "built from other weights" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "built from other weights" in err and "before 2026-12-02 from fp32 weights" in err and "rebuild it" in err

@@ -309,11 +309,12 @@ class Manifest:
         if num_classes is not None and num_classes != self.model_info["num_classes"]:
             raise EngineError(f"{where}: built for {self.model_info['num_classes']} classes, the model has {num_classes}")
         if model_hash is not None and model_hash != self.model_sha256:
-            # weights hash in the dtype they were loaded in (model_sha256): name that cause too, since
-            # `validate --engine E --precision fp16` of an engine built from fp32 weights lands here
+            # Until session 12 an fp16/bf16 build of fp32 weights rounded them before hashing:
+            # such an engine's recorded hash matches no load of the weights, so name that cause.
+            older = (" (an fp16/bf16 engine built before 2026-12-02 from fp32 weights recorded the hash of "
+                     "rounded weights: rebuild it)" if self.spec.get("precision") in ("fp16", "bf16") else "")
             raise EngineError(f"{where}: built from other weights (model sha256 {self.model_sha256[:12]}…, expected "
-                              f"{model_hash[:12]}…; the same weights loaded at another precision than the build's "
-                              "also hash differently: allowed: the weights and --precision the engine was built from)")
+                              f"{model_hash[:12]}…){older}; allowed: the weights the engine was built from")
 
 
 def _all_tensors(model):
