@@ -127,7 +127,7 @@ def test_info_says_what_an_engine_is_and_whether_it_verifies(setup, tmp_path, ca
 def test_an_fp16_engine_validates_at_either_precision_of_its_fp32_weights(setup, tmp_path, capsys):
     """The weights' identity is taken before --precision casts them: the fp16 engine that `build`
     made from an fp32 folder belongs to that folder at --precision fp16 too (it was refused)."""
-    from bigain_export.engine.manifest import model_sha256
+    from bigain_export.engine.manifest import model_sha256, weights_sha256
     from bigain_export.models.registry import load_denoiser
 
     engine = tmp_path / "engine-fp16"
@@ -135,7 +135,7 @@ def test_an_fp16_engine_validates_at_either_precision_of_its_fp32_weights(setup,
                  "--precision", "fp16", "--drift-inputs", "2", "--out", str(engine)]) == 0
     manifest = json.loads((engine / "manifest.json").read_text())
     fp32 = load_denoiser(setup["model"])
-    assert manifest["model_sha256"] == fp32.weights_sha256 == model_sha256(fp32)  # fp32 loads hash as before
+    assert manifest["model_sha256"] == weights_sha256(fp32) == model_sha256(fp32)  # fp32 loads hash as before
     hashes = {}
     for precision in ("fp16", "fp32"):
         out = tmp_path / f"r-{precision}"

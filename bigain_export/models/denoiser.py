@@ -75,9 +75,10 @@ class Denoiser(torch.nn.Module):
         class_names: names indexed by label, or None when unknown.
         sampling_defaults: ``{"sampler", "steps", "guidance"}`` the model is meant to be sampled
             with (the built-ins' cards; a pipeline's scheduler and call defaults).
-        weights_sha256: the weights' hash taken by ``load_denoiser`` before the precision cast, or
-            None for a Denoiser built directly; read it through ``engine.manifest.weights_sha256``,
-            which ignores it once the weights were changed in place.
+        weights_sha256: the weights' hash taken by ``load_denoiser`` before a precision cast, or
+            None (no cast, or a Denoiser built directly); read it through
+            ``engine.manifest.weights_sha256``, which hashes the weights where it is None and
+            ignores it once the weights were changed in place.
     """
 
     def __init__(

@@ -256,6 +256,8 @@ def load_denoiser(
                                  prompt_template=prompt_template)
     else:
         denoiser = load_folder(spec, class_names=class_names)
+    if dtype == denoiser.dtype:  # nothing to cast: the weights hash as they are, when asked
+        return denoiser.to(device=device)
     from ..engine.manifest import model_sha256, record_weights_sha256
 
     # Hashed as loaded (float32), before the precision cast: one identity at every --precision, so
