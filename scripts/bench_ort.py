@@ -44,6 +44,7 @@ from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import SD2_BASE_UNET, cuda_median_ms  # noqa: E402
+from body_forms import body_forms, parse_body_forms  # noqa: E402
 from ort_binding import bind_on_device, bound_outputs, median_bound_ms, run_bound  # noqa: E402
 
 # The SD2-base UNet's structure (3 cross-attention levels, linear projections, a DownBlock2D at the
@@ -124,6 +125,26 @@ def ort_run_and_time(session, feeds: dict, warmup: int, iters: int, device: str)
     return first, median_bound_ms(session, binding, warmup, iters)
 
 
+def torch_baselines(unet, wrapper, config, inputs, modes, warmup: int, iters: int, device: str, px: int, name: str):
+    """(eager output, {mode: median ms}) of the patched UNet under each PyTorch mode."""
+    torch_ms = {}
+    with torch.inference_mode():
+        apply_bigain(unet, config)
+        try:
+            eager_out = wrapper(*inputs).clone()
+            for mode in modes:
+                fn = wrapper
+                if TORCH_MODES[mode] is not None:
+                    torch._dynamo.reset()
+                    fn = torch.compile(wrapper, **TORCH_MODES[mode])
+                torch_ms[mode] = torch_median_ms(lambda: fn(*inputs), warmup, iters, device)
+                print(f"{px} px {name}: torch {mode} {torch_ms[mode]:.2f} ms", flush=True)
+        finally:
+            torch._dynamo.reset()
+            remove_bigain(unet)
+    return eager_out, torch_ms
+
+
 def write_raw(out: Path, meta: dict, rows: list, *, complete: bool) -> None:
     atomic_write(out / "bench_ort.json", json.dumps(dict(meta=meta, rows=rows, complete=complete), indent=1, default=str))
 
@@ -138,6 +159,9 @@ def main() -> None:
     parser.add_argument("--ort-variants", nargs="+", default=["default"], choices=list(ORT_VARIANTS),
                         help="CUDA provider options per ORT graph: nhwc = prefer_nhwc (convolutions without cuDNN's layout "
                         "transposes), cuda-graph = enable_cuda_graph (one graph launch per call); ort-cuda only")
+    parser.add_argument("--body-forms", nargs="+", default=["default"], metavar="SPEC",
+                        help="GatedMerge bodies to build merge engines with: 'default' or e.g. 'lap=slices,match=topk1' "
+                             "(exact forms of body steps, scripts/body_forms.py); one export each")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=None, help="default 30 (--tiny: 3)")
     parser.add_argument("--warmup", type=int, default=None, help="default 5 (--tiny: 1)")
@@ -148,6 +172,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_ort"))
     args = parser.parse_args()
+    for spec in args.body_forms:
+        try:
+            parse_body_forms(spec)
+        except ValueError as exc:
+            parser.error(f"--body-forms: {exc}")
     res = args.res or ([64] if args.tiny else [512, 1024])
     iters, warmup = args.iters or (3 if args.tiny else 30), args.warmup or (1 if args.tiny else 5)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -188,25 +217,19 @@ def main() -> None:
                   torch.full((args.batch,), 500, device=device, dtype=torch.int64),
                   torch.randn(args.batch, 77, unet_config["cross_attention_dim"], device=device, dtype=torch.float16))
         feeds = dict(zip(["sample", "timestep", "encoder_hidden_states"], inputs))
-        for name in args.methods:
+        torch_done = {}  # method -> (eager output, torch ms): body forms change only the engine
+        runs = [(name, spec) for name in args.methods
+                for spec in (args.body_forms if METHODS[name].merge == "bigain" else ["default"])]
+        for name, spec in runs:
             config = METHODS[name]
             t0 = time.time()
             path = args.workdir / f"unet_{name}_{px}.onnx"
-            nodes = export(wrapper, config, inputs, path, device)
+            with body_forms(spec):
+                nodes = export(wrapper, config, inputs, path, device)
             export_s = time.time() - t0
-            torch_ms = {}
-            with torch.inference_mode():
-                apply_bigain(unet, config)
-                eager_out = wrapper(*inputs).clone()
-                for mode in args.modes:
-                    fn = wrapper
-                    if TORCH_MODES[mode] is not None:
-                        torch._dynamo.reset()
-                        fn = torch.compile(wrapper, **TORCH_MODES[mode])
-                    torch_ms[mode] = torch_median_ms(lambda: fn(*inputs), warmup, iters, device)
-                    print(f"{px} px {name}: torch {mode} {torch_ms[mode]:.2f} ms", flush=True)
-                torch._dynamo.reset()
-                remove_bigain(unet)
+            if name not in torch_done:
+                torch_done[name] = torch_baselines(unet, wrapper, config, inputs, args.modes, warmup, iters, device, px, name)
+            eager_out, torch_ms = torch_done[name]
             best_mode = min(torch_ms, key=torch_ms.get) if torch_ms else None
             for optimize in args.ort_optimize:
                 record, run_path = None, path
@@ -228,13 +251,13 @@ def main() -> None:
                         if variant == "default":  # no provider options: a failure is a bug, not a row
                             raise
                         error = str(exc).strip().splitlines()[0][:300]
-                        print(f"{px} px {name} {optimize} {variant}: ORT failed: {error}", flush=True)
-                        rows.append(dict(px=px, method=name, ort_optimize=optimize, ort_variant=variant,
+                        print(f"{px} px {name} [{spec}] {optimize} {variant}: ORT failed: {error}", flush=True)
+                        rows.append(dict(px=px, method=name, body_forms=spec, ort_optimize=optimize, ort_variant=variant,
                                          ort_provider_options=cuda_options, error=error))
                         write_raw(args.out, meta, rows, complete=False)
                         continue
                     diff = (out_ort.to(device).float() - eager_out.float())
-                    row = dict(px=px, method=name, config=config.describe(), ort_optimize=optimize, ort_variant=variant,
+                    row = dict(px=px, method=name, body_forms=spec, config=config.describe(), ort_optimize=optimize, ort_variant=variant,
                                ort_provider_options=cuda_options, ort_backend=backend,
                                ort_optimization=record, custom_nodes=nodes, export_s=round(export_s, 1), ort_ms=ort_ms,
                                torch_ms=torch_ms, eager_ms=torch_ms.get("eager", nan), compile_ms=torch_ms.get("compile", nan),
@@ -251,14 +274,14 @@ def main() -> None:
             path.unlink()
     write_raw(args.out, meta, rows, complete=True)
     print(json.dumps(meta, default=str))
-    print("| px | method | ORT graph | ORT options | ORT ms | " + " | ".join(f"{m} ms" for m in args.modes)
+    print("| px | method | body forms | ORT graph | ORT options | ORT ms | " + " | ".join(f"{m} ms" for m in args.modes)
           + " | ORT / best torch | ORT vs eager mean abs |")
-    print("|---" * (7 + len(args.modes)) + "|")
+    print("|---" * (8 + len(args.modes)) + "|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_variant']} | failed: {r['error'][:80]} |")
+            print(f"| {r['px']} | {r['method']} | {r['body_forms']} | {r['ort_optimize']} | {r['ort_variant']} | failed: {r['error'][:80]} |")
             continue
-        print(f"| {r['px']} | {r['method']} | {r['ort_optimize']} | {r['ort_variant']} | {r['ort_ms']:.2f} | "
+        print(f"| {r['px']} | {r['method']} | {r['body_forms']} | {r['ort_optimize']} | {r['ort_variant']} | {r['ort_ms']:.2f} | "
               + " | ".join(f"{r['torch_ms'][m]:.2f}" for m in args.modes)
               + f" | {r['ort_over_best_torch']:.2f} ({r['best_torch_mode']}) | {r['ort_vs_eager_mean_abs']:.2e} |")
 

@@ -11,16 +11,19 @@ provider with inputs and outputs bound on the device, and records:
   fp16 rounding), because ONNX Runtime's CUDA kernels (ArgMax, TopK, CumSum) are not the CPU ones
   the CPU tests check.
 
-It also times the body's costliest step three ways (``MATCH_VARIANTS``): the best anchor of every
+It also times the body's costliest step three ways (``MATCH_FORMS``): the best anchor of every
 source (value and first index of the row maximum of the float32 similarity, [B, Ns, Nd]). Session
 10's profile had one cuDNN max-reduction at ~1 ms per SD2 1024 px layer and could not tell
 whether it was the ArgMax or the ReduceMax; these rows say which, and whether a TopK(k=1) (same
 tie-break: the lower index first) beats both.
 
-And the Laplacian score two ways (``LAPLACIAN_VARIANTS``): ``conv3d``, the body since session 12
+And the Laplacian score two ways (``LAPLACIAN_FORMS``): ``conv3d``, the body since session 12
 (one single-channel 3-D convolution, 2-3x faster on ONNX Runtime's CPU EP), and ``slices``, the
 body before it (zero border by Concats, four shifted Slices, a Sum). Not yet timed on CUDA: if
-``conv3d`` loses there, the slices come back.
+``conv3d`` loses there, the slices come back. Each alternative form is also timed inside the whole
+GatedMerge body (rows ``GatedMerge[lap=slices]`` etc., ``GATED_FORM_SPECS``); ``bench_ort.py
+--body-forms`` builds whole engines with them (``body_forms``), so a GPU session can time a
+rewrite without a code change.
 
     python scripts/bench_ort_ops.py --shapes sd2-1024 sd2-768 --out $OUT    # GPU machine, onnxruntime-gpu
     python scripts/bench_ort_ops.py --shapes sd2-512 --device cpu --iters 3 --out /tmp/ops   # any CPU
@@ -41,42 +44,17 @@ from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bigain_export.config import BiGainConfig  # noqa: E402
-from bigain_export.export.onnx_ops import STANDARD_OPSET, _Body, _laplacian_score, single_node_model  # noqa: E402
+from bigain_export.export.onnx_ops import STANDARD_OPSET, _Body, single_node_model  # noqa: E402
 from bigain_export.ops import reference as ref  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_kernels import SHAPES  # noqa: E402
+from body_forms import GATED_FORM_SPECS, LAPLACIAN_FORMS, MATCH_FORMS, body_forms  # noqa: E402
 from ort_binding import bind_on_device, bound_outputs, median_bound_ms  # noqa: E402
 from profile_ort import cuda_kernel_times  # noqa: E402
 
 F16, F32, I64 = TensorProto.FLOAT16, TensorProto.FLOAT, TensorProto.INT64
-
-
-def _match_nodes(variant: str) -> list:
-    """Nodes of ``similarity [B, Ns, Nd] -> (best_sim [B, Ns], best_dst [B, Ns] int64)``."""
-    axes = helper.make_tensor("axes", I64, [1], [-1])
-    if variant == "argmax+gather":  # the GatedMerge body since session 10
-        return [helper.make_node("ArgMax", ["similarity"], ["best_dst"], axis=-1, keepdims=0),
-                helper.make_node("Constant", [], ["axes"], value=axes),
-                helper.make_node("Unsqueeze", ["best_dst", "axes"], ["at"]),
-                helper.make_node("GatherElements", ["similarity", "at"], ["picked"], axis=-1),
-                helper.make_node("Squeeze", ["picked", "axes"], ["best_sim"])]
-    if variant == "reducemax+argmax":  # the body until session 10
-        return [helper.make_node("Constant", [], ["axes"], value=axes),
-                helper.make_node("ReduceMax", ["similarity", "axes"], ["best_sim"], keepdims=0),
-                helper.make_node("ArgMax", ["similarity"], ["best_dst"], axis=-1, keepdims=0)]
-    if variant == "topk1":
-        one = helper.make_tensor("k", I64, [1], [1])
-        return [helper.make_node("Constant", [], ["k"], value=one),
-                helper.make_node("TopK", ["similarity", "k"], ["top", "top_index"], axis=-1, largest=1, sorted=1),
-                helper.make_node("Constant", [], ["axes"], value=axes),
-                helper.make_node("Squeeze", ["top", "axes"], ["best_sim"]),
-                helper.make_node("Squeeze", ["top_index", "axes"], ["best_dst"])]
-    raise ValueError(f"match variant {variant!r} is not known; allowed: {', '.join(MATCH_VARIANTS)}")
-
-
-MATCH_VARIANTS = ("argmax+gather", "reducemax+argmax", "topk1")
 
 
 def match_cases(batch: int, side: int, seed: int = 0):
@@ -93,8 +71,12 @@ def match_cases(batch: int, side: int, seed: int = 0):
     b_idx, s_idx = torch.nonzero(tied, as_tuple=True)
     sim[b_idx, s_idx, twin[tied]] = sim[b_idx, s_idx, first[tied]]
     want_sim, want_dst = sim.max(-1)  # torch: the first maximal index
-    for variant in MATCH_VARIANTS:
-        graph = helper.make_graph(_match_nodes(variant), f"match_{variant}",
+    for variant, form in MATCH_FORMS.items():
+        f = _Body(f"match_{variant}")
+        best_sim, best_dst = form(f, "similarity")
+        f.nodes += [helper.make_node("Identity", [best_sim], ["best_sim"]),
+                    helper.make_node("Identity", [best_dst], ["best_dst"])]
+        graph = helper.make_graph(f.nodes, f"match_{variant}",
                                   [helper.make_tensor_value_info("similarity", F32, [batch, num_src, num_dst])],
                                   [helper.make_tensor_value_info("best_sim", F32, [batch, num_src]),
                                    helper.make_tensor_value_info("best_dst", I64, [batch, num_src])])
@@ -109,27 +91,6 @@ def match_cases(batch: int, side: int, seed: int = 0):
         yield f"match:{variant}", model, {"similarity": sim.numpy()}, check
 
 
-LAPLACIAN_VARIANTS = ("conv3d", "slices")
-
-
-def _slices_laplacian(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
-    """The GatedMerge body's Laplacian score until session 12: zero border by two Concats, the
-    four neighbours by shifted Slices, summed in the reference's order."""
-    m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
-    grid = f.op("Reshape", m32, f.concat(f.ints(0), grid_h, grid_w, f.ints(-1)))
-    batch, channels = f.dim(metric, 0), f.dim(metric, 2)
-    zero_row = f.filled(f.concat(batch, f.ints(1), grid_w, channels), 0.0)
-    rows = f.op("Concat", zero_row, grid, zero_row, axis=1)
-    zero_col = f.filled(f.concat(batch, f.op("Add", grid_h, f.ints(2)), f.ints(1), channels), 0.0)
-    padded = f.op("Concat", zero_col, rows, zero_col, axis=2)
-    big = 2**62
-
-    def window(h0: int, h1: int, w0: int, w1: int) -> str:
-        return f.op("Slice", padded, f.ints(h0, w0), f.ints(h1, w1), f.ints(1, 2))
-
-    neighbours = f.op("Sum", window(0, -2, 1, -1), window(2, big, 1, -1), window(1, -1, 0, -2), window(1, -1, 2, big))
-    lap = f.op("Sub", neighbours, f.op("Mul", grid, f.scalar_float(4.0)))
-    return f.op("ReduceSum", f.op("Abs", lap), f.ints(3), keepdims=0)
 
 
 def laplacian_cases(batch: int, side: int, channels: int, seed: int = 0):
@@ -138,9 +99,8 @@ def laplacian_cases(batch: int, side: int, channels: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     metric = torch.randn(batch, side * side, channels, generator=g).half()
     want = ref.laplacian_score(metric, side, side).reshape(batch, side, side).numpy()
-    for variant in LAPLACIAN_VARIANTS:
+    for variant, form in LAPLACIAN_FORMS.items():
         f = _Body(f"lap_{variant}")
-        form = _laplacian_score if variant == "conv3d" else _slices_laplacian
         score = form(f, "metric", f.ints(side), f.ints(side))
         f.nodes.append(helper.make_node("Identity", [score], ["score"]))
         graph = helper.make_graph(f.nodes, f"laplacian_{variant}",
@@ -152,9 +112,9 @@ def laplacian_cases(batch: int, side: int, channels: int, seed: int = 0):
                lambda outputs: dict(max_rel=float(np.abs(outputs[0] - want).max() / np.abs(want).max())))
 
 
-def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0):
+def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0, gated_specs=("default",)):
     """``(op, model, feeds, check)`` for each body at one shape; ``check(outputs)`` -> dict of agreement.
-    KVPool only where s=2 divides the grid side."""
+    GatedMerge once per body-forms spec in ``gated_specs``; KVPool only where s=2 divides the side."""
     n = side * side
     r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
     g = torch.Generator().manual_seed(seed)
@@ -168,10 +128,13 @@ def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0):
         return dict(slot_equal=bool(np.array_equal(slot, want_slot.numpy())),
                     max_abs=float(np.abs(merged.astype(np.float32) - want_merged.float().numpy()).max()))
 
-    yield ("GatedMerge", single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
-                                           {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
-                                           grid_h=side, grid_w=side, r=r, anchor=0),
-           {"x": x.numpy(), "metric": metric.numpy()}, check_merge)
+    for spec in gated_specs:
+        with body_forms(spec):
+            model = single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
+                                      {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
+                                      grid_h=side, grid_w=side, r=r, anchor=0)
+        yield ("GatedMerge" if spec == "default" else f"GatedMerge[{spec}]", model,
+               {"x": x.numpy(), "metric": metric.numpy()}, check_merge)
     y = want_merged
     want_out = ref.unmerge(y, want_slot)
     yield ("TokenUnmerge", single_node_model("TokenUnmerge", {"y": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
@@ -201,7 +164,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=["sd2-1024", "sd2-768"], choices=list(SHAPES))
     parser.add_argument("--ratio", type=float, default=0.7)
     parser.add_argument("--no-match", action="store_true",
-                        help="skip the best-anchor and Laplacian variants (MATCH_VARIANTS, LAPLACIAN_VARIANTS)")
+                        help="skip the best-anchor and Laplacian variants (MATCH_FORMS, LAPLACIAN_FORMS), alone and in GatedMerge")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
@@ -223,7 +186,8 @@ def main() -> None:
     rows = []
     for shape in args.shapes:
         batch, side, channels, _heads = SHAPES[shape]
-        todo = list(cases(batch, side, channels, args.ratio))
+        specs = ("default",) if args.no_match else ("default",) + GATED_FORM_SPECS
+        todo = list(cases(batch, side, channels, args.ratio, gated_specs=specs))
         if not args.no_match:
             todo += list(match_cases(batch, side)) + list(laplacian_cases(batch, side, channels))
         for op, model, feeds, check in todo:

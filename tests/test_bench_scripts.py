@@ -143,6 +143,7 @@ def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu()
     import onnxruntime as ort
 
     import bench_ort_ops
+    import body_forms
 
     seen = []
     for name, model, feeds, check in bench_ort_ops.match_cases(2, 8, seed=3):
@@ -156,7 +157,7 @@ def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu()
         last_of_ties[tied] = (sim.shape[-1] - 1 - np.argmax(is_max[..., ::-1], -1))[tied]
         assert tied.any() and not check([outputs[0], last_of_ties])["slot_equal"]
         seen.append(name)
-    assert seen == [f"match:{v}" for v in bench_ort_ops.MATCH_VARIANTS]
+    assert seen == [f"match:{v}" for v in body_forms.MATCH_FORMS]
 
 
 @pytest.mark.parametrize("side", [5, 8])
@@ -167,6 +168,7 @@ def test_bench_ort_ops_laplacian_variants_agree_with_the_reference_on_ort_cpu(si
     import onnxruntime as ort
 
     import bench_ort_ops
+    import body_forms
 
     seen = []
     for name, model, feeds, check in bench_ort_ops.laplacian_cases(2, side, 6, seed=side):
@@ -177,7 +179,64 @@ def test_bench_ort_ops_laplacian_variants_agree_with_the_reference_on_ort_cpu(si
         wrong[0, 0, 0] += 0.01 * np.abs(wrong).max()
         assert check([wrong])["max_rel"] > 1e-3
         seen.append(name)
-    assert seen == [f"lap:{v}" for v in bench_ort_ops.LAPLACIAN_VARIANTS]
+    assert seen == [f"lap:{v}" for v in body_forms.LAPLACIAN_FORMS]
+
+
+def _op_types(nodes) -> list:
+    """Op types of ``nodes`` and of the subgraphs they hold (an If's branches)."""
+    types = []
+    for node in nodes:
+        types.append(node.op_type)
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                types += _op_types(attr.g.node)
+    return types
+
+
+@pytest.mark.parametrize("side", [8, 9])
+def test_gatedmerge_bodies_with_other_step_forms_give_the_reference_slot_map(side):
+    """Every whole GatedMerge body a GPU session can time instead of the shipped one
+    (body_forms.GATED_FORM_SPECS, and all forms at once) gives the reference's slot map on ORT's
+    CPU EP; the swap is undone after each build, and the bodies really differ."""
+    import onnxruntime as ort
+
+    import bench_ort_ops
+    import body_forms
+    from bigain_export.export import onnx_ops
+
+    shipped = (onnx_ops._laplacian_score, onnx_ops._best_anchor)
+    specs = ("default",) + body_forms.GATED_FORM_SPECS + ("lap=slices,match=topk1",)
+    ops_seen = {}
+    for op, model, feeds, check in bench_ort_ops.cases(2, side, 16, 0.7, seed=side, gated_specs=specs):
+        if not op.startswith("GatedMerge"):
+            continue
+        assert (onnx_ops._laplacian_score, onnx_ops._best_anchor) == shipped
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        agreement = check(session.run(None, feeds))
+        assert agreement["slot_equal"] and agreement["max_abs"] <= 4e-3, (op, agreement)
+        body = next(fn for fn in model.functions if fn.name == "GatedMerge")
+        ops_seen[op] = sorted(_op_types(body.node))
+    assert list(ops_seen) == ["GatedMerge"] + [f"GatedMerge[{s}]" for s in specs[1:]]
+    assert len({tuple(v) for v in ops_seen.values()}) == len(specs), "a form did not change the body"
+    assert "TopK" in ops_seen["GatedMerge[match=topk1]"] and ops_seen["GatedMerge"].count("TopK") == 1
+
+
+def test_body_forms_refuse_unknown_steps_and_forms_and_restore_after_an_error():
+    import body_forms
+    from bigain_export.export import onnx_ops
+
+    assert body_forms.parse_body_forms("default") == {}
+    assert body_forms.parse_body_forms("lap=slices,match=topk1") == {"lap": "slices", "match": "topk1"}
+    with pytest.raises(ValueError, match=r"body step 'lapp' .* allowed: lap, match"):
+        body_forms.parse_body_forms("lapp=slices")
+    with pytest.raises(ValueError, match=r"match form 'top1' .* allowed: argmax\+gather, reducemax\+argmax, topk1"):
+        body_forms.parse_body_forms("match=top1")
+    shipped = onnx_ops._laplacian_score
+    with pytest.raises(RuntimeError):
+        with body_forms.body_forms("lap=slices"):
+            assert onnx_ops._laplacian_score is body_forms.LAPLACIAN_FORMS["slices"]
+            raise RuntimeError
+    assert onnx_ops._laplacian_score is shipped
 
 
 def test_bench_ort_ops_check_fails_on_a_wrong_slot_map():

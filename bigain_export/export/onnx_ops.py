@@ -173,6 +173,17 @@ def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
     return f.op("ReduceSum", f.op("Abs", lap), f.ints(1, 4), keepdims=0)
 
 
+def _best_anchor(f: _Body, similarity: str) -> tuple[str, str]:
+    """``similarity [B, Ns, Nd]`` -> (best similarity, its first maximal anchor index) per source.
+
+    The maximum is read at the ArgMax: one pass over the float32 similarity fewer than a
+    ReduceMax (session 10's ORT CUDA profile: a cuDNN max-reduction of ~1 ms per SD2 1024 px
+    layer). ``scripts/bench_ort_ops.py`` times the other exact forms (``MATCH_FORMS``)."""
+    best_dst = f.op("ArgMax", similarity, axis=-1, keepdims=0)
+    at = f.op("Unsqueeze", best_dst, f.ints(-1))
+    return f.op("Squeeze", f.op("GatherElements", similarity, at, axis=-1), f.ints(-1)), best_dst
+
+
 def _segment_mean(f: _Body, x: str, slot: str, num_out: str, out: str) -> None:
     """``out [B, num_out, C]`` = mean of the rows of ``x`` sharing a slot (float32 sums).
 
@@ -244,11 +255,7 @@ def gated_merge_function() -> onnx.FunctionProto:
     unit = f.op("Cast", unit, to=TensorProto.FLOAT)
     src_unit, dst_unit = f.gather_rows(unit, src_idx, num_tokens), f.gather_rows(unit, dst_idx, num_tokens)
     similarity = f.op("MatMul", src_unit, f.op("Transpose", dst_unit, perm=[0, 2, 1]))
-    best_dst = f.op("ArgMax", similarity, axis=-1, keepdims=0)
-    # the maximum itself, read at the argmax: one pass over [B, Ns, Nd] float32 fewer than a
-    # ReduceMax (cuDNN's reduction took ~1 ms per SD2 1024 px layer in ONNX Runtime CUDA)
-    best_sim = f.op("Squeeze", f.op("GatherElements", similarity, f.op("Unsqueeze", best_dst, f.ints(-1)), axis=-1),
-                    f.ints(-1))
+    best_sim, best_dst = _best_anchor(f, similarity)
 
     # 4. the r most similar sources merge (ties: lower index first) = the `kept` least similar
     # stay (ties: higher index first): TopK(smallest) over the reversed sources.
