@@ -56,6 +56,7 @@ METHODS = {
     "none": BiGainConfig.preset("none"),
     "bigain-merge": BiGainConfig.preset("bigain-merge", ratio=0.5),
     "bigain-merge-0.7": BiGainConfig.preset("bigain-merge", ratio=0.7),
+    "bigain-merge-0.7-reuse": BiGainConfig.preset("bigain-merge", ratio=0.7, plan_reuse=True),
     "bigain-kv": BiGainConfig.preset("bigain-kv"),
 }
 

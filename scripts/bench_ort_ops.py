@@ -166,6 +166,8 @@ def main() -> None:
     parser.add_argument("--no-match", action="store_true",
                         help="skip the best-anchor and Laplacian variants (MATCH_FORMS, LAPLACIAN_FORMS), alone and in GatedMerge")
     parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when visible")
+    parser.add_argument("--provider-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an execution provider option, e.g. use_tf32=0 (repeatable)")
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("results"))
@@ -178,11 +180,15 @@ def main() -> None:
         ort.preload_dlls()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise SystemExit(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider here; put onnxruntime-gpu first on the path")
-    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    bad = [o for o in args.provider_option if "=" not in o]
+    if bad:
+        parser.error(f"--provider-option {bad[0]!r}: expected KEY=VALUE, e.g. use_tf32=0")
+    provider_options = dict(o.split("=", 1) for o in args.provider_option)
+    providers = [("CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider", provider_options)]
     args.out.mkdir(parents=True, exist_ok=True)
     meta = dict(card=torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
                 onnxruntime=ort.__version__, torch=torch.__version__, date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                dtype="fp16", ratio=args.ratio, iters=args.iters, warmup=args.warmup, argv=sys.argv[1:])
+                dtype="fp16", ratio=args.ratio, provider_options=provider_options, iters=args.iters, warmup=args.warmup, argv=sys.argv[1:])
     rows = []
     for shape in args.shapes:
         batch, side, channels, _heads = SHAPES[shape]
