@@ -221,6 +221,24 @@ def test_gatedmerge_bodies_with_other_step_forms_give_the_reference_slot_map(sid
     assert "TopK" in ops_seen["GatedMerge[match=topk1]"] and ops_seen["GatedMerge"].count("TopK") == 1
 
 
+def test_tied_windows_counts_exact_ties_at_the_window_minimum():
+    """The count bench_ort_ops reports beside a slot map that differs from the reference: zero on
+    random fp16 tokens, the non-corner windows of constant ones, and a window with two equal tokens."""
+    import bench_ort_ops
+
+    g = torch.Generator().manual_seed(0)
+    metric = torch.randn(2, 64, 8, generator=g).half()
+    assert bench_ort_ops.tied_windows(metric, 8) == 0
+    # constant tokens: zero padding leaves each corner window one token of score 0, every other
+    # window two or four of them
+    assert bench_ort_ops.tied_windows(torch.ones(2, 64, 8).half(), 8) == 2 * (16 - 4)
+    # interior tokens (3, 3) and (3, 4) lie in different windows; (2, 2) and (2, 3) share window (1, 1):
+    # mirror-symmetric neighbourhoods give equal scores, and both are made the window's smoothest
+    tied = metric.clone().reshape(2, 8, 8, 8)
+    tied[0, 1:4, 1:5] = 0
+    assert bench_ort_ops.tied_windows(tied.reshape(2, 64, 8), 8) >= 1
+
+
 def test_body_forms_refuse_unknown_steps_and_forms_and_restore_after_an_error():
     import body_forms
     from bigain_export.export import onnx_ops

@@ -24,10 +24,12 @@ def test_strict_fp32_turns_tf32_off_and_restores_the_flags(before):
 
 @pytest.mark.parametrize("backend, precision, expected", [
     ("ort-cuda", "fp32", [("CUDAExecutionProvider", ORT_CUDA_STRICT_FP32), "CPUExecutionProvider"]),
-    ("ort-cuda", "fp16", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("ort-cuda", "fp16", [("CUDAExecutionProvider", {"prefer_nhwc": "1"}), "CPUExecutionProvider"]),
+    ("ort-cuda", "bf16", [("CUDAExecutionProvider", {"prefer_nhwc": "1"}), "CPUExecutionProvider"]),
     ("ort-cpu", "fp32", ["CPUExecutionProvider"]),
+    ("ort-cpu", "fp16", ["CPUExecutionProvider"]),
 ])
-def test_ort_sessions_get_tf32_off_only_for_fp32_on_cuda(monkeypatch, tmp_path, backend, precision, expected):
+def test_ort_cuda_sessions_get_tf32_off_in_fp32_and_nhwc_convolutions_in_half(monkeypatch, tmp_path, backend, precision, expected):
     ort = pytest.importorskip("onnxruntime")
     seen = {}
     monkeypatch.setattr(ort_backend, "cuda_available", lambda: True)
