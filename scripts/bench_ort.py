@@ -17,6 +17,9 @@ mode, cudagraphs = ``mode="reduce-overhead"``).
     # the same with ORT's CUDA provider options (NHWC convolutions, a CUDA graph per call)
     python scripts/bench_ort.py --res 1024 --methods none --ort-optimize onnxscript --modes compile \
         --ort-variants default nhwc cuda-graph nhwc+cuda-graph --out $OUT
+    # plan reuse in the engine (one GatedMerge, then TokenMerge), and the body with another form
+    python scripts/bench_ort.py --res 1024 --methods none bigain-merge-0.7 bigain-merge-0.7-reuse \
+        --ort-optimize onnxscript --modes compile --ort-variants nhwc --body-forms default lap=slices --out $OUT
     # any CPU, tiny SD2-shaped UNet: exercises every code path in ~1-2 min
     python scripts/bench_ort.py --tiny --out /tmp/bench
 """

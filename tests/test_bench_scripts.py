@@ -204,13 +204,13 @@ def test_gatedmerge_bodies_with_other_step_forms_give_the_reference_slot_map(sid
     import body_forms
     from bigain_export.export import onnx_ops
 
-    shipped = (onnx_ops._laplacian_score, onnx_ops._best_anchor)
-    specs = ("default",) + body_forms.GATED_FORM_SPECS + ("lap=slices,match=topk1",)
+    shipped = (onnx_ops._laplacian_score, onnx_ops._best_anchor, onnx_ops._unit_rows)
+    specs = ("default",) + body_forms.GATED_FORM_SPECS + ("lap=slices,unit=sumsq",)
     ops_seen = {}
     for op, model, feeds, check in bench_ort_ops.cases(2, side, 16, 0.7, seed=side, gated_specs=specs):
         if not op.startswith("GatedMerge"):
             continue
-        assert (onnx_ops._laplacian_score, onnx_ops._best_anchor) == shipped
+        assert (onnx_ops._laplacian_score, onnx_ops._best_anchor, onnx_ops._unit_rows) == shipped
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         agreement = check(session.run(None, feeds))
         assert agreement["slot_equal"] and agreement["max_abs"] <= 4e-3, (op, agreement)
@@ -245,7 +245,7 @@ def test_body_forms_refuse_unknown_steps_and_forms_and_restore_after_an_error():
 
     assert body_forms.parse_body_forms("default") == {}
     assert body_forms.parse_body_forms("lap=slices,match=topk1") == {"lap": "slices", "match": "topk1"}
-    with pytest.raises(ValueError, match=r"body step 'lapp' .* allowed: lap, match"):
+    with pytest.raises(ValueError, match=r"body step 'lapp' .* allowed: lap, match, unit"):
         body_forms.parse_body_forms("lapp=slices")
     with pytest.raises(ValueError, match=r"match form 'top1' .* allowed: argmax\+gather, reducemax\+argmax, topk1"):
         body_forms.parse_body_forms("match=top1")

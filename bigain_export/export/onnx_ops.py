@@ -173,6 +173,13 @@ def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
     return f.op("ReduceSum", f.op("Abs", lap), f.ints(1, 4), keepdims=0)
 
 
+def _unit_rows(f: _Body, metric: str) -> str:
+    """``metric`` rows divided by their float32 L2 norm, rounded to ``metric``'s dtype (as
+    ``reference.unit_rows``). ``scripts/body_forms.py`` holds another exact form to time."""
+    m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
+    return f.op("CastLike", f.op("Div", m32, f.op("ReduceL2", m32, f.ints(-1), keepdims=1)), metric)
+
+
 def _best_anchor(f: _Body, similarity: str) -> tuple[str, str]:
     """``similarity [B, Ns, Nd]`` -> (best similarity, its first maximal anchor index) per source.
 
@@ -250,9 +257,7 @@ def gated_merge_function() -> onnx.FunctionProto:
     src_idx = f.op("Slice", order, zero, num_src, axis1)
 
     # 3. matching: float32 cosine similarity of each source with every anchor (first max wins)
-    m32 = f.op("Cast", "metric", to=TensorProto.FLOAT)
-    unit = f.op("CastLike", f.op("Div", m32, f.op("ReduceL2", m32, f.ints(-1), keepdims=1)), "metric")
-    unit = f.op("Cast", unit, to=TensorProto.FLOAT)
+    unit = f.op("Cast", _unit_rows(f, "metric"), to=TensorProto.FLOAT)
     src_unit, dst_unit = f.gather_rows(unit, src_idx, num_tokens), f.gather_rows(unit, dst_idx, num_tokens)
     similarity = f.op("MatMul", src_unit, f.op("Transpose", dst_unit, perm=[0, 2, 1]))
     best_sim, best_dst = _best_anchor(f, similarity)
