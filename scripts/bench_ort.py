@@ -181,6 +181,9 @@ def main() -> None:
             parse_body_forms(spec)
         except ValueError as exc:
             parser.error(f"--body-forms: {exc}")
+    if args.body_forms != ["default"] and not any(METHODS[m].merge == "bigain" for m in args.methods):
+        parser.error(f"--body-forms {' '.join(args.body_forms)}: GatedMerge bodies, but --methods "
+                     f"{' '.join(args.methods)} has no BiGain merging")
     res = args.res or ([64] if args.tiny else [512, 1024])
     iters, warmup = args.iters or (3 if args.tiny else 30), args.warmup or (1 if args.tiny else 5)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -56,6 +56,16 @@ def test_bench_ort_refuses_cuda_provider_options_on_the_cpu_before_any_work():
     assert done.returncode == 2 and "--ort-variants default cuda-graph: CUDA provider options" in done.stderr
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--body-forms", "lap=bogus"], "--body-forms: lap form 'bogus' in 'lap=bogus' is not known; allowed: conv3d, slices"),
+    (["--methods", "none", "--body-forms", "match=topk1"], "--body-forms match=topk1: GatedMerge bodies, but --methods none"),
+])
+def test_bench_ort_refuses_bad_body_forms_before_any_work(argv, message):
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_ort.py"), "--device", "cpu", *argv],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
 def _host_ms(fn, warmup, iters):
     for _ in range(warmup):
         fn()
