@@ -26,7 +26,8 @@ def _reducemax_argmax(f: _Body, similarity: str) -> tuple[str, str]:
 
 
 def _topk1(f: _Body, similarity: str) -> tuple[str, str]:
-    """TopK(k=1): ONNX specifies the lower index of tied maxima, as the reference's argmax."""
+    """TopK(k=1): ONNX specifies the lower index of tied maxima, as the reference's argmax; ORT's
+    CUDA TopK did not keep it (session 13), and it was the slowest form there."""
     top, index = f.op("TopK", similarity, f.ints(1), outputs=2, axis=-1, largest=1, sorted=1)
     return f.op("Squeeze", top, f.ints(-1)), f.op("Squeeze", index, f.ints(-1))
 
@@ -68,10 +69,10 @@ def _sumsq_unit_rows(f: _Body, metric: str) -> str:
 
 
 UNIT_FORMS = {"reducel2": onnx_ops._unit_rows, "sumsq": _sumsq_unit_rows}
-# GatedMerge body steps that have other exact forms: step -> (onnx_ops name, forms, the body's)
-BODY_STEPS = {"lap": ("_laplacian_score", LAPLACIAN_FORMS, "conv3d"),
-              "match": ("_best_anchor", MATCH_FORMS, "argmax+gather"),
-              "unit": ("_unit_rows", UNIT_FORMS, "reducel2")}
+# GatedMerge body steps that have other exact forms: step -> (onnx_ops name, forms; the body's first)
+BODY_STEPS = {"lap": ("_laplacian_score", LAPLACIAN_FORMS),
+              "match": ("_best_anchor", MATCH_FORMS),
+              "unit": ("_unit_rows", UNIT_FORMS)}
 
 
 def parse_body_forms(spec: str) -> dict:
@@ -94,10 +95,10 @@ def body_forms(spec: str):
     """Build GatedMerge bodies with other exact forms of some steps (benchmarks only): the body
     looks its steps up in onnx_ops when it is built, so swapping the names there is enough."""
     chosen = parse_body_forms(spec)
-    saved = {name: getattr(onnx_ops, name) for name, _, _ in BODY_STEPS.values()}
+    saved = {name: getattr(onnx_ops, name) for name, _ in BODY_STEPS.values()}
     try:
         for step, form in chosen.items():
-            name, forms, _ = BODY_STEPS[step]
+            name, forms = BODY_STEPS[step]
             setattr(onnx_ops, name, forms[form])
         yield chosen
     finally:

@@ -51,6 +51,19 @@ def laplacian_score(x: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
     return lap.abs().sum(dim=-1).reshape(b, n)
 
 
+def score_windows(score: torch.Tensor, grid_h: int, grid_w: int, mode: str = "window") -> torch.Tensor:
+    """``[B, N]`` scores -> ``[B, grid_h // 2, grid_w // 2, 4]``: the 4 scores each complete 2x2
+    window chooses its anchor from, in the order of ``mode`` (see :func:`window_offsets`)."""
+    hs, ws = grid_h // 2, grid_w // 2
+    b = score.shape[0]
+    cropped = score.reshape(b, grid_h, grid_w)[:, : 2 * hs, : 2 * ws]
+    if mode == "window":
+        return cropped.reshape(b, hs, 2, ws, 2).permute(0, 1, 3, 2, 4).reshape(b, hs, ws, 4)
+    if mode == "released":
+        return cropped.reshape(b, hs, ws, 4)
+    raise ValueError(f"window_offsets mode={mode!r}; allowed: window | released")
+
+
 def window_offsets(score: torch.Tensor, grid_h: int, grid_w: int, mode: str) -> torch.Tensor:
     """Anchor offset (0..3, row-major inside the 2x2 window) of every complete 2x2 window.
 
@@ -63,16 +76,7 @@ def window_offsets(score: torch.Tensor, grid_h: int, grid_w: int, mode: str) -> 
     Returns:
         ``[B, grid_h // 2, grid_w // 2]`` int64. Ties go to the first index.
     """
-    hs, ws = grid_h // 2, grid_w // 2
-    b = score.shape[0]
-    cropped = score.reshape(b, grid_h, grid_w)[:, : 2 * hs, : 2 * ws]
-    if mode == "window":
-        windows = cropped.reshape(b, hs, 2, ws, 2).permute(0, 1, 3, 2, 4).reshape(b, hs, ws, 4)
-    elif mode == "released":
-        windows = cropped.reshape(b, hs, ws, 4)
-    else:
-        raise ValueError(f"window_offsets mode={mode!r}; allowed: window | released")
-    return windows.argmin(dim=-1)
+    return score_windows(score, grid_h, grid_w, mode).argmin(dim=-1)
 
 
 def anchor_mask(offsets: torch.Tensor, grid_h: int, grid_w: int) -> torch.Tensor:
