@@ -199,6 +199,41 @@ def timing_groups(methods: list[str], modes: list[str], eager_only: list[str]) -
     return [(mode, order(names)) for mode, names in groups.items() if names]
 
 
+def apply_kernel_settings(pairs: list[str]) -> dict:
+    """``NAME=VALUE`` pairs set on :mod:`bigain_export.kernels.launch`; each name must be one of
+    its upper-case constants and each value parse as that constant's type (checked before any
+    work, so a typo is one line up front)."""
+    from bigain_export.kernels import launch
+
+    constants = {name: value for name, value in vars(launch).items() if name.isupper() and
+                 isinstance(value, (bool, int, str))}
+    settings = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in constants:
+            raise ValueError(f"--kernel-setting {pair!r}: expected NAME=VALUE with NAME one of "
+                             f"{', '.join(sorted(constants))}")
+        current = constants[name]
+        if isinstance(current, bool):
+            if text not in ("True", "False"):
+                raise ValueError(f"--kernel-setting {pair!r}: {name} takes True or False")
+            value = text == "True"
+        elif isinstance(current, int):
+            try:
+                value = int(text)
+            except ValueError:
+                raise ValueError(f"--kernel-setting {pair!r}: {name} takes an integer") from None
+        else:
+            allowed = getattr(launch, name + "S", None)  # SIM_FOLD -> SIM_FOLDS, SPLIT_RULE -> SPLIT_RULES
+            if allowed is not None and text not in allowed:
+                raise ValueError(f"--kernel-setting {pair!r}: {name} takes one of {', '.join(allowed)}")
+            value = text
+        settings[name] = value
+    for name, value in settings.items():
+        setattr(launch, name, value)
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sd2", choices=("sd2", "dit-xl2"))
@@ -217,10 +252,18 @@ def main() -> None:
                         "is timed R times more, interleaved; ms and speedup are the medians of those rounds "
                         "and speedup_min/max their spread (the first timing, right after each compile, is "
                         "then a warm-up)")
+    parser.add_argument("--kernel-setting", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="set a tuning constant of bigain_export.kernels.launch for this run, e.g. "
+                        "SIM_FOLD=slots RES_BLOCK_M=256 (recorded in the meta): whole-model runs of a "
+                        "kernel variant without a code change")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
+    try:
+        settings = apply_kernel_settings(args.kernel_setting)
+    except ValueError as exc:
+        parser.error(str(exc))
     unknown = [name for name in args.eager_only if name not in METHODS]
     if unknown:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
@@ -249,6 +292,7 @@ def main() -> None:
         triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
+        kernel_settings=settings,
     )
     (args.out / "bench_unet.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)

@@ -43,11 +43,24 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
 
 
 @pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds 0: must be at least 1"),
-                                           (["--eager-only", "tomesd r=0.9"], "'tomesd r=0.9' is not a method")])
+                                           (["--eager-only", "tomesd r=0.9"], "'tomesd r=0.9' is not a method"),
+                                           (["--kernel-setting", "SIM_FOLD=rows"], "SIM_FOLD takes one of tile, slots"),
+                                           (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer"),
+                                           (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_kernel_settings_set_the_launch_constants(monkeypatch):
+    from bigain_export.kernels import launch
+
+    for name in ("SIM_FOLD", "RES_BLOCK_M", "SIM_RESIDENT"):
+        monkeypatch.setattr(launch, name, getattr(launch, name))  # restored after the test
+    got = bench_unet.apply_kernel_settings(["SIM_FOLD=slots", "RES_BLOCK_M=256", "SIM_RESIDENT=False"])
+    assert got == {"SIM_FOLD": "slots", "RES_BLOCK_M": 256, "SIM_RESIDENT": False}
+    assert (launch.SIM_FOLD, launch.RES_BLOCK_M, launch.SIM_RESIDENT) == ("slots", 256, False)
 
 
 def test_bench_ort_refuses_cuda_provider_options_on_the_cpu_before_any_work():
