@@ -275,30 +275,6 @@ def variant_paths(name, x, metric, side, ratio) -> list[dict]:
             with launch_settings(SIM_RESIDENT=True, **tiles):
                 add("plan %s [resident M%d N%d w%d s%d], CUDA graph" % ((ratio,) + config),
                     tile_ms(graph_ms, plan, config))
-        out.extend(fold_variants(name, plan, path, ratio))
-    return out
-
-
-# Tile shapes x folds of the resident similarity kernel. M256 halves the anchor tiles that every
-# program streams from L2 (at SD2 1024 px: ~500 MB per plan at M128, about what the kernel's
-# 0.15 ms moves at L2 speed), at the cost of a 160 KiB source tile (RESIDENT_BYTES raised here).
-FOLD_CONFIGS = [(128, 64, 8, 3), (128, 32, 8, 4), (256, 32, 8, 2), (256, 64, 8, 2), (256, 32, 16, 2),
-                (256, 64, 16, 2)]
-
-
-def fold_variants(name, plan, path, ratio) -> list[dict]:
-    """Plan and path time of each fold x tile shape, and whether its slot map equals the default
-    launch's on these inputs (``same_plan``: a variant is only worth adopting if it is exact)."""
-    out, expected = [], plan()
-    for fold in launch.SIM_FOLDS:
-        for config in FOLD_CONFIGS:
-            tiles = dict(zip(("RES_BLOCK_M", "RES_BLOCK_N", "RES_WARPS", "RES_STAGES"), config))
-            with launch_settings(SIM_RESIDENT=True, SIM_FOLD=fold, RESIDENT_BYTES=160 * 1024, **tiles):
-                what = "%s [fold %s M%d N%d w%d s%d], CUDA graph" % ((ratio, fold) + config)
-                plan_ms = tile_ms(graph_ms, plan, config)
-                same = plan_ms == plan_ms and bool(torch.equal(plan(), expected))  # NaN: did not run
-                out.append(dict(shape=name, what=f"plan {what}", ms=round(plan_ms, 4), same_plan=same))
-                out.append(dict(shape=name, what=f"path {what}", ms=round(tile_ms(graph_ms, path, config), 4)))
     return out
 
 

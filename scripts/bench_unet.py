@@ -224,7 +224,7 @@ def apply_kernel_settings(pairs: list[str]) -> dict:
             except ValueError:
                 raise ValueError(f"--kernel-setting {pair!r}: {name} takes an integer") from None
         else:
-            allowed = getattr(launch, name + "S", None)  # SIM_FOLD -> SIM_FOLDS, SPLIT_RULE -> SPLIT_RULES
+            allowed = getattr(launch, name + "S", None)  # SPLIT_RULE -> SPLIT_RULES
             if allowed is not None and text not in allowed:
                 raise ValueError(f"--kernel-setting {pair!r}: {name} takes one of {', '.join(allowed)}")
             value = text
@@ -254,7 +254,7 @@ def main() -> None:
                         "then a warm-up)")
     parser.add_argument("--kernel-setting", nargs="+", default=[], metavar="NAME=VALUE",
                         help="set a tuning constant of bigain_export.kernels.launch for this run, e.g. "
-                        "SIM_FOLD=slots RES_BLOCK_M=256 (recorded in the meta): whole-model runs of a "
+                        "SPLIT_RULE=fill RES_BLOCK_N=32 (recorded in the meta): whole-model runs of a "
                         "kernel variant without a code change")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()

@@ -44,7 +44,7 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
 
 @pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds 0: must be at least 1"),
                                            (["--eager-only", "tomesd r=0.9"], "'tomesd r=0.9' is not a method"),
-                                           (["--kernel-setting", "SIM_FOLD=rows"], "SIM_FOLD takes one of tile, slots"),
+                                           (["--kernel-setting", "SPLIT_RULE=rows"], "SPLIT_RULE takes one of fill, waves"),
                                            (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer"),
                                            (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
@@ -56,11 +56,11 @@ def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
 def test_kernel_settings_set_the_launch_constants(monkeypatch):
     from bigain_export.kernels import launch
 
-    for name in ("SIM_FOLD", "RES_BLOCK_M", "SIM_RESIDENT"):
+    for name in ("SPLIT_RULE", "RES_BLOCK_M", "SIM_RESIDENT"):
         monkeypatch.setattr(launch, name, getattr(launch, name))  # restored after the test
-    got = bench_unet.apply_kernel_settings(["SIM_FOLD=slots", "RES_BLOCK_M=256", "SIM_RESIDENT=False"])
-    assert got == {"SIM_FOLD": "slots", "RES_BLOCK_M": 256, "SIM_RESIDENT": False}
-    assert (launch.SIM_FOLD, launch.RES_BLOCK_M, launch.SIM_RESIDENT) == ("slots", 256, False)
+    got = bench_unet.apply_kernel_settings(["SPLIT_RULE=fill", "RES_BLOCK_M=256", "SIM_RESIDENT=False"])
+    assert got == {"SPLIT_RULE": "fill", "RES_BLOCK_M": 256, "SIM_RESIDENT": False}
+    assert (launch.SPLIT_RULE, launch.RES_BLOCK_M, launch.SIM_RESIDENT) == ("fill", 256, False)
 
 
 def test_bench_ort_refuses_cuda_provider_options_on_the_cpu_before_any_work():
@@ -228,7 +228,7 @@ def test_gatedmerge_bodies_with_other_step_forms_give_the_reference_slot_map(sid
     from bigain_export.export import onnx_ops
 
     shipped = (onnx_ops._laplacian_score, onnx_ops._best_anchor, onnx_ops._unit_rows)
-    specs = ("default",) + body_forms.GATED_FORM_SPECS + ("lap=slices,unit=sumsq",)
+    specs = ("default",) + body_forms.GATED_FORM_SPECS + ("lap=slices,unit=reducel2",)
     ops_seen = {}
     for op, model, feeds, check in bench_ort_ops.cases(2, side, 16, 0.7, seed=side, gated_specs=specs):
         if not op.startswith("GatedMerge"):

@@ -151,27 +151,25 @@ def test_interpreted_plan_breaks_ties_like_the_reference(interpreted, select_pat
             assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (kind, ratio, anchor)
 
 
-@pytest.fixture(params=["resident", "resident-slots", "nested"])
+@pytest.fixture(params=["resident", "nested"])
 def similarity_kernel(request, monkeypatch):
-    """Both similarity kernels: the source rows kept on chip (channels 256 + 64 style; its anchor
-    tiles folded per tile or per column slot) and the nested channel loop (forced with
-    SIM_RESIDENT = False)."""
+    """Both similarity kernels: the source rows kept on chip (channels 256 + 64 style) and the
+    nested channel loop (forced with SIM_RESIDENT = False)."""
     from bigain_export.kernels import launch
 
-    monkeypatch.setattr(launch, "SIM_RESIDENT", request.param != "nested")
-    monkeypatch.setattr(launch, "SIM_FOLD", "slots" if request.param == "resident-slots" else "tile")
+    monkeypatch.setattr(launch, "SIM_RESIDENT", request.param == "resident")
     return request.param
 
 
 @interpreter
-@pytest.mark.parametrize("similarity_kernel, c", [("resident", 16), ("resident", 48), ("resident-slots", 48),
-                                                  ("nested", 48)], indirect=["similarity_kernel"])
+@pytest.mark.parametrize("similarity_kernel, c", [("resident", 16), ("resident", 48), ("nested", 48)],
+                         indirect=["similarity_kernel"])
 def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_kernel, monkeypatch, c):
     """Channel counts that the resident kernel takes (16 = 16 + 0, 48 = 32 + 16), on random rows
     and on exact ties (4 atoms padded with zeros to c channels), in float16."""
     from bigain_export.kernels import launch
 
-    assert (launch.resident_channels(c, 2) is not None) == (similarity_kernel != "nested")
+    assert (launch.resident_channels(c, 2) is not None) == (similarity_kernel == "resident")
     # anchor tiles of 16: the 20 anchors span two tiles, so ties across tiles are decided too
     monkeypatch.setattr(launch, "RES_BLOCK_N", 16)
     monkeypatch.setattr(launch, "SIM_BLOCK_N", 16)

@@ -175,9 +175,12 @@ def _laplacian_score(f: _Body, metric: str, grid_h: str, grid_w: str) -> str:
 
 def _unit_rows(f: _Body, metric: str) -> str:
     """``metric`` rows divided by their float32 L2 norm, rounded to ``metric``'s dtype (as
-    ``reference.unit_rows``). ``scripts/body_forms.py`` holds another exact form to time."""
+    ``reference.unit_rows``). The norm is Sqrt(ReduceSum(x * x)), not ReduceL2: ORT's CUDA
+    ReduceL2 is a cuDNN NORM2 reduction, and the whole GatedMerge ran 0.06 ms faster a call this
+    way (H200, session 14; same speed on the CPU EP). ``scripts/body_forms.py`` keeps ReduceL2."""
     m32 = f.op("Cast", metric, to=TensorProto.FLOAT)
-    return f.op("CastLike", f.op("Div", m32, f.op("ReduceL2", m32, f.ints(-1), keepdims=1)), metric)
+    norm = f.op("Sqrt", f.op("ReduceSum", f.op("Mul", m32, m32), f.ints(-1), keepdims=1))
+    return f.op("CastLike", f.op("Div", m32, norm), metric)
 
 
 def _best_anchor(f: _Body, similarity: str) -> tuple[str, str]:

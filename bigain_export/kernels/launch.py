@@ -78,11 +78,6 @@ SIM_WARPS, SIM_STAGES = 8, 3
 SIM_RESIDENT = True
 RES_BLOCK_M, RES_BLOCK_N, RES_WARPS, RES_STAGES = 128, 64, 8, 3
 RESIDENT_BYTES = 96 * 1024
-# How the resident kernel folds its anchor tiles: "tile" reduces each tile to a per-row best
-# (a row max with indices per tile), "slots" keeps a running best per column slot and reduces
-# once per program (more registers, fewer reductions). bench_kernels.py times both.
-SIM_FOLDS = ("tile", "slots")
-SIM_FOLD = "tile"
 
 
 def _gpu_options(device: torch.device, **options) -> dict:
@@ -215,11 +210,8 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     grid = (m_tiles, splits, b)
     if resident:
         tuning = _gpu_options(device, num_warps=RES_WARPS, num_stages=resident[3])
-        if SIM_FOLD not in SIM_FOLDS:
-            raise ValueError(f"SIM_FOLD={SIM_FOLD!r}; allowed: {', '.join(SIM_FOLDS)}")
         k.best_anchor_resident_kernel[grid](units, sim, idx, n, num_src, num_dst, per_split, C=c, K0=resident[1],
-                                            K1=resident[2], BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee,
-                                            SLOTS=SIM_FOLD == "slots", **tuning)
+                                            K1=resident[2], BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
     else:
         tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
         k.best_anchor_kernel[grid](units, sim, idx, n, c, num_src, num_dst, per_split, BLOCK_M=block_m,

@@ -166,24 +166,6 @@ def _fold_anchor_tile(acc, col_ok, d0, best, best_idx):
 
 
 @triton.jit
-def _fold_anchor_slots(acc, col_ok, cols, slot_best, slot_idx):
-    """:func:`_fold_anchor_tile` without its per-tile row reduction: each of the tile's BLOCK_N
-    column slots keeps its own running best (elementwise; strict, so an earlier tile wins ties),
-    and :func:`_reduce_slots` reduces the slots once after the last tile."""
-    acc = tl.where(col_ok[None, :], acc, float("-inf"))
-    better = acc > slot_best
-    return tl.where(better, acc, slot_best), tl.where(better, cols[None, :], slot_idx)
-
-
-@triton.jit
-def _reduce_slots(slot_best, slot_idx):
-    """Each row's best of its slots; ties: the lowest anchor index among the tied slots."""
-    best = tl.max(slot_best, axis=1)
-    best_idx = tl.min(tl.where(slot_best == best[:, None], slot_idx, 2147483647), axis=1)
-    return best, best_idx
-
-
-@triton.jit
 def _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx):
     out = (b * tl.num_programs(1) + split) * NUM_SRC + rows
     tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
@@ -221,14 +203,12 @@ def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_
 @triton.jit
 def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST, DST_PER_SPLIT,
                                 C: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,
-                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
-                                SLOTS: tl.constexpr = False):
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
     """:func:`best_anchor_kernel` with the BLOCK_M source rows loaded once and kept on chip across
     the anchor tiles (as flash attention keeps its queries): one loop over anchor tiles, whose
     next tile the pipeliner prefetches, instead of a channel loop nested in it that reloads the
     sources for every tile. The channels are ``K0 + K1`` (powers of two; ``K1`` may be 0), so
-    that a ``C`` of 320 needs no padding to 512. ``SLOTS`` folds the tiles with
-    :func:`_fold_anchor_slots` (one row reduction per program instead of one per tile)."""
+    that a ``C`` of 320 needs no padding to 512."""
     pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < NUM_SRC
@@ -241,9 +221,6 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
         a1 = tl.load(base + rows[:, None] * C + k1[None, :], mask=row_ok[:, None], other=0.0)
     best = tl.full([BLOCK_M], float("-inf"), tl.float32)
     best_idx = tl.zeros([BLOCK_M], dtype=tl.int32)
-    if SLOTS:
-        slot_best = tl.full([BLOCK_M, BLOCK_N], float("-inf"), tl.float32)
-        slot_idx = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
     d_start = split * DST_PER_SPLIT
     d_stop = tl.minimum(d_start + DST_PER_SPLIT, NUM_DST)
     for d0 in range(d_start, d_stop, BLOCK_N):
@@ -254,12 +231,7 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
         if K1 > 0:
             b1 = tl.load(dst_base + cols[None, :] * C + k1[:, None], mask=col_ok[None, :], other=0.0)
             acc = _dot(a1, b1, acc, IEEE)
-        if SLOTS:
-            slot_best, slot_idx = _fold_anchor_slots(acc, col_ok, cols, slot_best, slot_idx)
-        else:
-            best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
-    if SLOTS:
-        best, best_idx = _reduce_slots(slot_best, slot_idx)
+        best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
     _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
 
 
