@@ -1,7 +1,7 @@
 """Each BiGain function body alone in ONNX Runtime, on one patched layer's shapes: time and check.
 
-For every shape of ``bench_kernels.py`` and every op (GatedMerge at ``--ratio``, TokenUnmerge,
-KVPool s=2) it builds the one-node model the exporter would write (``single_node_model``: the
+For every shape of ``bench_kernels.py`` and every op (GatedMerge at ``--ratio``, TokenMerge,
+TokenUnmerge, KVPool s=2) it builds the one-node model the exporter would write (``single_node_model``: the
 node plus its standard-op function body, which ONNX Runtime inlines), runs it on the chosen
 provider with inputs and outputs bound on the device, and records:
 
@@ -146,6 +146,13 @@ def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0, gat
                                       grid_h=side, grid_w=side, r=r, anchor=0)
         yield ("GatedMerge" if spec == "default" else f"GatedMerge[{spec}]", model,
                {"x": x.numpy(), "metric": metric.numpy()}, check_merge)
+    # what a plan-reusing layer runs instead of a GatedMerge (the segment mean alone); at 512 px
+    # the plan-reuse engine was slower than the per-block one (session 14), so time it alone
+    num_dst = (side // 2) ** 2
+    yield ("TokenMerge", single_node_model("TokenMerge", {"x": (F16, [batch, n, channels]), "slot": (I64, [batch, n])},
+                                           {"merged": (F16, [batch, n - r, channels])}, num_out=n - r, num_dst=num_dst),
+           {"x": x.numpy(), "slot": want_slot.numpy()},
+           lambda outputs: dict(max_abs=float(np.abs(outputs[0].astype(np.float32) - want_merged.float().numpy()).max())))
     y = want_merged
     want_out = ref.unmerge(y, want_slot)
     yield ("TokenUnmerge", single_node_model("TokenUnmerge", {"y": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},

@@ -157,7 +157,7 @@ def test_bench_ort_ops_cases_agree_with_the_reference_in_fp16(side):
         assert ms > 0 and agreement.get("slot_equal", True), (op, agreement)
         assert agreement["max_abs"] <= 4e-3, (op, agreement)
         seen.append(op)
-    assert seen == ["GatedMerge", "TokenUnmerge", "KVPool"][: 3 if side % 2 == 0 else 2]
+    assert seen == ["GatedMerge", "TokenMerge", "TokenUnmerge", "KVPool"][: 4 if side % 2 == 0 else 3]
 
 
 def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu():
