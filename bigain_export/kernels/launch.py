@@ -103,10 +103,9 @@ def resident_channels(c: int, itemsize: int) -> tuple[int, int, int, int] | None
         return None
     if RES_BLOCK_M * c * itemsize > RESIDENT_BYTES:
         return None
-    # the source tile and the anchor tiles in flight share the shared memory (228 KiB on sm_90;
-    # keep headroom)
+    # the anchor tiles in flight share the shared memory (228 KiB on sm_90; keep headroom)
     stages = RES_STAGES
-    while stages > 2 and (RES_BLOCK_M + stages * RES_BLOCK_N) * c * itemsize > 200 * 1024:
+    while stages > 2 and stages * RES_BLOCK_N * c * itemsize > 200 * 1024:
         stages -= 1
     return RES_BLOCK_M, k0, k1, stages
 
