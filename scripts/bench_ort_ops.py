@@ -1,9 +1,10 @@
 """Each BiGain function body alone in ONNX Runtime, on one patched layer's shapes: time and check.
 
 For every shape of ``bench_kernels.py`` and every op (GatedMerge at ``--ratio``, TokenMerge,
-TokenUnmerge, KVPool s=2) it builds the one-node model the exporter would write (``single_node_model``: the
-node plus its standard-op function body, which ONNX Runtime inlines), runs it on the chosen
-provider with inputs and outputs bound on the device, and records:
+TokenUnmerge, KVPool s=2) it builds the one-node model the exporter would write
+(``single_node_model``: the node plus its standard-op function body, which ONNX Runtime
+inlines), runs it on the chosen provider with inputs and outputs bound on the device, and
+records:
 
 * wall time per call (median after warm-up, synchronised), and on CUDA the GPU time per kernel
   (CUPTI through ``torch.profiler``), so a slow ORT kernel shows up by name;
