@@ -219,10 +219,9 @@ def apply_kernel_settings(pairs: list[str]) -> dict:
                 raise ValueError(f"--kernel-setting {pair!r}: {name} takes True or False")
             value = text == "True"
         elif isinstance(current, int):
-            try:
-                value = int(text)
-            except ValueError:
-                raise ValueError(f"--kernel-setting {pair!r}: {name} takes an integer") from None
+            value = int(text) if text.isdigit() else None  # every integer constant there is a size or bound
+            if value is None:
+                raise ValueError(f"--kernel-setting {pair!r}: {name} takes an integer >= 0")
         else:
             allowed = getattr(launch, name + "S", None)  # SPLIT_RULE -> SPLIT_RULES
             if allowed is not None and text not in allowed:

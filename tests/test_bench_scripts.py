@@ -45,7 +45,8 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
 @pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds 0: must be at least 1"),
                                            (["--eager-only", "tomesd r=0.9"], "'tomesd r=0.9' is not a method"),
                                            (["--kernel-setting", "SPLIT_RULE=rows"], "SPLIT_RULE takes one of fill, waves"),
-                                           (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer"),
+                                           (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer >= 0"),
+                                           (["--kernel-setting", "RES_BLOCK_M=-64"], "RES_BLOCK_M takes an integer >= 0"),
                                            (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
