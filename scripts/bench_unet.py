@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bigain_export import BiGainConfig, apply_bigain, remove_bigain  # noqa: E402
 from bigain_export.patch import patch_info  # noqa: E402
+from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 SD2_BASE_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
@@ -283,7 +284,7 @@ def main() -> None:
         patch(bench.model, None)
         for mode, names in timing_groups(args.methods, args.modes, args.eager_only):
             rows.extend(time_group(bench, res, mode, names, args, flops, cache))
-            (args.out / "bench_unet.partial.json").write_text(json.dumps(rows, indent=1))  # survives a timeout
+            atomic_write(args.out / "bench_unet.partial.json", json.dumps(rows, indent=1))  # survives a timeout
         del bench
         torch.cuda.empty_cache()
     meta = dict(
@@ -293,9 +294,9 @@ def main() -> None:
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
         kernel_settings=settings,
     )
-    (args.out / "bench_unet.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)
-    (args.out / "bench_unet.md").write_text(f"{json.dumps(meta)}\n\n{table}\n")
+    atomic_write(args.out / "bench_unet.md", f"{json.dumps(meta)}\n\n{table}\n")
     print(json.dumps(meta))
     print(table)
 
