@@ -51,8 +51,12 @@ def anchors_released(score: torch.Tensor, h: int, w: int) -> list[set[int]]:
     return result
 
 
-def merge_unmerge(x: torch.Tensor, metric: torch.Tensor, anchors: list[set[int]], r: int, w: int):
+def merge_unmerge(x: torch.Tensor, metric: torch.Tensor, anchors: list[set[int]], r: int, w: int, radius: int = 0):
     """ToMe matching with given anchors, per sample. Returns (merged lists, unmerged tensor).
+
+    ``radius > 0``: a source compares only with the anchors of windows at most ``radius`` windows
+    away in rows and in columns from its own (the last row/column of an odd grid belongs to the
+    window before it).
 
     Merged rows in the project's canonical order: kept sources in token order, then the anchors
     in window order (window k = (row // 2) * (w // 2) + col // 2 of the grid ``w`` wide)."""
@@ -64,8 +68,12 @@ def merge_unmerge(x: torch.Tensor, metric: torch.Tensor, anchors: list[set[int]]
         m = metric[bi].double()
         m = m / m.norm(dim=-1, keepdim=True)
         best = []
+        hs, ws = (n // w) // 2, w // 2
+        window_of = lambda t: (min((t // w) // 2, hs - 1), min((t % w) // 2, ws - 1))  # noqa: E731
         for k in src:
-            sims = [float(m[k] @ m[d]) for d in dst]
+            (si, sj) = window_of(k)
+            near = lambda d: max(abs(window_of(d)[0] - si), abs(window_of(d)[1] - sj)) <= radius  # noqa: E731
+            sims = [float(m[k] @ m[d]) if radius == 0 or near(d) else float("-inf") for d in dst]
             j = max(range(len(dst)), key=lambda q: (sims[q], -q))
             best.append((sims[j], k, dst[j]))
         order = sorted(range(len(src)), key=lambda q: (-best[q][0], q))

@@ -51,16 +51,17 @@ def test_released_mode_hand_checked_8x8():
 
 @pytest.mark.parametrize("h,w", GRIDS)
 @pytest.mark.parametrize("ratio", [0.3, 0.5, 0.75])
-def test_merge_and_unmerge_match_loops(h, w, ratio):
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_merge_and_unmerge_match_loops(h, w, ratio, radius):
     b, c = 2, 6
     x = _random_tokens(b, h, w, c, seed=7 * h + w)
     metric = _random_tokens(b, h, w, c, seed=13 * h + w)
     r = BiGainConfig(ratio=ratio).merged_count(h * w, h, w)
-    slot = ops.token_merge_plan(metric, h, w, r, "window")
+    slot = ops.token_merge_plan(metric, h, w, r, "window", match_radius=radius)
     merged = ops.merge(x, slot, h * w - r)
     assert merged.shape == (b, h * w - r, c)
     anchors = naive.anchors_window(ops.laplacian_score(metric, h, w), h, w)
-    expected_merged, expected_full = naive.merge_unmerge(x, metric, anchors, r, w)
+    expected_merged, expected_full = naive.merge_unmerge(x, metric, anchors, r, w, radius)
     for i in range(b):
         torch.testing.assert_close(merged[i].double(), expected_merged[i], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(ops.unmerge(merged, slot).double(), expected_full, rtol=1e-5, atol=1e-6)

@@ -150,26 +150,57 @@ def unit_rows(metric: torch.Tensor) -> torch.Tensor:
     return (m / m.norm(dim=-1, keepdim=True)).to(metric.dtype)
 
 
-def best_anchor(metric: torch.Tensor, src_idx: torch.Tensor, dst_idx: torch.Tensor):
+def match_candidates(grid_h: int, grid_w: int, radius: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Windows each token may merge into under ``match_radius = radius``: ``[N, (2R+1)^2]`` int64.
+
+    Token ``(i, j)`` lies in window ``(min(i // 2, H/2 - 1), min(j // 2, W/2 - 1))`` (a token of an
+    odd grid's last row or column joins the window beside it); its candidates are the windows
+    within ``radius`` of that one in both directions, clamped at the grid's edges. Rows are
+    non-decreasing, so "first maximum" over them is "lowest window index" as in the global match;
+    clamping repeats edge windows, which changes no maximum.
+    """
+    hs, ws = grid_h // 2, grid_w // 2
+    steps = torch.arange(-radius, radius + 1, device=device)
+    win_rows = (torch.arange(grid_h, device=device) // 2).clamp(max=hs - 1)
+    win_cols = (torch.arange(grid_w, device=device) // 2).clamp(max=ws - 1)
+    rows = (win_rows[:, None] + steps).clamp(0, hs - 1)  # [H, 2R+1]
+    cols = (win_cols[:, None] + steps).clamp(0, ws - 1)  # [W, 2R+1]
+    windows = rows[:, None, :, None] * ws + cols[None, :, None, :]  # [H, W, 2R+1, 2R+1]
+    return windows.reshape(grid_h * grid_w, -1)
+
+
+def best_anchor(metric: torch.Tensor, src_idx: torch.Tensor, dst_idx: torch.Tensor,
+                candidates: torch.Tensor | None = None):
     """For every source, its most similar anchor: ``(best_sim [B, Ns] float32, best_dst [B, Ns])``.
 
     Similarities are float32 dot products of :func:`unit_rows`; ties go to the lowest anchor
-    (window) index. ``best_dst`` indexes ``dst_idx`` (window order).
+    (window) index. ``best_dst`` indexes ``dst_idx`` (window order). ``candidates [N, K]``
+    (:func:`match_candidates`) limits each source to the anchors of those windows; ``None``
+    compares it with every anchor (the paper).
     """
     m = unit_rows(metric)
     channels = m.shape[-1]
     src = torch.gather(m, 1, src_idx.unsqueeze(-1).expand(-1, -1, channels)).float()
     dst = torch.gather(m, 1, dst_idx.unsqueeze(-1).expand(-1, -1, channels)).float()
-    return (src @ dst.transpose(1, 2)).max(dim=-1)
+    if candidates is None:
+        return (src @ dst.transpose(1, 2)).max(dim=-1)
+    b, num_src = src_idx.shape
+    windows = candidates[src_idx]  # [B, Ns, K]
+    near = torch.gather(dst, 1, windows.reshape(b, -1, 1).expand(-1, -1, channels))
+    sims = (near.reshape(b, num_src, -1, channels) @ src.unsqueeze(-1)).squeeze(-1)  # [B, Ns, K]
+    best_sim, best_k = sims.max(dim=-1)
+    return best_sim, torch.gather(windows, 2, best_k.unsqueeze(-1)).squeeze(-1)
 
 
-def merge_plan(metric: torch.Tensor, dst_idx: torch.Tensor, r: int) -> torch.Tensor:
+def merge_plan(metric: torch.Tensor, dst_idx: torch.Tensor, r: int, candidates: torch.Tensor | None = None) -> torch.Tensor:
     """ToMe's bipartite soft matching, as a slot map in the canonical order.
 
     Args:
         metric: ``[B, N, C]`` similarity features (cosine similarity is used).
         dst_idx: ``[B|1, Nd]`` anchor token of every 2x2 window, window order (:func:`anchor_tokens`).
         r: number of sources merged into anchors (static int, ``0 <= r <= N - Nd``).
+        candidates: ``[N, K]`` windows each token may merge into (:func:`match_candidates`,
+            ``BiGainConfig.match_radius``); ``None``: every anchor (the paper).
     Returns:
         slot ``[B, N]`` int64 in ``[0, N - r)``.
 
@@ -191,7 +222,7 @@ def merge_plan(metric: torch.Tensor, dst_idx: torch.Tensor, r: int) -> torch.Ten
     merged = torch.zeros(b, num_src, dtype=torch.bool, device=metric.device)
     best_dst = torch.zeros(b, num_src, dtype=torch.long, device=metric.device)
     if r > 0:  # (r = 0 also covers grids without a 2x2 window: nothing to compare with)
-        best_sim, best_dst = best_anchor(metric, src_idx, dst_idx)
+        best_sim, best_dst = best_anchor(metric, src_idx, dst_idx, candidates)
         edge_order = torch.argsort(best_sim, dim=1, descending=True, stable=True)
         merged.scatter_(1, edge_order[:, :r], True)
     kept = num_src - r
@@ -211,14 +242,24 @@ def token_merge_plan(
     r: int,
     anchor: str = "window",
     generator: torch.Generator | None = None,
+    match_radius: int = 0,
 ) -> torch.Tensor:
     """Slot map ``[B, N]`` of a whole gated (BiGain) or ToMe merge: anchors, then matching.
 
     ``metric [B, N, C]`` is both the Laplacian-gate input and the similarity feature, as in
-    the released code. ``r`` comes from :meth:`BiGainConfig.merged_count`.
+    the released code. ``r`` comes from :meth:`BiGainConfig.merged_count`; ``match_radius > 0``
+    matches each source within its neighbourhood of windows only (:func:`match_candidates`).
     """
     offsets = choose_offsets(metric, grid_h, grid_w, anchor, generator)
-    return merge_plan(metric, anchor_tokens(offsets, grid_h, grid_w), r)
+    return merge_plan(metric, anchor_tokens(offsets, grid_h, grid_w), r,
+                      local_candidates(grid_h, grid_w, match_radius, metric.device))
+
+
+def local_candidates(grid_h: int, grid_w: int, match_radius: int, device) -> torch.Tensor | None:
+    """:func:`match_candidates` for ``match_radius > 0``; ``None`` (every anchor) for 0."""
+    if match_radius == 0 or grid_h < 2 or grid_w < 2:
+        return None
+    return match_candidates(grid_h, grid_w, match_radius, device)
 
 
 def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int) -> torch.Tensor:
