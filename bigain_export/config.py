@@ -27,6 +27,7 @@ MERGE_METHODS = ("none", "bigain", "tome")
 KV_METHODS = ("none", "bigain", "todo")
 BIGAIN_ANCHORS = ("window", "released")
 TOME_ANCHORS = ("random", "fixed")
+MAX_MATCH_RADIUS = 7  # 15 x 15 windows: beyond that the global match is as cheap on a GPU
 MAX_RATIO = 0.75  # 3 of the 4 tokens of every 2x2 window are sources: more cannot merge
 
 # The paper's DiT-XL/2 blocks (0-indexed, of 28).
@@ -78,6 +79,12 @@ class BiGainConfig:
             where it cannot pay: on the H200 the SD2 UNet's measured attention-time ceiling at
             512 px (4,096 tokens) is 0.99x, at 768 px (9,216) 1.18x (docs/benchmarks.md).
             0 (the default, the paper) compresses every patched layer.
+        match_radius: opt-in. 0 (the default, the paper) matches every source token with every
+            merge anchor of the layer. R > 0 matches it only with the anchors of the 2x2 windows
+            within R windows of its own, in both directions ((2R+1)^2 candidates, fewer at the
+            edges): the similarity step then costs O(N (2R+1)^2) instead of O(N^2 / 4), the
+            plan's dominant cost at 1024 px. Neighbouring tokens are the likeliest matches of
+            smooth regions; distant look-alikes can no longer merge. In 0..7.
     """
 
     merge: str = "bigain"
@@ -94,6 +101,7 @@ class BiGainConfig:
     merge_crossattn: bool = False
     merge_mlp: bool = False
     min_tokens: int = 0
+    match_radius: int = 0
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -137,6 +145,13 @@ class BiGainConfig:
                 _fail(name, getattr(self, name), "false when merge='none' (it changes how merging is done)")
         if isinstance(self.min_tokens, bool) or not isinstance(self.min_tokens, int) or self.min_tokens < 0:
             _fail("min_tokens", self.min_tokens, "an integer >= 0 (0: compress every patched layer)")
+        if isinstance(self.match_radius, bool) or not isinstance(self.match_radius, int) or not (
+            0 <= self.match_radius <= MAX_MATCH_RADIUS
+        ):
+            _fail("match_radius", self.match_radius,
+                  f"an integer in [0, {MAX_MATCH_RADIUS}] (0: match every anchor, the paper)")
+        if self.match_radius and self.merge == "none":
+            _fail("match_radius", self.match_radius, "0 when merge='none' (it changes how merging is done)")
         if self.version != CONFIG_VERSION:
             _fail("version", self.version, str(CONFIG_VERSION))
 
@@ -196,7 +211,7 @@ class BiGainConfig:
     # Fields added after the published sweeps and engines, left out of the dict at their default:
     # a config without them keeps the dict, and so the checkpoint and manifest fingerprints, it
     # had before they existed (from_dict fills the default back in).
-    LATER_FIELDS = {"min_tokens": 0}
+    LATER_FIELDS = {"min_tokens": 0, "match_radius": 0}
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -230,6 +245,8 @@ class BiGainConfig:
         if self.merges:
             extras = [name for name, on in (("plan-reuse", self.plan_reuse), ("crossattn", self.merge_crossattn),
                                             ("mlp", self.merge_mlp)) if on]
+            if self.match_radius:
+                extras.append(f"match radius {self.match_radius}")
             parts.append(f"{self.merge}-merge r={self.ratio:g} ({', '.join([self.anchor, *extras])})")
         if self.pools_kv:
             alpha = "t-scheduled" if self.fixed_alpha is None else f"{self.fixed_alpha:g}"

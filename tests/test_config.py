@@ -28,6 +28,11 @@ BAD = [
     (dict(min_tokens=-1), r"min_tokens=-1 .*integer >= 0"),
     (dict(min_tokens=4096.0), r"min_tokens=4096.0"),
     (dict(min_tokens=True), r"min_tokens=True"),
+    (dict(match_radius=-1), r"match_radius=-1 .*integer in \[0, 7\]"),
+    (dict(match_radius=8), r"match_radius=8 .*integer in \[0, 7\]"),
+    (dict(match_radius=1.0), r"match_radius=1.0"),
+    (dict(match_radius=True), r"match_radius=True"),
+    (dict(merge="none", match_radius=1), r"match_radius=1 .*merge='none'"),
 ]
 
 
@@ -96,6 +101,9 @@ def test_min_tokens_leaves_the_dict_of_configs_without_it_as_it_was():
     gated = BiGainConfig.preset("bigain-merge", ratio=0.7, min_tokens=8192)
     assert gated.to_dict()["min_tokens"] == 8192 and BiGainConfig.from_dict(gated.to_dict()) == gated
     assert gated.describe() == "bigain-merge r=0.7 (window) + layers >= 8192 tokens"
+    local = BiGainConfig.preset("bigain-merge", ratio=0.7, match_radius=1)
+    assert local.to_dict()["match_radius"] == 1 and BiGainConfig.from_dict(local.to_dict()) == local
+    assert "match_radius" not in recorded and local.describe() == "bigain-merge r=0.7 (window, match radius 1)"
 
 
 def test_min_tokens_gates_merging_and_pooling_per_layer():

@@ -57,10 +57,11 @@ def _tokens(b, n, c, seed, dtype=torch.float32, device="cpu"):
     return torch.randn(b, n, c, generator=g).to(device=device, dtype=dtype)
 
 
-def _reference_plan(metric, h, w, r, anchor, offsets):
+def _reference_plan(metric, h, w, r, anchor, offsets, match_radius=0):
     if offsets is None:
         offsets = ref.window_offsets(ref.laplacian_score(metric, h, w), h, w, anchor)
-    return ref.merge_plan(metric, ref.anchor_tokens(offsets, h, w), r)
+    candidates = ref.local_candidates(h, w, match_radius, metric.device)
+    return ref.merge_plan(metric, ref.anchor_tokens(offsets, h, w), r, candidates)
 
 
 def _offsets(anchor, h, w, seed):
@@ -183,6 +184,25 @@ def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_
                 offsets = _offsets(anchor, h, w, seed=0)
                 got = interpreted.merge_plan(metric, offsets, h, w, r)
                 assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets)), (ratio, anchor)
+
+
+@interpreter
+@pytest.mark.parametrize("h,w", [(5, 7), (9, 4), (16, 16)])
+@pytest.mark.parametrize("radius", [1, 2])
+def test_interpreted_local_match_equals_reference(interpreted, h, w, radius):
+    """``match_radius``: best_anchor_local_kernel against the reference's candidate gather, on
+    random rows (float32, float16) and on exact ties, odd grids included (their last row or column
+    joins the window before it), with gated and given anchors."""
+    n = h * w
+    ties = _exact_tie_tokens(2, n, seed=radius)
+    for metric in (_tokens(2, n, 12, seed=h * w + radius), _tokens(2, n, 12, seed=radius, dtype=torch.float16), ties):
+        for ratio in (0.7,):
+            r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
+            for anchor in ("window", "random"):
+                offsets = _offsets(anchor, h, w, seed=n)
+                got = interpreted.merge_plan(metric, offsets, h, w, r, match_radius=radius)
+                want = _reference_plan(metric, h, w, r, anchor, offsets, radius)
+                assert torch.equal(got, want), (metric.dtype, ratio, anchor)
 
 
 @interpreter

@@ -67,6 +67,23 @@ def test_merge_and_unmerge_match_loops(h, w, ratio, radius):
     torch.testing.assert_close(ops.unmerge(merged, slot).double(), expected_full, rtol=1e-5, atol=1e-6)
 
 
+def test_match_radius_covering_the_grid_is_the_global_match_and_a_small_one_is_not():
+    """A radius reaching every window compares every anchor (the global plan, ties included:
+    duplicated candidates at the clamped edges change no first maximum); radius 1 on a 16 x 16
+    grid restricts sources to their neighbourhood and so changes the plan."""
+    h = w = 16
+    metric = _random_tokens(2, h, w, 8, seed=5)
+    ties = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [1.0, 1, 1, 1]])[torch.randint(3, (2, h * w), generator=torch.Generator().manual_seed(1))]
+    r = BiGainConfig(ratio=0.7).merged_count(h * w, h, w)
+    for m in (metric, ties):
+        assert torch.equal(ops.token_merge_plan(m, h, w, r, "window", match_radius=7),
+                           ops.token_merge_plan(m, h, w, r, "window"))
+    assert not torch.equal(ops.token_merge_plan(metric, h, w, r, "window", match_radius=1),
+                           ops.token_merge_plan(metric, h, w, r, "window"))
+    candidates = ops.match_candidates(5, 7, 1)  # odd grid: last row and column join the windows before
+    assert candidates.shape == (35, 9) and candidates[34].unique().tolist() == [1, 2, 4, 5]
+
+
 @pytest.mark.parametrize("h,w", GRIDS)
 def test_ratio_zero_is_identity(h, w):
     x = _random_tokens(2, h, w, 3, seed=1)

@@ -110,6 +110,10 @@ def resident_channels(c: int, itemsize: int) -> tuple[int, int, int, int] | None
     return RES_BLOCK_M, k0, k1, stages
 
 
+# best_anchor_local_kernel (match_radius > 0): (source, candidate) lanes per program and channel
+# block; 256 x 32 float32 operands keep ~64 registers a thread at 8 warps. Not tuned on a GPU yet.
+LOCAL_PAIRS, LOCAL_BLOCK_C, LOCAL_WARPS = 256, 32, 8
+
 SELECT_BLOCK = 1024  # sources per program of the radix select
 # Up to this many sources the selection is one program per sample (small_select_kernel: a sort in
 # registers), above it the radix select spreads the work. 1024 covers DiT-XL/2 at 512 px and the
@@ -168,10 +172,12 @@ def similarity_splits(num_dst: int, block_n: int, programs_per_split: int, sm_co
 
 
 def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, grid_w: int, r: int,
-               released: bool = False) -> torch.Tensor:
+               released: bool = False, match_radius: int = 0) -> torch.Tensor:
     """Slot map ``[B, N]`` int64, equal to :func:`~bigain_export.ops.reference.merge_plan` of the
     same anchors. ``offsets [B|1, grid_h//2, grid_w//2]`` gives the anchors (ToMe ``fixed`` /
-    ``random``); ``None`` computes BiGain's Laplacian gate (``released`` picks the grouping)."""
+    ``random``); ``None`` computes BiGain's Laplacian gate (``released`` picks the grouping).
+    ``match_radius > 0`` matches each source with the anchors around it only
+    (:attr:`~bigain_export.config.BiGainConfig.match_radius`)."""
     k = _triton()
     metric = metric.contiguous()
     b, n, c = metric.shape
@@ -198,7 +204,18 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
     k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
                                           kept, BLOCK_T=32, BLOCK_C=32)
-    # 3. best anchor of every source, the anchors split so that the grid fills the GPU
+    # 3. best anchor of every source: among its neighbourhood's anchors (match_radius), or among
+    # all, the anchors split so that the grid fills the GPU
+    if match_radius > 0:
+        splits = 1
+        sim = torch.empty(b, 1, num_src, dtype=torch.float32, device=device)
+        idx = torch.empty(b, 1, num_src, dtype=torch.int32, device=device)
+        kp = _pow2((2 * match_radius + 1) ** 2)
+        block_s = max(1, LOCAL_PAIRS // kp)
+        k.best_anchor_local_kernel[(_cdiv(num_src, block_s), b)](
+            units, src_tok, sim, idx, n, c, num_src, grid_w, hs, ws, R=match_radius, KP=kp, BLOCK_S=block_s,
+            BLOCK_C=LOCAL_BLOCK_C, **_gpu_options(device, num_warps=LOCAL_WARPS))
+        return _select(k, sim, idx, src_tok, slot, n, num_src, splits, r, device)
     resident = resident_channels(c, metric.element_size())
     block_m, block_n = (resident[0], RES_BLOCK_N) if resident else (SIM_BLOCK_M, SIM_BLOCK_N)
     m_tiles = _cdiv(num_src, block_m)
@@ -215,9 +232,14 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
         tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
         k.best_anchor_kernel[grid](units, sim, idx, n, c, num_src, num_dst, per_split, BLOCK_M=block_m,
                                    BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
-    # 4. the r most similar sources and every source's slot: one program per sample (a sort in
-    # registers, or the radix select walked by one program), or the radix select (4 digit passes)
-    # over chunks of sources
+    return _select(k, sim, idx, src_tok, slot, n, num_src, splits, r, device)
+
+
+def _select(k, sim, idx, src_tok, slot, n: int, num_src: int, splits: int, r: int, device) -> torch.Tensor:
+    """4. the r most similar sources and every source's slot: one program per sample (a sort in
+    registers, or the radix select walked by one program), or the radix select (4 digit passes)
+    over chunks of sources."""
+    b = sim.shape[0]
     path = select_path(num_src, device)
     if path == "small":
         block = _pow2(num_src)

@@ -12,6 +12,8 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    tiles of ``src @ dst^T`` on tensor cores, reduced on the fly to each source's best similarity
    and anchor (ties: lowest anchor index), split over anchor ranges; the resident one keeps its
    source tile on chip across the anchor tiles (the nested one reloads it per tile and spills);
+   with ``match_radius = R > 0``, ``best_anchor_local_kernel`` instead: each source against the
+   anchors of the (2R+1)^2 windows around its own only (O(N R^2) work, no tiles);
 5. ``radix_hist_kernel`` x 4, ``tie_count_kernel``, ``source_slots_kernel``: a radix select (8-bit
    digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
    similarity; sources above it, and the first ties by token index, merge (a stable descending
@@ -233,6 +235,47 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
             acc = _dot(a1, b1, acc, IEEE)
         best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
     _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
+
+
+@triton.jit
+def best_anchor_local_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, W, HS, WS,
+                             R: tl.constexpr, KP: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Best anchor of BLOCK_S sources among the ``(2R+1)^2`` windows around each source's own
+    (``match_radius = R``, :func:`bigain_export.ops.reference.match_candidates`): one lane per
+    (source, candidate) pair, KP >= (2R+1)^2 candidates per source, dot products in float32 over
+    channel blocks. Candidates come in the reference's order (window rows, then columns, clamped
+    at the edges), so the first maximum is the reference's lowest window."""
+    pid, b = tl.program_id(0), tl.program_id(1)
+    SIDE: tl.constexpr = 2 * R + 1
+    pair = tl.arange(0, BLOCK_S * KP)
+    s = pid * BLOCK_S + pair // KP
+    k = pair % KP
+    ok = (s < NUM_SRC) & (k < SIDE * SIDE)
+    tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=s < NUM_SRC, other=0)
+    win_y = tl.minimum((tok // W) // 2, HS - 1)
+    win_x = tl.minimum((tok % W) // 2, WS - 1)
+    cand_y = tl.minimum(tl.maximum(win_y + k // SIDE - R, 0), HS - 1)
+    cand_x = tl.minimum(tl.maximum(win_x + k % SIDE - R, 0), WS - 1)
+    window = cand_y * WS + cand_x
+    base = units_ptr + b.to(tl.int64) * N * C
+    src_rows = base + s.to(tl.int64)[:, None] * C
+    dst_rows = base + (NUM_SRC + window).to(tl.int64)[:, None] * C
+    acc = tl.zeros([BLOCK_S * KP], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        ch = c0 + tl.arange(0, BLOCK_C)
+        m = ok[:, None] & (ch[None, :] < C)
+        a = tl.load(src_rows + ch[None, :], mask=m, other=0.0).to(tl.float32)
+        d = tl.load(dst_rows + ch[None, :], mask=m, other=0.0).to(tl.float32)
+        acc += tl.sum(a * d, axis=1)
+    acc = tl.reshape(tl.where(ok, acc, float("-inf")), (BLOCK_S, KP))
+    best, best_k = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
+    rows = pid * BLOCK_S + tl.arange(0, BLOCK_S)
+    row_ok = rows < NUM_SRC
+    row_tok = tl.load(src_tok_ptr + b * NUM_SRC + rows, mask=row_ok, other=0)
+    best_y = tl.minimum(tl.maximum(tl.minimum((row_tok // W) // 2, HS - 1) + best_k // SIDE - R, 0), HS - 1)
+    best_x = tl.minimum(tl.maximum(tl.minimum((row_tok % W) // 2, WS - 1) + best_k % SIDE - R, 0), WS - 1)
+    tl.store(sim_ptr + b * NUM_SRC + rows, best + 0.0, mask=row_ok)  # + 0.0: -0.0 -> +0.0 (one key)
+    tl.store(idx_ptr + b * NUM_SRC + rows, best_y * WS + best_x, mask=row_ok)
 
 
 @triton.jit

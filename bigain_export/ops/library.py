@@ -44,21 +44,24 @@ def _kernels():
 # --------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("bigain::merge_plan", mutates_args=())
 def merge_plan_op(
-    metric: torch.Tensor, offsets: Optional[torch.Tensor], grid_h: int, grid_w: int, r: int, released: bool
+    metric: torch.Tensor, offsets: Optional[torch.Tensor], grid_h: int, grid_w: int, r: int, released: bool,
+    match_radius: int = 0,
 ) -> torch.Tensor:
     """Slot map ``[B, N]`` int64. ``offsets [B|1, H/2, W/2]``: given anchors (ToMe); ``None``: the
-    Laplacian gate (``released`` picks the official code's grouping)."""
+    Laplacian gate (``released`` picks the official code's grouping). ``match_radius``: see
+    :attr:`BiGainConfig.match_radius` (0: every anchor)."""
     launch = _kernels()
     if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
-        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released)
+        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius)
     if offsets is None:
         score = reference.laplacian_score(metric, grid_h, grid_w)
         offsets = reference.window_offsets(score, grid_h, grid_w, "released" if released else "window")
-    return reference.merge_plan(metric, reference.anchor_tokens(offsets, grid_h, grid_w), r)
+    candidates = reference.local_candidates(grid_h, grid_w, match_radius, metric.device)
+    return reference.merge_plan(metric, reference.anchor_tokens(offsets, grid_h, grid_w), r, candidates)
 
 
 @merge_plan_op.register_fake
-def _(metric, offsets, grid_h, grid_w, r, released):
+def _(metric, offsets, grid_h, grid_w, r, released, match_radius=0):
     return metric.new_empty(metric.shape[:2], dtype=torch.int64)
 
 
@@ -114,25 +117,28 @@ def anchor_offsets(
     return reference.choose_offsets(metric, grid_h, grid_w, anchor, generator)
 
 
-def merge_plan(metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str) -> torch.Tensor:
+def merge_plan(
+    metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str, match_radius: int = 0
+) -> torch.Tensor:
     """Slot map ``[B, N]`` of a gated (BiGain) or ToMe merge of ``metric [B, N, C]``."""
     offsets = anchor_offsets(metric, grid_h, grid_w, anchor)
-    return merge_plan_op(metric, offsets, grid_h, grid_w, r, anchor == "released")
+    return merge_plan_op(metric, offsets, grid_h, grid_w, r, anchor == "released", match_radius)
 
 
 def gated_merge(
-    x: torch.Tensor, metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str
+    x: torch.Tensor, metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str, match_radius: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge ``x [B, N, C]`` to ``[B, N - r, C]`` with anchors and matching from ``metric``.
 
     Returns ``(merged, slot)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with plan
-    reuse, :func:`token_merge` in later blocks) needs.
+    reuse, :func:`token_merge` in later blocks) needs. ``match_radius``:
+    :attr:`BiGainConfig.match_radius`.
     """
     if _exporting():
         from ..export.onnx_ops import emit_gated_merge
 
-        return emit_gated_merge(x, metric, grid_h, grid_w, r, anchor)
-    slot = merge_plan(metric, grid_h, grid_w, r, anchor)
+        return emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius)
+    slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
     return token_merge(x, slot, grid_h, grid_w, r), slot
 
 

@@ -155,9 +155,9 @@ def match_candidates(grid_h: int, grid_w: int, radius: int, device: torch.device
 
     Token ``(i, j)`` lies in window ``(min(i // 2, H/2 - 1), min(j // 2, W/2 - 1))`` (a token of an
     odd grid's last row or column joins the window beside it); its candidates are the windows
-    within ``radius`` of that one in both directions, clamped at the grid's edges. Rows are
-    non-decreasing, so "first maximum" over them is "lowest window index" as in the global match;
-    clamping repeats edge windows, which changes no maximum.
+    within ``radius`` of that one in both directions, clamped at the grid's edges, window rows
+    then columns. Clamping repeats edge windows, but every window first appears in increasing
+    index order, so "first maximum" over a row is "lowest window index" as in the global match.
     """
     hs, ws = grid_h // 2, grid_w // 2
     steps = torch.arange(-radius, radius + 1, device=device)

@@ -176,7 +176,8 @@ class BiGainAttnProcessor:
                 metric = self.block_input if self.metric_from_block_input else hidden_states
                 if metric is None:
                     raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
-                queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor)
+                queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor,
+                                                     config.match_radius)
                 if config.plan_reuse:
                     self.state.plans[num_tokens] = slot
         self.plan.set(slot, (grid_h, grid_w), r)
