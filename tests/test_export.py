@@ -22,6 +22,7 @@ MODES = {
     "bigain-kv": (BiGainConfig.preset("bigain-kv"), {"KVPool"}),
     "bigain-both": (BiGainConfig.preset("bigain-both", ratio=0.5), {"GatedMerge", "TokenUnmerge", "KVPool"}),
     "tome": (BiGainConfig.preset("tome", anchor="fixed", ratio=0.5), {"GatedMerge", "TokenUnmerge"}),
+    "bigain-merge-local": (BiGainConfig.preset("bigain-merge", ratio=0.5, match_radius=1), {"GatedMerge", "TokenUnmerge"}),
     "todo": (BiGainConfig.preset("todo"), {"KVPool"}),
     "none": (BiGainConfig.preset("none"), set()),
 }
@@ -62,6 +63,8 @@ def test_export_every_mode_runs_in_onnx_runtime_like_eager(denoisers, kind, mode
         if node.op_type == "GatedMerge":
             assert attrs["anchor"] == {"window": 0, "released": 1, "fixed": 2}[config.anchor]
             assert attrs["r"] == config.merged_count(attrs["grid_h"] * attrs["grid_w"], attrs["grid_h"], attrs["grid_w"])
+            # written only when nonzero: default exports stay byte-identical to earlier ones
+            assert attrs.get("match_radius", "absent") == (config.match_radius or "absent")
         if node.op_type == "KVPool":
             assert attrs["s"] == config.downsample
     # timestep is a graph input: one model for every step
@@ -140,6 +143,29 @@ def test_gated_merge_and_unmerge_bodies_match_reference(h, w, anchor, ratio):
     unmerge = single_op_session("TokenUnmerge", [("y", f32, [b, n - r, c]), ("slot", i64, [b, n])], [("out", f32, [b, n, c])])
     out = unmerge.run(None, {"y": merged, "slot": slot})[0]
     np.testing.assert_allclose(out, ref.unmerge(torch.from_numpy(merged), want_slot).numpy())
+
+
+@pytest.mark.parametrize("h,w", [(5, 7), (8, 6), (12, 10)])
+@pytest.mark.parametrize("radius", [1, 2])
+def test_local_match_body_matches_reference(h, w, radius):
+    """``match_radius`` in the GatedMerge body (the If's local branch) against the reference's
+    candidate gather, on random rows and on exact ties, with gated and fixed anchors."""
+    b, c, n = 2, 5, h * w
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    g = torch.Generator().manual_seed(h * 10 + w + radius)
+    x = torch.randn(b, n, c, generator=g)
+    atoms = torch.tensor([[2.0, 0, 0, 0, 0], [0, 2.0, 0, 0, 0], [1.0, 1, 1, 1, 0]])
+    ties = atoms[torch.randint(3, (b, n), generator=g)]
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+    for anchor in ("window", "fixed"):
+        merge = single_op_session("GatedMerge", [("x", f32, [b, n, c]), ("metric", f32, [b, n, c])],
+                                  [("merged", f32, [b, n - r, c]), ("slot", i64, [b, n])],
+                                  grid_h=h, grid_w=w, r=r, anchor={"window": 0, "fixed": 2}[anchor], match_radius=radius)
+        for metric in (torch.randn(b, n, c, generator=g), ties):
+            merged, slot = merge.run(None, {"x": x.numpy(), "metric": metric.numpy()})
+            want_slot = ref.token_merge_plan(metric, h, w, r, anchor, match_radius=radius)
+            np.testing.assert_array_equal(slot, want_slot.numpy())
+            np.testing.assert_allclose(merged, ref.merge(x, want_slot, n - r).numpy(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("h,w,s", [(8, 8, 2), (6, 9, 3), (8, 4, 4)])

@@ -45,7 +45,8 @@ def _fields(**values):
 
 def test_fields_parse_from_int32_arrays_and_ignore_unknown_names():
     attrs = specs.parse_fields("GatedMerge", _fields(grid_h=8, grid_w=6, r=20, anchor=1, extra=7))
-    assert attrs == {"grid_h": 8, "grid_w": 6, "r": 20, "anchor": 1}
+    assert attrs == {"grid_h": 8, "grid_w": 6, "r": 20, "anchor": 1, "match_radius": 0}  # optional: default
+    assert specs.parse_fields("GatedMerge", _fields(grid_h=8, grid_w=6, r=20, anchor=1, match_radius=2))["match_radius"] == 2
     assert specs.anchor_name(attrs) == "released"
     assert specs.parse_fields("KVPool", [("grid_h", 4), ("grid_w", 8), ("s", np.array([2], np.int32))]) == {"grid_h": 4, "grid_w": 8, "s": 2}
     assert specs.parse_fields("TokenUnmerge", []) == {}
@@ -57,6 +58,7 @@ def test_fields_parse_from_int32_arrays_and_ignore_unknown_names():
         ("GatedMerge", dict(grid_h=8, grid_w=8, r=4), "missing field(s) anchor"),
         ("GatedMerge", dict(grid_h=8, grid_w=8, r=4, anchor=ANCHOR_CODES["random"]), "anchor=3; allowed: 0 (window), 1 (released), 2 (fixed)"),
         ("GatedMerge", dict(grid_h=4, grid_w=4, r=13, anchor=0), "r=13; allowed: 0..12"),
+        ("GatedMerge", dict(grid_h=4, grid_w=4, r=1, anchor=0, match_radius=8), "match_radius=8; allowed: 0..7"),
         ("KVPool", dict(grid_h=6, grid_w=8, s=4), "s=4 does not divide the 6x8 grid"),
         ("KVPool", dict(grid_h=0, grid_w=8, s=1), "grid_h=0; allowed: >= 1"),
         ("Nope", {}, "unknown plugin"),
@@ -135,16 +137,21 @@ def test_input_shape_checks():
 # =========================================================================== plugin arithmetic (CPU torch)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("anchor", ["window", "released", "fixed"])
-def test_compute_writes_what_the_eager_operators_return(dtype, anchor):
+@pytest.mark.parametrize("radius", [0, 1])
+def test_compute_writes_what_the_eager_operators_return(dtype, anchor, radius):
     """The plugins' enqueue path computes exactly the eager operators, into TensorRT-owned buffers."""
     g = torch.Generator().manual_seed(7)
     b, h, w, c, r = 2, 6, 8, 16, 21
     x = torch.randn(b, h * w, c, generator=g).to(dtype)
     metric = torch.randn(b, h * w, c, generator=g).to(dtype)
     merged, slot = torch.empty(b, h * w - r, c, dtype=dtype), torch.empty(b, h * w, dtype=torch.int64)
-    compute.gated_merge([x, metric], [merged, slot], dict(grid_h=h, grid_w=w, r=r, anchor=ANCHOR_CODES[anchor]))
-    want_merged, want_slot = library.gated_merge(x, metric, h, w, r, anchor)
+    local = dict(match_radius=radius) if radius else {}  # absent: the default, as in older ONNX files
+    compute.gated_merge([x, metric], [merged, slot], specs.parse_fields("GatedMerge", _fields(
+        grid_h=h, grid_w=w, r=r, anchor=ANCHOR_CODES[anchor], **local)))
+    want_merged, want_slot = library.gated_merge(x, metric, h, w, r, anchor, radius)
     assert torch.equal(slot, want_slot) and torch.equal(merged, want_merged)
+    if radius:
+        assert not torch.equal(slot, library.gated_merge(x, metric, h, w, r, anchor)[1])
 
     out = torch.empty(b, h * w, c, dtype=dtype)
     compute.token_unmerge([merged * 2, slot], [out], {})

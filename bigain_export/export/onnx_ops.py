@@ -3,7 +3,9 @@
 Three operators of domain ``bigain.ai`` (opset version 1):
 
 * ``GatedMerge(x [B,N,C], metric [B,N,C]) -> (merged [B,N-r,C], slot [B,N] int64)``,
-  attributes ``grid_h``, ``grid_w``, ``r``, ``anchor`` (0 window, 1 released, 2 fixed);
+  attributes ``grid_h``, ``grid_w``, ``r``, ``anchor`` (0 window, 1 released, 2 fixed) and
+  ``match_radius`` (optional, default 0: every anchor; written only when nonzero, so a model
+  exported without it is byte-for-byte what it was before the attribute existed);
 * ``TokenMerge(x [B,N,C], slot [B,N]) -> merged [B,num_out,C]``, attributes ``num_out``,
   ``num_dst`` (the merge alone, with a slot map of an earlier GatedMerge: plan reuse);
 * ``TokenUnmerge(y [B,N-r,C], slot [B,N]) -> [B,N,C]``;
@@ -34,13 +36,14 @@ EXPORTABLE_ANCHORS = ("window", "released", "fixed")
 
 
 # --------------------------------------------------------------------------- emitters (PyTorch)
-def emit_gated_merge(x, metric, grid_h: int, grid_w: int, r: int, anchor: str):
+def emit_gated_merge(x, metric, grid_h: int, grid_w: int, r: int, anchor: str, match_radius: int = 0):
     assert anchor in EXPORTABLE_ANCHORS, anchor  # export_onnx refuses the others up front
     b, n, c = x.shape
+    local = dict(match_radius=match_radius) if match_radius else {}
     merged, slot = torch.onnx.ops.symbolic_multi_out(
         f"{DOMAIN}::GatedMerge",
         (x, metric),
-        dict(grid_h=grid_h, grid_w=grid_w, r=r, anchor=ANCHOR_CODES[anchor], **_PLUGIN_ATTRS),
+        dict(grid_h=grid_h, grid_w=grid_w, r=r, anchor=ANCHOR_CODES[anchor], **local, **_PLUGIN_ATTRS),
         dtypes=(x.dtype, torch.int64),
         shapes=((b, n - r, c), (b, n)),
         version=OPSET_VERSION,
@@ -132,27 +135,35 @@ class _Body:
         picked = self.op("Gather", flat, flat_index, axis=0)
         return self.op("Reshape", picked, self.concat(batch, self.op("Shape", index, start=1, end=2), channels))
 
-    def branch(self, condition: str, then_fn, else_fn, elem_type: int) -> str:
-        """``If(condition)``: the output of ``then_fn()`` or ``else_fn()``, each a builder of this
-        body's nodes run into its own subgraph; only the taken branch runs."""
+    def branch(self, condition: str, then_fn, else_fn, elem_types: int | tuple[int, ...]):
+        """``If(condition)``: the output(s) of ``then_fn()`` or ``else_fn()``, each a builder of
+        this body's nodes run into its own subgraph; only the taken branch runs. One elem type:
+        one output name; a tuple of them: a list of output names (the builders return tuples)."""
+        types = elem_types if isinstance(elem_types, tuple) else (elem_types,)
         graphs = []
         for side, build in (("then", then_fn), ("else", else_fn)):
             outer, self.nodes = self.nodes, []
-            result = build()
-            out = f"{self.name}_{side}_{next(self._ids)}"
-            self.nodes.append(helper.make_node("Identity", [result], [out]))
-            graphs.append(helper.make_graph(self.nodes, out, [], [helper.make_tensor_value_info(out, elem_type, None)]))
+            results = build()
+            results = results if isinstance(results, tuple) else (results,)
+            outs = [f"{self.name}_{side}_{next(self._ids)}" for _ in results]
+            for result, out in zip(results, outs):
+                self.nodes.append(helper.make_node("Identity", [result], [out]))
+            graphs.append(helper.make_graph(self.nodes, outs[0], [], [
+                helper.make_tensor_value_info(out, t, None) for out, t in zip(outs, types)]))
             self.nodes = outer
-        return self.op("If", condition, then_branch=graphs[0], else_branch=graphs[1])
+        return self.op("If", condition, outputs=len(types), then_branch=graphs[0], else_branch=graphs[1])
 
     def dim(self, tensor: str, axis: int) -> str:
         return self.op("Shape", tensor, start=axis, end=axis + 1)
 
-    def function(self, inputs: list[str], outputs: list[str], attributes: list[str]) -> onnx.FunctionProto:
+    def function(self, inputs: list[str], outputs: list[str], attributes: list[str],
+                 defaults: dict[str, int] | None = None) -> onnx.FunctionProto:
+        """The body as a function; ``defaults``: optional int attributes and their values."""
         return helper.make_function(
             DOMAIN, self.name, inputs, outputs, self.nodes,
             opset_imports=[helper.make_opsetid("", STANDARD_OPSET)],
             attributes=attributes + list(_PLUGIN_ATTRS),
+            attribute_protos=[helper.make_attribute(k, v) for k, v in (defaults or {}).items()],
         )
 
 
@@ -193,6 +204,23 @@ def _best_anchor(f: _Body, similarity: str) -> tuple[str, str]:
     best_dst = f.op("ArgMax", similarity, axis=-1, keepdims=0)
     at = f.op("Unsqueeze", best_dst, f.ints(-1))
     return f.op("Squeeze", f.op("GatherElements", similarity, at, axis=-1), f.ints(-1)), best_dst
+
+
+def _match_candidates(f: _Body, src_idx: str, grid_w: str, half_h: str, half_w: str, radius: str) -> str:
+    """``[B, Ns, (2R+1)^2]`` windows each source may merge into, as
+    ``reference.match_candidates``: the windows within ``radius`` of the source's own (an odd
+    grid's last row or column joins the window before it), clamped at the edges, rows first."""
+    one, two = f.ints(1), f.ints(2)
+    steps = f.op("Range", f.op("Squeeze", f.op("Neg", radius)), f.op("Squeeze", f.op("Add", radius, one)),
+                 f.op("Squeeze", one))  # -R..R
+    last_row, last_col = f.op("Sub", half_h, one), f.op("Sub", half_w, one)
+    own_row = f.op("Min", f.op("Div", f.op("Div", src_idx, grid_w), two), last_row)
+    own_col = f.op("Min", f.op("Div", f.op("Mod", src_idx, grid_w), two), last_col)
+    near = lambda own, last: f.op("Clip", f.op("Add", f.op("Unsqueeze", own, f.ints(-1)), steps),  # noqa: E731
+                                  f.op("Squeeze", f.ints(0)), f.op("Squeeze", last))  # [B, Ns, 2R+1]
+    rows = f.op("Mul", f.op("Unsqueeze", near(own_row, last_row), f.ints(-1)), half_w)  # [B, Ns, 2R+1, 1]
+    cols = f.op("Unsqueeze", near(own_col, last_col), f.ints(-2))  # [B, Ns, 1, 2R+1]
+    return f.op("Reshape", f.op("Add", rows, cols), f.ints(0, 0, -1))
 
 
 def _segment_mean(f: _Body, x: str, slot: str, num_out: str, out: str) -> None:
@@ -260,11 +288,27 @@ def gated_merge_function() -> onnx.FunctionProto:
                  f.arange(num_tokens, position), axis=1)
     src_idx = f.op("Slice", order, zero, num_src, axis1)
 
-    # 3. matching: float32 cosine similarity of each source with every anchor (first max wins)
+    # 3. matching: float32 cosine similarity of each source with every anchor, or (match_radius
+    # > 0) with the anchors of the windows around its own (first max wins)
     unit = f.op("Cast", _unit_rows(f, "metric"), to=TensorProto.FLOAT)
     src_unit, dst_unit = f.gather_rows(unit, src_idx, num_tokens), f.gather_rows(unit, dst_idx, num_tokens)
-    similarity = f.op("MatMul", src_unit, f.op("Transpose", dst_unit, perm=[0, 2, 1]))
-    best_sim, best_dst = _best_anchor(f, similarity)
+
+    def global_match() -> tuple[str, str]:
+        return _best_anchor(f, f.op("MatMul", src_unit, f.op("Transpose", dst_unit, perm=[0, 2, 1])))
+
+    def local_match() -> tuple[str, str]:
+        windows = _match_candidates(f, src_idx, grid_w, half_h, half_w, match_radius)  # [B, Ns, K]
+        flat = f.op("Reshape", windows, f.concat(f.ints(0), f.ints(-1)))
+        near = f.op("Reshape", f.gather_rows(dst_unit, flat, num_dst),
+                    f.concat(f.ints(0), f.dim(windows, 1), f.dim(windows, 2), f.ints(-1)))  # [B, Ns, K, C]
+        sims = f.op("Squeeze", f.op("MatMul", near, f.op("Unsqueeze", src_unit, f.ints(-1))), f.ints(-1))
+        best_sim, best_k = _best_anchor(f, sims)
+        best_window = f.op("GatherElements", windows, f.op("Unsqueeze", best_k, f.ints(-1)), axis=-1)
+        return best_sim, f.op("Squeeze", best_window, f.ints(-1))
+
+    match_radius = f.attr_int("match_radius")
+    best_sim, best_dst = f.branch(f.op("Squeeze", f.op("Equal", match_radius, zero)), global_match, local_match,
+                                  (TensorProto.FLOAT, TensorProto.INT64))
 
     # 4. the r most similar sources merge (ties: lower index first) = the `kept` least similar
     # stay (ties: higher index first): TopK(smallest) over the reversed sources.
@@ -285,7 +329,8 @@ def gated_merge_function() -> onnx.FunctionProto:
 
     # 6. merge: the segment mean (as TokenMerge)
     _segment_mean(f, "x", "slot", f.op("Sub", num_tokens, r), "merged")
-    return f.function(["x", "metric"], ["merged", "slot"], ["grid_h", "grid_w", "r", "anchor"])
+    return f.function(["x", "metric"], ["merged", "slot"], ["grid_h", "grid_w", "r", "anchor"],
+                      defaults=dict(match_radius=0))
 
 
 def token_merge_function() -> onnx.FunctionProto:

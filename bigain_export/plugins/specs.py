@@ -10,7 +10,8 @@ functions of ints and type names, so they are unit-tested without TensorRT; the 
 Operators (see :mod:`bigain_export.export.onnx_ops`):
 
 * ``GatedMerge(x [B,N,C], metric [B,N,C]) -> (merged [B,N-r,C], slot [B,N] int64)``,
-  fields ``grid_h, grid_w, r, anchor`` (0 window, 1 released, 2 fixed);
+  fields ``grid_h, grid_w, r, anchor`` (0 window, 1 released, 2 fixed) and the optional
+  ``match_radius`` (default 0: every anchor; the exporter writes it only when nonzero);
 * ``TokenMerge(x [B,N,C], slot [B,N] int64) -> merged [B,num_out,C]``, fields ``num_out, num_dst``;
 * ``TokenUnmerge(y [B,N-r,C], slot [B,N] int64) -> out [B,N,C]``;
 * ``KVPool(x [B,N,C], alpha [B|1,1,1] float32) -> out [B,(grid_h/s)*(grid_w/s),C]``,
@@ -22,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..config import MAX_MATCH_RADIUS
 from ..errors import EngineError
 from ..ops.library import ANCHOR_CODES, DOMAIN
 
@@ -44,6 +46,11 @@ class OpSpec:
     outputs: tuple[str, ...]
     fields: tuple[str, ...]
     types: tuple[str, ...]  # one rule per position, inputs then outputs
+    optional: tuple[tuple[str, int], ...] = ()  # (field, default): attributes added after version 1
+
+    @property
+    def all_fields(self) -> tuple[str, ...]:
+        return self.fields + tuple(name for name, _ in self.optional)
 
     @property
     def num_positions(self) -> int:
@@ -53,7 +60,7 @@ class OpSpec:
 SPECS: dict[str, OpSpec] = {
     "GatedMerge": OpSpec(
         "GatedMerge", ("x", "metric"), ("merged", "slot"), ("grid_h", "grid_w", "r", "anchor"),
-        (SAME_AS_INPUT0, SAME_AS_INPUT0, SAME_AS_INPUT0, "INT64"),
+        (SAME_AS_INPUT0, SAME_AS_INPUT0, SAME_AS_INPUT0, "INT64"), optional=(("match_radius", 0),),
     ),
     "TokenMerge": OpSpec(
         "TokenMerge", ("x", "slot"), ("merged",), ("num_out", "num_dst"), (SAME_AS_INPUT0, "INT64", SAME_AS_INPUT0),
@@ -81,9 +88,9 @@ def parse_fields(op: str, fields: Iterable[tuple[str, Any]]) -> dict[str, int]:
     spec = SPECS.get(op)
     if spec is None:
         _fail(op, f"unknown plugin; known: {', '.join(SPECS)}")
-    values: dict[str, int] = {}
+    values: dict[str, int] = dict(spec.optional)
     for name, data in fields:
-        if name in spec.fields:
+        if name in spec.all_fields:
             values[name] = _one_int(op, name, data)
     missing = [name for name in spec.fields if name not in values]
     if missing:
@@ -109,6 +116,8 @@ def _check_ranges(op: str, values: Mapping[str, int]) -> None:
     if "anchor" in values and values["anchor"] not in ANCHOR_NAMES:
         _fail(op, f"anchor={values['anchor']}; allowed: " + ", ".join(f"{c} ({n})" for c, n in sorted(ANCHOR_NAMES.items())))
     if op == "GatedMerge":
+        if not 0 <= values["match_radius"] <= MAX_MATCH_RADIUS:
+            _fail(op, f"match_radius={values['match_radius']}; allowed: 0..{MAX_MATCH_RADIUS}")
         n = values["grid_h"] * values["grid_w"]
         num_src = n - (values["grid_h"] // 2) * (values["grid_w"] // 2)
         if not 0 <= values["r"] <= num_src:

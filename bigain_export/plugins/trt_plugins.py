@@ -99,7 +99,7 @@ def plugin_classes(trt) -> tuple[type, type]:
         def get_fields_to_serialize(self):
             return trt.PluginFieldCollection(
                 [trt.PluginField(name, np.array([self.attrs[name]], dtype=np.int32), trt.PluginFieldType.INT32)
-                 for name in SPECS[self.op].fields]
+                 for name in SPECS[self.op].all_fields]
             )
 
         # ------------------------------------------------------------------ build
@@ -159,7 +159,8 @@ def plugin_classes(trt) -> tuple[type, type]:
             self.plugin_namespace = PLUGIN_NAMESPACE
             self.plugin_version = PLUGIN_VERSION
             self.field_names = trt.PluginFieldCollection(
-                [trt.PluginField(name, np.array([], dtype=np.int32), trt.PluginFieldType.INT32) for name in SPECS[op].fields]
+                [trt.PluginField(name, np.array([], dtype=np.int32), trt.PluginFieldType.INT32)
+                 for name in SPECS[op].all_fields]
             )
 
         def create_plugin(self, name, field_collection, phase):
