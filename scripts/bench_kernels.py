@@ -83,6 +83,9 @@ class Attention(torch.nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(b, n, c))
 
 
+LOCAL_ONLY = False  # --local-only
+
+
 def reference_path(x, metric, h, w, r):
     slot = ref.token_merge_plan(metric, h, w, r, "window")
     return ref.unmerge(ref.merge(x, slot, x.shape[1] - r), slot)
@@ -120,13 +123,16 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             # the GPU time alone (no launch cost): what a CUDA-graph or engine call pays per layer
             add(f"kernel path {ratio}, CUDA graph", graph_ms(lambda: kernel_path(x, metric, side, side, r)))
             add(f"reference path eager {ratio}", cuda_ms(lambda: reference_path(x, metric, side, side, r)))
-            if ratio != 0.7:
+            if ratio != 0.7 or LOCAL_ONLY:
                 continue
             torch._dynamo.reset()
             compiled = torch.compile(reference_path)
             add(f"reference path compiled {ratio}", cuda_ms(lambda: compiled(x, metric, side, side, r)))
             compiled_kernel = torch.compile(kernel_path, fullgraph=True)
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
+        rows.extend(local_match_paths(name, x, metric, side, 0.7))
+        if LOCAL_ONLY:
+            return rows
         if name in ("sd2-1024", "dit-xl2-512", "builtin-dit", "builtin-unet"):
             rows.extend(plan_breakdown(name, x, metric, side, 0.7))
         rows.extend(variant_paths(name, x, metric, side, 0.7))
@@ -230,6 +236,34 @@ def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
     return out
 
 
+def local_match_paths(name, x, metric, side, ratio) -> list[dict]:
+    """``match_radius`` (local anchor matching): plan and path per radius as CUDA graphs beside
+    the global plan, the local similarity kernel's own GPU time (profiler), and its lane tiles."""
+    from torch.profiler import ProfilerActivity, profile
+
+    n = metric.shape[1]
+    r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+    out = []
+    add = lambda what, ms: out.append(dict(shape=name, what=what, ms=round(ms, 4)))  # noqa: E731
+    for radius in (0, 1, 2, 3):
+        plan = lambda: library.merge_plan(metric, side, side, r, "window", radius)  # noqa: E731
+        path = lambda: library.token_unmerge(*library.gated_merge(x, metric, side, side, r, "window", radius))  # noqa: E731
+        add(f"plan {ratio} radius {radius}, CUDA graph", graph_ms(plan))
+        add(f"path {ratio} radius {radius}, CUDA graph", graph_ms(path))
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                plan()
+            torch.cuda.synchronize()
+        for event in prof.key_averages():
+            if "best_anchor" in event.key and event.device_time_total > 0:
+                add(f"radius {radius} kernel {event.key[:40]}", event.device_time_total / 10 / 1000)
+    plan = lambda: library.merge_plan(metric, side, side, r, "window", 1)  # noqa: E731
+    for config in [(256, 32, 8), (128, 32, 4), (512, 32, 8), (256, 64, 8), (512, 16, 8), (1024, 16, 8)]:
+        with launch_settings(**dict(zip(("LOCAL_PAIRS", "LOCAL_BLOCK_C", "LOCAL_WARPS"), config))):
+            add("plan %s radius 1 [lanes %d C%d w%d], CUDA graph" % ((ratio,) + config), tile_ms(graph_ms, plan, config))
+    return out
+
+
 def tile_ms(timer, fn, config) -> float:
     """``timer(fn)``, or NaN (said on stdout) for a tile shape that does not fit the GPU."""
     try:
@@ -282,7 +316,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--local-only", action="store_true",
+                        help="attention, the merge path at ratio 0.5/0.7 and the match_radius rows only")
     args = parser.parse_args()
+    global LOCAL_ONLY
+    LOCAL_ONLY = args.local_only
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,

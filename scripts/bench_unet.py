@@ -58,6 +58,10 @@ METHODS = {
     "bigain-merge r=0.5": merge(0.5),
     "bigain-merge r=0.7": merge(0.7),
     "bigain-merge r=0.7 plan-reuse": merge(0.7, plan_reuse=True),
+    # opt-in local matching: each source against the anchors of the windows around its own
+    "bigain-merge r=0.7 radius=1": merge(0.7, match_radius=1),
+    "bigain-merge r=0.7 radius=2": merge(0.7, match_radius=2),
+    "bigain-merge r=0.7 radius=1 plan-reuse": merge(0.7, match_radius=1, plan_reuse=True),
     "bigain-merge r=0.7 +crossattn+mlp": merge(0.7, merge_crossattn=True, merge_mlp=True),
     # opt-in: layers under 8,192 tokens stay uncompressed (at 512 px the SD2 UNet's level 0 has
     # 4,096 tokens and its measured ceiling is 0.99x; 768 px has 9,216)

@@ -364,6 +364,29 @@ def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype, select_path,
 
 @gpu
 @needs_cuda
+@pytest.mark.parametrize("h,w,c", [(31, 33, 96), (96, 96, 320), (128, 128, 320), (32, 32, 1152)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("radius", [1, 3])
+def test_gpu_local_match_equals_reference(h, w, c, dtype, radius):
+    """best_anchor_local_kernel (match_radius) against the reference's candidate gather: random
+    rows up to near-tie flips (the partitions agree), exact ties exactly."""
+    n = h * w
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    metric = _tokens(2, n, c, seed=n + radius, dtype=dtype, device="cuda")
+    got = library.merge_plan_op(metric, None, h, w, r, False, radius)
+    want = _reference_plan(metric, h, w, r, "window", None, radius)
+    kept = n - r - (h // 2) * (w // 2)
+    assert (_groups(got, kept) == _groups(want, kept)).float().mean() > 0.999
+    ties = torch.nn.functional.pad(_exact_tie_tokens(2, n, seed=radius), (0, 12)).to("cuda", dtype)
+    for anchor in ("window", "fixed"):
+        offsets = _offsets(anchor, h, w, seed=0)
+        offsets = None if offsets is None else offsets.cuda()
+        got = library.merge_plan_op(ties, offsets, h, w, r, False, radius)
+        assert torch.equal(got, _reference_plan(ties, h, w, r, anchor, offsets, radius)), anchor
+
+
+@gpu
+@needs_cuda
 @pytest.mark.parametrize("h,w,c", [(31, 33, 96), (128, 128, 320)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype):

@@ -251,6 +251,7 @@ def test_python_int_timesteps_do_not_recompile_per_value():
 @pytest.mark.parametrize("config", [
     BiGainConfig.preset("bigain-merge", ratio=0.5, plan_reuse=True),
     BiGainConfig.preset("bigain-merge", ratio=0.5, merge_crossattn=True, merge_mlp=True),
+    BiGainConfig.preset("bigain-merge", ratio=0.5, match_radius=1),
 ], ids=lambda c: c.describe())
 def test_opt_in_switches_change_output_compile_fullgraph_and_restore(config):
     unet = tiny_unet()

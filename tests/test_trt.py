@@ -177,6 +177,12 @@ SINGLE = {
                                    {"merged": (F16, [1, 38, 4]), "slot": (I64, [1, 48])}, grid_h=6, grid_w=8, r=10, anchor=2),
         [([1, 38, 4], "HALF"), ([1, 48], "INT64")],
     ),
+    "gated_merge_local": (  # the optional match_radius attribute reaches the plugin creator
+        lambda: single_node_model("GatedMerge", {"x": (F32, [2, 64, 8]), "metric": (F32, [2, 64, 8])},
+                                   {"merged": (F32, [2, 44, 8]), "slot": (I64, [2, 64])}, grid_h=8, grid_w=8, r=20, anchor=0,
+                                   match_radius=1),
+        [([2, 44, 8], "FLOAT"), ([2, 64], "INT64")],
+    ),
     # a 1024 px SD latent level: 128x128 tokens, 12288 sources (TensorRT's TopK stops at K = 3840)
     "gated_merge_128x128": (
         lambda: single_node_model("GatedMerge", {"x": (F32, [1, 16384, 4]), "metric": (F32, [1, 16384, 4])},
