@@ -58,6 +58,9 @@ def inline_labelled(model):
     nodes between two of the model's own nodes belong to the call node between them."""
     import onnx.inliner
 
+    from bigain_export.export.onnx_export import with_default_attributes
+
+    model = with_default_attributes(model)  # the inliner ignores function attribute defaults
     calls = [node for node in model.graph.node]
     inlined = onnx.inliner.inline_selected_functions(model, [(f.domain, f.name) for f in model.functions])
     own_names = {node.name for node in calls if node.domain != "bigain.ai"}

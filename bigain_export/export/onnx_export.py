@@ -9,6 +9,7 @@ and alpha(t) is computed in the graph, so one model serves every sampling step.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -43,7 +44,20 @@ class ExportResult:
 
 def save_inlined_copy(model: onnx.ModelProto, path: Path) -> None:
     """``model`` with its local functions (our nodes' bodies) inlined, for runtimes without functions."""
-    save_model_atomically(onnx.inliner.inline_local_functions(model), path)
+    save_model_atomically(onnx.inliner.inline_local_functions(with_default_attributes(model)), path)
+
+
+def with_default_attributes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose function calls carry every defaulted attribute of their function (e.g.
+    GatedMerge's ``match_radius = 0``) explicitly: ``onnx.inliner`` ignores a function's
+    attribute defaults and leaves the body's Constant without a value (ONNX Runtime then refuses
+    the model: "Constant node has no data attributes")."""
+    model = copy.deepcopy(model)
+    defaults = {(f.domain, f.name): list(f.attribute_proto) for f in model.functions}
+    for node in model.graph.node:
+        present = {a.name for a in node.attribute}
+        node.attribute.extend(a for a in defaults.get((node.domain, node.op_type), []) if a.name not in present)
+    return model
 
 
 def custom_node_counts(model: onnx.ModelProto, domain: str = DOMAIN) -> dict[str, int]:
