@@ -158,7 +158,7 @@ def test_bench_ort_ops_cases_agree_with_the_reference_in_fp16(side):
         assert ms > 0 and agreement.get("slot_equal", True), (op, agreement)
         assert agreement["max_abs"] <= 4e-3, (op, agreement)
         seen.append(op)
-    assert seen == ["GatedMerge", "TokenMerge", "TokenUnmerge", "KVPool"][: 4 if side % 2 == 0 else 3]
+    assert seen == ["GatedMerge", "GatedMerge[match_radius=1]", "TokenMerge", "TokenUnmerge", "KVPool"][: 5 if side % 2 == 0 else 4]
 
 
 def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu():
@@ -232,7 +232,7 @@ def test_gatedmerge_bodies_with_other_step_forms_give_the_reference_slot_map(sid
     specs = ("default",) + body_forms.GATED_FORM_SPECS + ("lap=slices,unit=reducel2",)
     ops_seen = {}
     for op, model, feeds, check in bench_ort_ops.cases(2, side, 16, 0.7, seed=side, gated_specs=specs):
-        if not op.startswith("GatedMerge"):
+        if not op.startswith("GatedMerge") or "match_radius" in op:  # (the shipped body, other attribute)
             continue
         assert (onnx_ops._laplacian_score, onnx_ops._best_anchor, onnx_ops._unit_rows) == shipped
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
