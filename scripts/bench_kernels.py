@@ -83,9 +83,6 @@ class Attention(torch.nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(b, n, c))
 
 
-LOCAL_ONLY = False  # --local-only
-
-
 def reference_path(x, metric, h, w, r):
     slot = ref.token_merge_plan(metric, h, w, r, "window")
     return ref.unmerge(ref.merge(x, slot, x.shape[1] - r), slot)
@@ -96,7 +93,9 @@ def kernel_path(x, metric, h, w, r):
     return library.token_unmerge(merged, slot)
 
 
-def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
+def bench_shape(name: str, dtype: torch.dtype, local_only: bool = False) -> list[dict]:
+    """Every row of one shape; ``local_only``: attention, the merge path at 0.5 / 0.7 (no compiled
+    rows) and the match_radius rows (``--local-only``)."""
     b, side, c, heads = SHAPES[name]
     n = side * side
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -123,7 +122,7 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             # the GPU time alone (no launch cost): what a CUDA-graph or engine call pays per layer
             add(f"kernel path {ratio}, CUDA graph", graph_ms(lambda: kernel_path(x, metric, side, side, r)))
             add(f"reference path eager {ratio}", cuda_ms(lambda: reference_path(x, metric, side, side, r)))
-            if ratio != 0.7 or LOCAL_ONLY:
+            if ratio != 0.7 or local_only:
                 continue
             torch._dynamo.reset()
             compiled = torch.compile(reference_path)
@@ -131,7 +130,7 @@ def bench_shape(name: str, dtype: torch.dtype) -> list[dict]:
             compiled_kernel = torch.compile(kernel_path, fullgraph=True)
             add(f"kernel path compiled {ratio}", cuda_ms(lambda: compiled_kernel(x, metric, side, side, r)))
         rows.extend(local_match_paths(name, x, metric, side, 0.7))
-        if LOCAL_ONLY:
+        if local_only:
             return rows
         if name in ("sd2-1024", "dit-xl2-512", "builtin-dit", "builtin-unet"):
             rows.extend(plan_breakdown(name, x, metric, side, 0.7))
@@ -319,8 +318,6 @@ def main() -> None:
     parser.add_argument("--local-only", action="store_true",
                         help="attention, the merge path at ratio 0.5/0.7 and the match_radius rows only")
     args = parser.parse_args()
-    global LOCAL_ONLY
-    LOCAL_ONLY = args.local_only
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     meta = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda,
@@ -328,7 +325,7 @@ def main() -> None:
                 date=time.strftime("%Y-%m-%d"), dtype="bf16", timing="CUDA events, median of 50 after 5 warm-up")
     for name in args.shapes:
         t0 = time.time()
-        rows.extend(bench_shape(name, torch.bfloat16))
+        rows.extend(bench_shape(name, torch.bfloat16, args.local_only))
         print(f"[{name}] {time.time() - t0:.0f} s", flush=True)
         write(args.out, meta, rows)  # after every shape: a run cut short keeps what it measured
     print((args.out / "bench_kernels.md").read_text())

@@ -238,6 +238,19 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
 
 
 @triton.jit
+def _candidate_window(tok, k, W, HS, WS, R: tl.constexpr):
+    """Window of candidate ``k`` of token ``tok`` under ``match_radius = R``, as
+    ``reference.match_candidates``: the token's own window (an odd grid's last row or column
+    joins the one before), shifted by ``(k // (2R+1) - R, k % (2R+1) - R)``, clamped to the grid."""
+    SIDE: tl.constexpr = 2 * R + 1
+    own_y = tl.minimum((tok // W) // 2, HS - 1)
+    own_x = tl.minimum((tok % W) // 2, WS - 1)
+    y = tl.minimum(tl.maximum(own_y + k // SIDE - R, 0), HS - 1)
+    x = tl.minimum(tl.maximum(own_x + k % SIDE - R, 0), WS - 1)
+    return y * WS + x
+
+
+@triton.jit
 def best_anchor_local_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, W, HS, WS,
                              R: tl.constexpr, KP: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
     """Best anchor of BLOCK_S sources among the ``(2R+1)^2`` windows around each source's own
@@ -252,11 +265,7 @@ def best_anchor_local_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM
     k = pair % KP
     ok = (s < NUM_SRC) & (k < SIDE * SIDE)
     tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=s < NUM_SRC, other=0)
-    win_y = tl.minimum((tok // W) // 2, HS - 1)
-    win_x = tl.minimum((tok % W) // 2, WS - 1)
-    cand_y = tl.minimum(tl.maximum(win_y + k // SIDE - R, 0), HS - 1)
-    cand_x = tl.minimum(tl.maximum(win_x + k % SIDE - R, 0), WS - 1)
-    window = cand_y * WS + cand_x
+    window = _candidate_window(tok, k, W, HS, WS, R)
     base = units_ptr + b.to(tl.int64) * N * C
     src_rows = base + s.to(tl.int64)[:, None] * C
     dst_rows = base + (NUM_SRC + window).to(tl.int64)[:, None] * C
@@ -272,10 +281,8 @@ def best_anchor_local_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM
     rows = pid * BLOCK_S + tl.arange(0, BLOCK_S)
     row_ok = rows < NUM_SRC
     row_tok = tl.load(src_tok_ptr + b * NUM_SRC + rows, mask=row_ok, other=0)
-    best_y = tl.minimum(tl.maximum(tl.minimum((row_tok // W) // 2, HS - 1) + best_k // SIDE - R, 0), HS - 1)
-    best_x = tl.minimum(tl.maximum(tl.minimum((row_tok % W) // 2, WS - 1) + best_k % SIDE - R, 0), WS - 1)
     tl.store(sim_ptr + b * NUM_SRC + rows, best + 0.0, mask=row_ok)  # + 0.0: -0.0 -> +0.0 (one key)
-    tl.store(idx_ptr + b * NUM_SRC + rows, best_y * WS + best_x, mask=row_ok)
+    tl.store(idx_ptr + b * NUM_SRC + rows, _candidate_window(row_tok, best_k, W, HS, WS, R), mask=row_ok)
 
 
 @triton.jit
