@@ -11,11 +11,11 @@ no traceback; SIGTERM unwinds like Ctrl-C so nothing half-written is kept).
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import importlib
 import logging
-import os
 import signal
 import sys
 import threading
@@ -31,46 +31,89 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so that cleanup (``finally``, context managers) runs."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
-
-
 # Python runs a signal's handler wherever the main thread is; inside a callback it cannot propagate
 # from (a weakref callback such as importlib's module-lock cleanup, a ``__del__``) the exception is
 # only printed ("Exception ignored in ...") and the run goes on as if never stopped. CI saw exactly
-# that: a SIGTERM during an import, and the validation finished with exit 0.
+# that: a SIGTERM during an import, and the validation finished with exit 0. So a swallowed
+# interrupt is raised again a moment later, in ordinary code, and only once: CI later saw a second
+# re-sent SIGINT land after the first had been handled (rc -2 after the "interrupted" line), and a
+# second interrupt during the unwinding would cut its cleanup short.
 _REDELIVERY_DELAY_S = 0.05  # long enough for the hook and the callback to return first
 _SIGNAL_OF = {Terminated: signal.SIGTERM, KeyboardInterrupt: signal.SIGINT}
+_RAISE_ANYWAY_AFTER = 3  # ignored signals while unwinding; then raise (a user pressing Ctrl-C again)
 
 
-def _redeliver_swallowed_interrupt(unraisable, default_hook, pending: list) -> None:
-    """Send a swallowed SIGTERM/SIGINT again, from a timer thread, so it lands in ordinary code."""
-    sig = _SIGNAL_OF.get(type(unraisable.exc_value))
-    if sig is None:
-        default_hook(unraisable)
-        return
-    timer = threading.Timer(_REDELIVERY_DELAY_S, os.kill, (os.getpid(), sig))
-    timer.daemon = True
-    pending.append(timer)
-    timer.start()
+class _OneInterrupt:
+    """SIGINT/SIGTERM handler and unraisable hook: one interrupt raised per stop.
+
+    ``armed`` until an interrupt is raised in the main thread; while disarmed (the run unwinds)
+    signals are ignored, so neither a late re-send nor a second Ctrl-C interrupts the cleanup. A
+    swallowed interrupt re-arms and is re-sent from a timer through ``_thread.interrupt_main``
+    (an in-process signal: nothing left in flight once the timer thread has ended)."""
+
+    def __init__(self, previous_hook) -> None:
+        self.previous_hook = previous_hook
+        self.armed, self.ignored, self.closed = True, 0, False
+        self.timers: list[threading.Timer] = []
+
+    def on_signal(self, signum, frame) -> None:
+        if self.closed:
+            return  # the run is over; its result stands
+        if not self.armed:
+            self.ignored += 1
+            if self.ignored < _RAISE_ANYWAY_AFTER:
+                return
+        self.armed, self.ignored = False, 0
+        self._cancel_timers()
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def on_unraisable(self, unraisable) -> None:
+        sig = _SIGNAL_OF.get(type(unraisable.exc_value))
+        if sig is None or self.closed:
+            self.previous_hook(unraisable)
+            return
+        self.armed = True  # that interrupt was lost: the re-sent one must raise
+        timer = threading.Timer(_REDELIVERY_DELAY_S, _thread.interrupt_main, (sig,))
+        timer.daemon = True
+        self.timers.append(timer)
+        timer.start()
+
+    def close(self) -> None:
+        """No interrupt from now on: cancel the re-sends and wait out any already firing."""
+        self.closed = True
+        self._cancel_timers(wait=True)
+
+    def _cancel_timers(self, wait: bool = False) -> None:
+        for timer in self.timers:
+            timer.cancel()
+            if wait and timer is not threading.current_thread():
+                timer.join()
+        self.timers = [t for t in self.timers if t.is_alive()]
 
 
 @contextlib.contextmanager
 def interrupts_unwind():
-    """SIGTERM unwinds like Ctrl-C (``Terminated``), and neither is lost in a callback."""
+    """SIGTERM unwinds like Ctrl-C (``Terminated``), neither is lost in a callback, and each stop
+    raises once (see ``_OneInterrupt``). An ignored SIGINT (a background job) stays ignored."""
     if not _main_thread():
         yield
         return
-    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
-    previous_hook, pending = sys.unraisablehook, []
-    sys.unraisablehook = lambda unraisable: _redeliver_swallowed_interrupt(unraisable, previous_hook, pending)
+    interrupts = _OneInterrupt(sys.unraisablehook)
+    previous_term = signal.signal(signal.SIGTERM, interrupts.on_signal)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupts.on_signal)
+    sys.unraisablehook = interrupts.on_unraisable
     try:
         yield
     finally:
-        for timer in pending:  # the run already stopped: a late re-send would kill it untidily
-            timer.cancel()
-        sys.unraisablehook = previous_hook
-        signal.signal(signal.SIGTERM, previous_handler)
+        interrupts.close()
+        sys.unraisablehook = interrupts.previous_hook
+        # signal.signal first runs pending handlers (ours, closed: they ignore a signal sent by a
+        # timer that was firing as the run stopped), then puts the previous ones back
+        signal.signal(signal.SIGTERM, previous_term)
+        if previous_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _placeholder(subparsers, name: str, reason: str) -> None:
