@@ -147,16 +147,19 @@ def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0, gat
                                       grid_h=side, grid_w=side, r=r, anchor=0)
         yield ("GatedMerge" if spec == "default" else f"GatedMerge[{spec}]", model,
                {"x": x.numpy(), "metric": metric.numpy()}, check_merge)
-    # opt-in local matching (BiGainConfig.match_radius = 1): the body's other If branch
+    # opt-in local matching (BiGainConfig.match_radius = 1): the body's other If branch, per window
+    # (the body) and per source (session 16's body; odd grids)
     local_slot = ref.token_merge_plan(metric, side, side, r, "window", match_radius=1)
     local_merged = ref.merge(x, local_slot, n - r)
-    yield ("GatedMerge[match_radius=1]",
-           single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
-                             {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
-                             grid_h=side, grid_w=side, r=r, anchor=0, match_radius=1),
-           {"x": x.numpy(), "metric": metric.numpy()},
-           lambda outputs: dict(slot_equal=bool(np.array_equal(outputs[1], local_slot.numpy())),
-                                max_abs=float(np.abs(outputs[0].astype(np.float32) - local_merged.float().numpy()).max())))
+    for spec in ("default", "local=per-source"):
+        with body_forms(spec):
+            model = single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
+                                      {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
+                                      grid_h=side, grid_w=side, r=r, anchor=0, match_radius=1)
+        yield ("GatedMerge[match_radius=1]" if spec == "default" else f"GatedMerge[match_radius=1,{spec}]", model,
+               {"x": x.numpy(), "metric": metric.numpy()},
+               lambda outputs: dict(slot_equal=bool(np.array_equal(outputs[1], local_slot.numpy())),
+                                    max_abs=float(np.abs(outputs[0].astype(np.float32) - local_merged.float().numpy()).max())))
     # what a plan-reusing layer runs instead of a GatedMerge (the segment mean alone); at 512 px
     # the plan-reuse engine was slower than the per-block one (session 14), so time it alone
     num_dst = (side // 2) ** 2

@@ -68,10 +68,14 @@ def _reducel2_unit_rows(f: _Body, metric: str) -> str:
 
 
 UNIT_FORMS = {"sumsq": onnx_ops._unit_rows, "reducel2": _reducel2_unit_rows}
+# match_radius > 0 on an even grid: per 2x2 window (the body since session 17) or per source (its
+# only form in session 16, still the odd grids' branch)
+LOCAL_FORMS = {"per-window": onnx_ops._local_match_per_window, "per-source": onnx_ops._local_match_per_source}
 # GatedMerge body steps that have other exact forms: step -> (onnx_ops name, forms; the body's first)
 BODY_STEPS = {"lap": ("_laplacian_score", LAPLACIAN_FORMS),
               "match": ("_best_anchor", MATCH_FORMS),
-              "unit": ("_unit_rows", UNIT_FORMS)}
+              "unit": ("_unit_rows", UNIT_FORMS),
+              "local": ("_local_match_per_window", LOCAL_FORMS)}
 
 
 def parse_body_forms(spec: str) -> dict:

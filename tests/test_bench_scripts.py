@@ -158,7 +158,29 @@ def test_bench_ort_ops_cases_agree_with_the_reference_in_fp16(side):
         assert ms > 0 and agreement.get("slot_equal", True), (op, agreement)
         assert agreement["max_abs"] <= 4e-3, (op, agreement)
         seen.append(op)
-    assert seen == ["GatedMerge", "GatedMerge[match_radius=1]", "TokenMerge", "TokenUnmerge", "KVPool"][: 5 if side % 2 == 0 else 4]
+    local = ["GatedMerge[match_radius=1]", "GatedMerge[match_radius=1,local=per-source]"]
+    assert seen == ["GatedMerge", *local, "TokenMerge", "TokenUnmerge", "KVPool"][: 6 if side % 2 == 0 else 5]
+
+
+def test_the_local_match_forms_build_different_bodies_with_the_same_slot_map():
+    """match_radius > 0 on an even grid: the per-window body (shipped) and the per-source one
+    (body_forms ``local=per-source``) give the reference's slot map on ORT's CPU EP and differ
+    as graphs (the per-window branch has no [B, Ns, K] GatherElements)."""
+    import onnxruntime as ort
+
+    import bench_ort_ops
+    from bigain_export.export import onnx_ops
+
+    shipped = onnx_ops._local_match_per_window
+    bodies = {}
+    for op, model, feeds, check in bench_ort_ops.cases(2, 12, 16, 0.7, seed=3):
+        if "match_radius" not in op:
+            continue
+        assert onnx_ops._local_match_per_window is shipped  # the swap is undone after each build
+        agreement = check(ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds))
+        assert agreement["slot_equal"] and agreement["max_abs"] <= 4e-3, (op, agreement)
+        bodies[op] = next(fn for fn in model.functions if fn.name == "GatedMerge").SerializeToString()
+    assert len(bodies) == 2 and len(set(bodies.values())) == 2
 
 
 def test_bench_ort_ops_match_variants_take_the_first_of_tied_maxima_on_ort_cpu():

@@ -145,7 +145,7 @@ def test_gated_merge_and_unmerge_bodies_match_reference(h, w, anchor, ratio):
     np.testing.assert_allclose(out, ref.unmerge(torch.from_numpy(merged), want_slot).numpy())
 
 
-@pytest.mark.parametrize("h,w", [(5, 7), (8, 6), (12, 10)])
+@pytest.mark.parametrize("h,w", [(5, 7), (4, 4), (8, 6), (12, 10)])
 @pytest.mark.parametrize("radius", [1, 2])
 def test_local_match_body_matches_reference(h, w, radius):
     """``match_radius`` in the GatedMerge body (the If's local branch) against the reference's

@@ -144,7 +144,7 @@ class _Body:
         for side, build in (("then", then_fn), ("else", else_fn)):
             outer, self.nodes = self.nodes, []
             results = build()
-            results = results if isinstance(results, tuple) else (results,)
+            results = tuple(results) if isinstance(results, (tuple, list)) else (results,)
             outs = [f"{self.name}_{side}_{next(self._ids)}" for _ in results]
             for result, out in zip(results, outs):
                 self.nodes.append(helper.make_node("Identity", [result], [out]))
@@ -223,6 +223,50 @@ def _match_candidates(f: _Body, src_idx: str, grid_w: str, half_h: str, half_w: 
     return f.op("Reshape", f.op("Add", rows, cols), f.ints(0, 0, -1))
 
 
+def _local_match_per_source(f: _Body, unit: str, src_idx: str, dst_unit: str, grid_w: str, half_h: str,
+                            half_w: str, radius: str) -> tuple[str, str]:
+    """``match_radius > 0``: each source's (best similarity, best window) among the anchors of its
+    candidate windows (:func:`_match_candidates`), one [K, C] x [C] product per source. Any grid."""
+    src_unit = f.gather_rows(unit, src_idx, f.dim(unit, 1))
+    windows = _match_candidates(f, src_idx, grid_w, half_h, half_w, radius)  # [B, Ns, K]
+    flat = f.op("Reshape", windows, f.concat(f.ints(0), f.ints(-1)))
+    near = f.op("Reshape", f.gather_rows(dst_unit, flat, f.dim(dst_unit, 1)),
+                f.concat(f.ints(0), f.dim(windows, 1), f.dim(windows, 2), f.ints(-1)))  # [B, Ns, K, C]
+    sims = f.op("Squeeze", f.op("MatMul", near, f.op("Unsqueeze", src_unit, f.ints(-1))), f.ints(-1))
+    best_sim, best_k = _best_anchor(f, sims)
+    best_window = f.op("GatherElements", windows, f.op("Unsqueeze", best_k, f.ints(-1)), axis=-1)
+    return best_sim, f.op("Squeeze", best_window, f.ints(-1))
+
+
+def _local_match_per_window(f: _Body, unit: str, src_idx: str, dst_unit: str, grid_w: str, half_h: str,
+                            half_w: str, radius: str) -> tuple[str, str]:
+    """The same on an even grid, one batched MatMul per 2x2 window: its 4 tokens against the
+    anchors of its (2R+1)^2 candidate windows. It gathers [B, Nd*K, C] anchor rows where the
+    per-source form gathers [B, Ns*K, C] (3x more; 0.32 ms of its 1.35 ms at SD2 1024 px on ORT
+    CUDA, session 16), and reads no [B, Ns, C] source rows: it scores every token (Nd*K*4 dot
+    products) and keeps the sources' rows of the scores. Same candidates in the same order,
+    float32 dot products."""
+    two = f.ints(2)
+    batch, channels = f.dim(unit, 0), f.dim(unit, 2)
+    top_left = f.op("Reshape", f.op("Add", f.op("Unsqueeze", f.op("Mul", f.op("Mul", f.range(half_h), two), grid_w),
+                                                      f.ints(-1)), f.op("Mul", f.range(half_w), two)), f.ints(1, -1))
+    table = f.op("Squeeze", _match_candidates(f, top_left, grid_w, half_h, half_w, radius), f.ints(0))  # [Nd, K]
+    num_windows, k = f.dim(table, 0), f.dim(table, 1)
+    near = f.op("Reshape", f.op("Gather", dst_unit, f.op("Reshape", table, f.ints(-1)), axis=1),
+                f.concat(batch, num_windows, k, channels))  # [B, Nd, K, C]
+    by_window = f.op("Transpose", f.op("Reshape", unit, f.concat(batch, half_h, two, half_w, two, channels)),
+                     perm=[0, 1, 3, 5, 2, 4])  # [B, Hh, Wh, C, 2, 2]
+    sims = f.op("MatMul", near, f.op("Reshape", by_window, f.concat(batch, num_windows, channels, f.ints(4))))
+    in_token_order = f.op("Transpose", f.op("Reshape", sims, f.concat(batch, half_h, half_w, k, two, two)),
+                          perm=[0, 1, 4, 2, 5, 3])  # [B, Hh, 2, Wh, 2, K]
+    per_token = f.op("Reshape", in_token_order, f.concat(batch, f.ints(-1), k))
+    best_sim, best_k = _best_anchor(f, f.gather_rows(per_token, src_idx, f.dim(per_token, 1)))
+    own = f.op("Add", f.op("Mul", f.op("Div", f.op("Div", src_idx, grid_w), two), half_w),
+               f.op("Div", f.op("Mod", src_idx, grid_w), two))
+    best_window = f.op("Gather", f.op("Reshape", table, f.ints(-1)), f.op("Add", f.op("Mul", own, k), best_k), axis=0)
+    return best_sim, best_window
+
+
 def _segment_mean(f: _Body, x: str, slot: str, num_out: str, out: str) -> None:
     """``out [B, num_out, C]`` = mean of the rows of ``x`` sharing a slot (float32 sums).
 
@@ -291,20 +335,17 @@ def gated_merge_function() -> onnx.FunctionProto:
     # 3. matching: float32 cosine similarity of each source with every anchor, or (match_radius
     # > 0) with the anchors of the windows around its own (first max wins)
     unit = f.op("Cast", _unit_rows(f, "metric"), to=TensorProto.FLOAT)
-    src_unit, dst_unit = f.gather_rows(unit, src_idx, num_tokens), f.gather_rows(unit, dst_idx, num_tokens)
+    dst_unit = f.gather_rows(unit, dst_idx, num_tokens)  # the sources' rows are read in each branch
 
     def global_match() -> tuple[str, str]:
+        src_unit = f.gather_rows(unit, src_idx, num_tokens)
         return _best_anchor(f, f.op("MatMul", src_unit, f.op("Transpose", dst_unit, perm=[0, 2, 1])))
 
     def local_match() -> tuple[str, str]:
-        windows = _match_candidates(f, src_idx, grid_w, half_h, half_w, match_radius)  # [B, Ns, K]
-        flat = f.op("Reshape", windows, f.concat(f.ints(0), f.ints(-1)))
-        near = f.op("Reshape", f.gather_rows(dst_unit, flat, num_dst),
-                    f.concat(f.ints(0), f.dim(windows, 1), f.dim(windows, 2), f.ints(-1)))  # [B, Ns, K, C]
-        sims = f.op("Squeeze", f.op("MatMul", near, f.op("Unsqueeze", src_unit, f.ints(-1))), f.ints(-1))
-        best_sim, best_k = _best_anchor(f, sims)
-        best_window = f.op("GatherElements", windows, f.op("Unsqueeze", best_k, f.ints(-1)), axis=-1)
-        return best_sim, f.op("Squeeze", best_window, f.ints(-1))
+        args = (f, unit, src_idx, dst_unit, grid_w, half_h, half_w, match_radius)
+        even = f.op("Squeeze", f.op("Equal", f.op("Add", f.op("Mod", grid_h, two), f.op("Mod", grid_w, two)), zero))
+        return f.branch(even, lambda: _local_match_per_window(*args), lambda: _local_match_per_source(*args),
+                        (TensorProto.FLOAT, TensorProto.INT64))
 
     match_radius = f.attr_int("match_radius")
     best_sim, best_dst = f.branch(f.op("Squeeze", f.op("Equal", match_radius, zero)), global_match, local_match,
