@@ -61,6 +61,7 @@ METHODS = {
     "bigain-merge-0.7": BiGainConfig.preset("bigain-merge", ratio=0.7),
     "bigain-merge-0.7-reuse": BiGainConfig.preset("bigain-merge", ratio=0.7, plan_reuse=True),
     "bigain-merge-0.7-r1": BiGainConfig.preset("bigain-merge", ratio=0.7, match_radius=1),
+    "bigain-merge-0.7-r1-reuse": BiGainConfig.preset("bigain-merge", ratio=0.7, match_radius=1, plan_reuse=True),
     # layers under 8,192 tokens uncompressed: at 512 px no layer merges (level 0 has 4,096 tokens),
     # where merging engines were slower than plain (0.96x, session 14); 768 and 1024 px merge as above
     "bigain-merge-0.7-min8192": BiGainConfig.preset("bigain-merge", ratio=0.7, min_tokens=8192),
