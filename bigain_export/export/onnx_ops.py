@@ -245,7 +245,8 @@ def _local_match_per_window(f: _Body, unit: str, src_idx: str, dst_unit: str, gr
     per-source form gathers [B, Ns*K, C] (3x more; 0.32 ms of its 1.35 ms at SD2 1024 px on ORT
     CUDA, session 16), and reads no [B, Ns, C] source rows: it scores every token (Nd*K*4 dot
     products) and keeps the sources' rows of the scores. Same candidates in the same order,
-    float32 dot products."""
+    float32 dot products. The whole body at R=1 on ORT CUDA (H200, session 17): 1.20 ms of GPU
+    time at 1024 px (per source 1.34, global match 1.22), 0.72 at 768 px (0.81, 0.66)."""
     two = f.ints(2)
     batch, channels = f.dim(unit, 0), f.dim(unit, 2)
     top_left = f.op("Reshape", f.op("Add", f.op("Unsqueeze", f.op("Mul", f.op("Mul", f.range(half_h), two), grid_w),
