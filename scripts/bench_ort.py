@@ -1,7 +1,8 @@
 """ONNX Runtime engines (with and without ORT's transformers-optimizer fusions) vs eager vs torch.compile.
 
-Exports the patched SD2-base UNet architecture (random weights from its diffusers config, fp16,
-batch 2) with BiGain's custom nodes and their function bodies, once per method and resolution;
+Exports the patched SD2-base UNet architecture (or ``--model dit-xl2``: the DiT-XL/2 transformer;
+random weights from their diffusers configs, fp16, batch 2) with BiGain's custom nodes and their
+function bodies, once per method and resolution;
 runs it in ONNX Runtime as exported (``--ort-optimize none``) and after
 ``bigain_export.backends.ort_optimize`` (``fusions`` / ``onnxscript``: the same steps as
 ``bigain-export build --ort-optimize``), and times the same inputs on eager and compiled PyTorch in the same run
@@ -20,7 +21,10 @@ mode, cudagraphs = ``mode="reduce-overhead"``).
     # plan reuse in the engine (one GatedMerge, then TokenMerge), and the body with another form
     python scripts/bench_ort.py --res 1024 --methods none bigain-merge-0.7 bigain-merge-0.7-reuse \
         --ort-optimize onnxscript --modes compile --ort-variants nhwc --body-forms default lap=slices --out $OUT
-    # any CPU, tiny SD2-shaped UNet: exercises every code path in ~1-2 min
+    # DiT-XL/2 at 512 px, batch 16 (issue 11's DiT target), plan reuse across its 28 blocks
+    python scripts/bench_ort.py --model dit-xl2 --res 512 --batch 16 --methods none bigain-merge-0.7 \
+        bigain-merge-0.7-reuse --ort-optimize onnxscript --modes eager compile --out $OUT
+    # any CPU, tiny SD2-shaped UNet (or --model dit-xl2: a 2-block DiT): every code path in ~1-2 min
     python scripts/bench_ort.py --tiny --out /tmp/bench
 """
 
@@ -46,7 +50,7 @@ from bigain_export.backends.ort_optimize import optimize_model_proto  # noqa: E4
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import SD2_BASE_UNET, cuda_median_ms  # noqa: E402
+from bench_unet import DIT_XL2, SD2_BASE_UNET, cuda_median_ms, use_sdpa  # noqa: E402
 from body_forms import body_forms, parse_body_forms  # noqa: E402
 from ort_binding import bind_on_device, bound_outputs, median_bound_ms, run_bound  # noqa: E402
 
@@ -83,28 +87,70 @@ ORT_VARIANTS = {
 TORCH_MODES = {"eager": None, "compile": dict(), "cudagraphs": dict(mode="reduce-overhead")}
 
 
+# DiT-XL/2's structure (adaLN-zero blocks, patch 2) at toy size: 3 blocks (the paper patches 1 and 2
+# of them), 8x8 tokens at 128 px
+TINY_DIT = dict(DIT_XL2, num_attention_heads=2, attention_head_dim=16, num_layers=3, sample_size=16)
+
+
 class UNetEps(torch.nn.Module):
     """(sample, timestep, encoder_hidden_states) -> eps, the exported signature."""
 
-    def __init__(self, unet):
+    INPUTS = ("sample", "timestep", "encoder_hidden_states")
+
+    def __init__(self, model):
         super().__init__()
-        self.unet = unet
+        self.model = model
 
     def forward(self, sample, timestep, encoder_hidden_states):
-        return self.unet(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+        return self.model(sample, timestep, encoder_hidden_states, return_dict=False)[0]
+
+
+class DiTEps(UNetEps):
+    """(sample, timestep, class_labels) -> the DiT's output (eps and the learned variance)."""
+
+    INPUTS = ("sample", "timestep", "class_labels")
+
+    def forward(self, sample, timestep, class_labels):
+        return self.model(sample, timestep, class_labels, return_dict=False)[0]
+
+
+def build_model(kind: str, tiny: bool, device: str):
+    """(wrapper, its diffusers config) of the SD2-base UNet or DiT-XL/2, fp16, SDPA attention."""
+    from diffusers import DiTTransformer2DModel, UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    torch.manual_seed(0)
+    if kind == "sd2":
+        config = TINY_UNET if tiny else SD2_BASE_UNET
+        model, wrapper = UNet2DConditionModel(**config), UNetEps
+    else:
+        config = TINY_DIT if tiny else DIT_XL2
+        model, wrapper = DiTTransformer2DModel(**config), DiTEps
+    model = model.to(device, torch.float16).eval()
+    use_sdpa(model, AttnProcessor2_0)
+    return wrapper(model), config
+
+
+def model_inputs(kind: str, config: dict, batch: int, px: int, device: str) -> tuple:
+    """Random inputs at ``px`` pixels (latent side px / 8), in the wrapper's INPUTS order."""
+    side = px // 8
+    sample = torch.randn(batch, 4, side, side, device=device, dtype=torch.float16)
+    timestep = torch.full((batch,), 500, device=device, dtype=torch.int64)
+    if kind == "sd2":
+        return sample, timestep, torch.randn(batch, 77, config["cross_attention_dim"], device=device, dtype=torch.float16)
+    return sample, timestep, torch.randint(config["num_embeds_ada_norm"], (batch,), device=device)
 
 
 def export(wrapper, config, args, path: Path, device: str) -> dict:
     # traced on the CPU: torch.onnx.ops.symbolic's fake outputs live there (see export_onnx)
     wrapper.cpu()
-    apply_bigain(wrapper.unet, config)
+    apply_bigain(wrapper.model, config)
     try:
         with torch.no_grad():
             program = torch.onnx.export(wrapper, tuple(a.cpu() for a in args), dynamo=True, opset_version=STANDARD_OPSET,
-                                        input_names=["sample", "timestep", "encoder_hidden_states"],
-                                        output_names=["eps"], external_data=False)
+                                        input_names=list(wrapper.INPUTS), output_names=["eps"], external_data=False)
     finally:
-        remove_bigain(wrapper.unet)
+        remove_bigain(wrapper.model)
         wrapper.to(device)
     model = attach_functions(program.model_proto)
     save_model_atomically(model, path)
@@ -134,11 +180,11 @@ def ort_run_and_time(session, feeds: dict, warmup: int, iters: int, device: str)
     return first, median_bound_ms(session, binding, warmup, iters)
 
 
-def torch_baselines(unet, wrapper, config, inputs, modes, warmup: int, iters: int, device: str, px: int, name: str):
-    """(eager output, {mode: median ms}) of the patched UNet under each PyTorch mode."""
+def torch_baselines(wrapper, config, inputs, modes, warmup: int, iters: int, device: str, px: int, name: str):
+    """(eager output, {mode: median ms}) of the patched model under each PyTorch mode."""
     torch_ms = {}
     with torch.inference_mode():
-        apply_bigain(unet, config)
+        apply_bigain(wrapper.model, config)
         try:
             eager_out = wrapper(*inputs).clone()
             for mode in modes:
@@ -150,7 +196,7 @@ def torch_baselines(unet, wrapper, config, inputs, modes, warmup: int, iters: in
                 print(f"{px} px {name}: torch {mode} {torch_ms[mode]:.2f} ms", flush=True)
         finally:
             torch._dynamo.reset()
-            remove_bigain(unet)
+            remove_bigain(wrapper.model)
     return eager_out, torch_ms
 
 
@@ -160,7 +206,10 @@ def write_raw(out: Path, meta: dict, rows: list, *, complete: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--res", type=int, nargs="+", default=None, help="pixels (default 512 1024; --tiny: 64)")
+    parser.add_argument("--model", default="sd2", choices=("sd2", "dit-xl2"),
+                        help="the SD2-base UNet or the DiT-XL/2 transformer (bench_unet.py's names)")
+    parser.add_argument("--res", type=int, nargs="+", default=None,
+                        help="pixels (default sd2: 512 1024, dit-xl2: 512; --tiny: 64, dit-xl2 128)")
     parser.add_argument("--methods", nargs="+", default=["none", "bigain-merge-0.7"], choices=list(METHODS))
     parser.add_argument("--ort-optimize", nargs="+", default=["none", "fusions", "onnxscript"],
                         choices=["none", "fusions", "onnxscript"],
@@ -189,7 +238,8 @@ def main() -> None:
     if args.body_forms != ["default"] and not any(METHODS[m].merge == "bigain" for m in args.methods):
         parser.error(f"--body-forms {' '.join(args.body_forms)}: GatedMerge bodies, but --methods "
                      f"{' '.join(args.methods)} has no BiGain merging")
-    res = args.res or ([64] if args.tiny else [512, 1024])
+    res = args.res or {(False, "sd2"): [512, 1024], (True, "sd2"): [64], (False, "dit-xl2"): [512],
+                       (True, "dit-xl2"): [128]}[args.tiny, args.model]
     iters, warmup = args.iters or (3 if args.tiny else 30), args.warmup or (1 if args.tiny else 5)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backend = "ort-cuda" if device == "cuda" else "ort-cpu"
@@ -198,8 +248,6 @@ def main() -> None:
 
     import onnx
     import onnxruntime as ort
-    from diffusers import UNet2DConditionModel
-    from diffusers.models.attention_processor import AttnProcessor2_0
 
     if device == "cuda":
         try:
@@ -212,35 +260,29 @@ def main() -> None:
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     args.out.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    unet_config = TINY_UNET if args.tiny else SD2_BASE_UNET
-    unet = UNet2DConditionModel(**unet_config).to(device, torch.float16).eval()
-    unet.set_attn_processor(AttnProcessor2_0())
-    wrapper = UNetEps(unet)
+    wrapper, model_config = build_model(args.model, args.tiny, device)
     meta = dict(card=torch.cuda.get_device_name() if device == "cuda" else platform.processor() or platform.machine(),
                 device=device, torch=torch.__version__, onnxruntime=ort.__version__, onnx=onnx.__version__,
                 cuda=torch.version.cuda, python=platform.python_version(), date=time.strftime("%Y-%m-%d %H:%M:%S"),
-                unet="tiny SD2-shaped" if args.tiny else "SD2-base", unet_config=unet_config, res=res,
+                model=args.model, architecture=("tiny " if args.tiny else "") + {"sd2": "SD2-base", "dit-xl2": "DiT-XL/2"}[args.model],
+                model_config=model_config, res=res,
                 batch=args.batch, dtype="fp16", iters=iters, warmup=warmup, argv=sys.argv[1:])
     rows = []
     for px in res:
-        side = px // 8
-        inputs = (torch.randn(args.batch, 4, side, side, device=device, dtype=torch.float16),
-                  torch.full((args.batch,), 500, device=device, dtype=torch.int64),
-                  torch.randn(args.batch, 77, unet_config["cross_attention_dim"], device=device, dtype=torch.float16))
-        feeds = dict(zip(["sample", "timestep", "encoder_hidden_states"], inputs))
+        inputs = model_inputs(args.model, model_config, args.batch, px, device)
+        feeds = dict(zip(wrapper.INPUTS, inputs))
         torch_done = {}  # method -> (eager output, torch ms): body forms change only the engine
         runs = [(name, spec) for name in args.methods
                 for spec in (args.body_forms if METHODS[name].merge == "bigain" else ["default"])]
         for name, spec in runs:
             config = METHODS[name]
             t0 = time.time()
-            path = args.workdir / f"unet_{name}_{px}.onnx"
+            path = args.workdir / f"{args.model}_{name}_{px}.onnx"
             with body_forms(spec):
                 nodes = export(wrapper, config, inputs, path, device)
             export_s = time.time() - t0
             if name not in torch_done:
-                torch_done[name] = torch_baselines(unet, wrapper, config, inputs, args.modes, warmup, iters, device, px, name)
+                torch_done[name] = torch_baselines(wrapper, config, inputs, args.modes, warmup, iters, device, px, name)
             eager_out, torch_ms = torch_done[name]
             best_mode = min(torch_ms, key=torch_ms.get) if torch_ms else None
             for optimize in args.ort_optimize:

@@ -4,6 +4,7 @@ tiny UNet and a host clock in place of CUDA events."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -78,6 +79,24 @@ def test_bench_ort_refuses_bad_body_forms_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_ort.py"), "--device", "cpu", *argv],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_bench_ort_times_a_dit_engine_with_plan_reuse_on_the_cpu(tmp_path):
+    """``--model dit-xl2 --tiny``: the DiT path of bench_ort.py exports the patched transformer
+    (plan reuse: one GatedMerge, then TokenMerge), runs it in ORT and records its agreement with
+    the eager model, beside the uncompressed engine, in a complete raw file."""
+    done = subprocess.run([sys.executable, str(SCRIPTS / "bench_ort.py"), "--tiny", "--model", "dit-xl2", "--device", "cpu",
+                           "--methods", "none", "bigain-merge-0.7-reuse", "--ort-optimize", "none", "--modes", "eager",
+                           "--out", str(tmp_path / "out"), "--workdir", str(tmp_path / "work")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    raw = json.loads((tmp_path / "out" / "bench_ort.json").read_text())
+    assert raw["complete"] and raw["meta"]["architecture"] == "tiny DiT-XL/2"
+    rows = {row["method"]: row for row in raw["rows"]}
+    assert rows["none"]["custom_nodes"] == {}
+    assert rows["bigain-merge-0.7-reuse"]["custom_nodes"] == {"GatedMerge": 1, "TokenMerge": 1, "TokenUnmerge": 2}
+    assert all(row["ort_vs_eager_max_abs"] < 1e-2 and row["ort_ms"] > 0 for row in rows.values())
+    assert list((tmp_path / "work").iterdir()) == []  # the exported files are removed
 
 
 def _host_ms(fn, warmup, iters):
