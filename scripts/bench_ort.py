@@ -24,7 +24,7 @@ mode, cudagraphs = ``mode="reduce-overhead"``).
     # DiT-XL/2 at 512 px, batch 16 (issue 11's DiT target), plan reuse across its 28 blocks
     python scripts/bench_ort.py --model dit-xl2 --res 512 --batch 16 --methods none bigain-merge-0.7 \
         bigain-merge-0.7-reuse --ort-optimize onnxscript --modes eager compile --out $OUT
-    # any CPU, tiny SD2-shaped UNet (or --model dit-xl2: a 2-block DiT): every code path in ~1-2 min
+    # any CPU, tiny SD2-shaped UNet (or --model dit-xl2: a 3-block DiT): every code path in ~1-2 min
     python scripts/bench_ort.py --tiny --out /tmp/bench
 """
 
