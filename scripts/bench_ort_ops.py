@@ -132,34 +132,28 @@ def cases(batch: int, side: int, channels: int, ratio: float, seed: int = 0, gat
     metric = torch.randn(batch, n, channels, generator=g).half()
     want_slot = ref.token_merge_plan(metric, side, side, r, "window")
     want_merged = ref.merge(x, want_slot, n - r)
+    feeds = {"x": x.numpy(), "metric": metric.numpy()}
 
-    ties = tied_windows(metric, side)
-
-    def check_merge(outputs):
-        merged, slot = outputs
-        return dict(slot_equal=bool(np.array_equal(slot, want_slot.numpy())), tied_windows=ties,
-                    max_abs=float(np.abs(merged.astype(np.float32) - want_merged.float().numpy()).max()))
-
-    for spec in gated_specs:
+    def gated_model(spec: str, **attrs):
         with body_forms(spec):
-            model = single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
-                                      {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
-                                      grid_h=side, grid_w=side, r=r, anchor=0)
-        yield ("GatedMerge" if spec == "default" else f"GatedMerge[{spec}]", model,
-               {"x": x.numpy(), "metric": metric.numpy()}, check_merge)
+            return single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
+                                     {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
+                                     grid_h=side, grid_w=side, r=r, anchor=0, **attrs)
+
+    def merge_check(slot_want, merged_want, **extra):
+        return lambda outputs: dict(slot_equal=bool(np.array_equal(outputs[1], slot_want.numpy())), **extra,
+                                    max_abs=float(np.abs(outputs[0].astype(np.float32) - merged_want.float().numpy()).max()))
+
+    check_merge = merge_check(want_slot, want_merged, tied_windows=tied_windows(metric, side))
+    for spec in gated_specs:
+        yield ("GatedMerge" if spec == "default" else f"GatedMerge[{spec}]", gated_model(spec), feeds, check_merge)
     # opt-in local matching (BiGainConfig.match_radius = 1): the body's other If branch, per window
     # (the body) and per source (session 16's body; odd grids)
     local_slot = ref.token_merge_plan(metric, side, side, r, "window", match_radius=1)
-    local_merged = ref.merge(x, local_slot, n - r)
+    check_local = merge_check(local_slot, ref.merge(x, local_slot, n - r))
     for spec in ("default", "local=per-source"):
-        with body_forms(spec):
-            model = single_node_model("GatedMerge", {"x": (F16, [batch, n, channels]), "metric": (F16, [batch, n, channels])},
-                                      {"merged": (F16, [batch, n - r, channels]), "slot": (I64, [batch, n])},
-                                      grid_h=side, grid_w=side, r=r, anchor=0, match_radius=1)
-        yield ("GatedMerge[match_radius=1]" if spec == "default" else f"GatedMerge[match_radius=1,{spec}]", model,
-               {"x": x.numpy(), "metric": metric.numpy()},
-               lambda outputs: dict(slot_equal=bool(np.array_equal(outputs[1], local_slot.numpy())),
-                                    max_abs=float(np.abs(outputs[0].astype(np.float32) - local_merged.float().numpy()).max())))
+        yield ("GatedMerge[match_radius=1]" if spec == "default" else f"GatedMerge[match_radius=1,{spec}]",
+               gated_model(spec, match_radius=1), feeds, check_local)
     # what a plan-reusing layer runs instead of a GatedMerge (the segment mean alone); at 512 px
     # the plan-reuse engine was slower than the per-block one (session 14), so time it alone
     num_dst = (side // 2) ** 2
