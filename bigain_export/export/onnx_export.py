@@ -9,7 +9,6 @@ and alpha(t) is computed in the graph, so one model serves every sampling step.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import tempfile
@@ -43,16 +42,17 @@ class ExportResult:
 
 
 def save_inlined_copy(model: onnx.ModelProto, path: Path) -> None:
-    """``model`` with its local functions (our nodes' bodies) inlined, for runtimes without functions."""
+    """``model`` with its local functions (our nodes' bodies) inlined, for runtimes without functions.
+    ``model``'s call nodes get their default attributes written out (same meaning)."""
     save_model_atomically(onnx.inliner.inline_local_functions(with_default_attributes(model)), path)
 
 
 def with_default_attributes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose function calls carry every defaulted attribute of their function (e.g.
-    GatedMerge's ``match_radius = 0``) explicitly: ``onnx.inliner`` ignores a function's
-    attribute defaults and leaves the body's Constant without a value (ONNX Runtime then refuses
-    the model: "Constant node has no data attributes")."""
-    model = copy.deepcopy(model)
+    """``model`` (in place, returned) with every defaulted attribute of a function (e.g.
+    GatedMerge's ``match_radius = 0``) written on its call nodes: ``onnx.inliner`` ignores a
+    function's attribute defaults and leaves the body's Constant without a value (ONNX Runtime
+    then refuses the model: "Constant node has no data attributes"). In place, not a copy: the
+    models inlined here hold the weights, and their callers no longer need them as they were."""
     defaults = {(f.domain, f.name): list(f.attribute_proto) for f in model.functions}
     for node in model.graph.node:
         present = {a.name for a in node.attribute}
