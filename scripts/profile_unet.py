@@ -1,12 +1,19 @@
-"""Where the time of one compiled SD2-UNet call goes (GPU kernels by CUDA time, and wall vs GPU time),
-for a few methods: diagnoses a variant slower than its kernels predict.
+"""Where the time of one compiled denoiser call goes (GPU kernels by CUDA time, and wall vs GPU
+time), for a few methods; with ``plain`` among them, each method's kernels are also diffed against
+plain's (what the merge adds, what attention saves): diagnoses a variant slower than its kernels
+predict.
 
-    python scripts/profile_unet.py --res 1024 --methods plain "bigain-merge r=0.5" --out results/
+    python scripts/profile_unet.py --res 768 --mode cudagraphs \
+        --methods plain "bigain-merge r=0.7 radius=1 plan-reuse" --out results/
+
+Writes ``profile_<method>.txt`` (the profiler's table), ``profile_<res>_<mode>.json`` (every
+kernel: calls and GPU microseconds per model call, per method) and ``profile_diff_<res>_<mode>.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,37 +23,89 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import METHODS, Bench, cuda_median_ms, patch  # noqa: E402
 
+CALLS = 5  # profiled model calls per method
+
+
+def kernel_table(prof) -> dict[str, dict[str, float]]:
+    """GPU kernels (and memsets/copies) of the profile: name -> calls and us per model call."""
+    table: dict[str, dict[str, float]] = {}
+    for event in prof.key_averages():
+        if event.self_device_time_total <= 0:
+            continue
+        row = table.setdefault(event.key, {"calls": 0.0, "us": 0.0})
+        row["calls"] += event.count / CALLS
+        row["us"] += event.self_device_time_total / CALLS
+    return table
+
+
+def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[str, dict]) -> str:
+    """Per method: kernels whose time changed against plain, largest first."""
+    lines = [f"# Kernel time against plain, {res} px, {mode} (us per call)", ""]
+    plain = kernels["plain"]
+    for name, table in kernels.items():
+        if name == "plain":
+            continue
+        s, p = summary[name], summary["plain"]
+        lines += [f"## {name}", "",
+                  f"events {s['ms']:.3f} ms (plain {p['ms']:.3f}); GPU kernel time {s['gpu_ms']:.3f} ms "
+                  f"(plain {p['gpu_ms']:.3f}); kernels per call {s['kernels']:.0f} (plain {p['kernels']:.0f})", "",
+                  "| kernel | calls | us | plain calls | plain us | delta us |", "|---|---|---|---|---|---|"]
+        keys = set(table) | set(plain)
+        deltas = {k: table.get(k, {}).get("us", 0.0) - plain.get(k, {}).get("us", 0.0) for k in keys}
+        for key in sorted(keys, key=lambda k: -abs(deltas[k]))[:30]:
+            a, b = table.get(key, {"calls": 0, "us": 0.0}), plain.get(key, {"calls": 0, "us": 0.0})
+            lines.append(f"| `{key[:90]}` | {a['calls']:.0f} | {a['us']:.1f} | {b['calls']:.0f} | {b['us']:.1f} "
+                         f"| {deltas[key]:+.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["sd2", "dit-xl2"], default="sd2")
     parser.add_argument("--res", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--mode", choices=["compile", "cudagraphs"], default="compile",
+                        help="torch.compile default mode, or mode='reduce-overhead' (CUDA graphs)")
     parser.add_argument("--methods", nargs="+", default=["plain", "bigain-merge r=0.5"], choices=list(METHODS))
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     from torch.profiler import ProfilerActivity, profile
 
     args.out.mkdir(parents=True, exist_ok=True)
-    bench = Bench("sd2", args.res, 2)
+    bench = Bench(args.model, args.res, args.batch)
+    kernels, summary = {}, {}
     for name in args.methods:
         patch(bench.model, METHODS[name])
         torch._dynamo.reset()
-        model = torch.compile(bench.model)
+        model = torch.compile(bench.model, mode="reduce-overhead" if args.mode == "cudagraphs" else None)
         with torch.inference_mode():
             ms = cuda_median_ms(lambda: bench.call(model), 5, 20)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                for _ in range(5):
+                for _ in range(CALLS):
                     bench.call(model)
                 torch.cuda.synchronize()
-            wall = (time.perf_counter() - t0) / 5 * 1000
-        events = prof.key_averages()
-        gpu = sum(e.self_device_time_total for e in events) / 5 / 1000
-        table = events.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70)
+            wall = (time.perf_counter() - t0) / CALLS * 1000
+        kernels[name] = kernel_table(prof)
+        gpu = sum(row["us"] for row in kernels[name].values()) / 1000
+        summary[name] = {"ms": ms, "wall_ms": wall, "gpu_ms": gpu,
+                         "kernels": sum(row["calls"] for row in kernels[name].values())}
+        table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70)
         (args.out / f"profile_{name.replace(' ', '_').replace('=', '')}.txt").write_text(table)
-        print(f"== {name}: {ms:.2f} ms (events), profiled wall {wall:.2f} ms, GPU kernel time {gpu:.2f} ms")
+        print(f"== {name}: {ms:.2f} ms (events), profiled wall {wall:.2f} ms, GPU kernel time {gpu:.2f} ms, "
+              f"{summary[name]['kernels']:.0f} kernels a call")
         print("\n".join(table.splitlines()[:22]))
         patch(bench.model, None)
+    stem = f"{args.res}_{args.mode}"
+    (args.out / f"profile_{stem}.json").write_text(json.dumps(
+        {"res": args.res, "mode": args.mode, "model": args.model, "torch": torch.__version__,
+         "device": torch.cuda.get_device_name(), "summary": summary, "kernels": kernels}, indent=1))
+    if "plain" in kernels:
+        text = diff_markdown(args.res, args.mode, kernels, summary)
+        (args.out / f"profile_diff_{stem}.md").write_text(text)
+        print(text)
 
 
 if __name__ == "__main__":
