@@ -249,12 +249,6 @@ def local_match_paths(name, x, metric, side, ratio) -> list[dict]:
         path = lambda: library.token_unmerge(*library.gated_merge(x, metric, side, side, r, "window", radius))  # noqa: E731
         add(f"plan {ratio} radius {radius}, CUDA graph", graph_ms(plan))
         add(f"path {ratio} radius {radius}, CUDA graph", graph_ms(path))
-        if radius:  # its plan's merge: one gather launch (merge_local_kernel) vs the atomics kernels
-            slot = plan()
-            for promised in (radius, 0):
-                merge = lambda: library.token_merge(x, slot, side, side, r, promised)  # noqa: E731
-                add(f"merge {ratio} radius {radius} ({'gather' if promised else 'atomics'}), CUDA graph",
-                    graph_ms(merge))
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(10):
                 plan()

@@ -225,27 +225,6 @@ def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype)
                                    **(dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-3, atol=4e-3)))
 
 
-@interpreter
-@pytest.mark.parametrize("h,w", [(4, 4), (5, 7), (9, 4), (16, 16), (7, 13)])
-@pytest.mark.parametrize("radius", [1, 2])
-def test_interpreted_local_merge_gathers_the_reference_mean(interpreted, monkeypatch, h, w, radius):
-    """merge_local_kernel (a plan made with match_radius: each anchor gathers its sources from its
-    neighbourhood, no atomics) equals the reference's scatter mean: exactly in float32 (both sum in
-    token order), odd grids (a last row or column joins the window before it) and exact ties
-    included; the atomic kernels must not run."""
-    n, nd = h * w, (h // 2) * (w // 2)
-    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
-    k = interpreted._triton()
-    monkeypatch.setattr(k, "merge_kernel", None)  # indexing None fails: the local path must serve
-    for metric in (_tokens(2, n, 12, seed=h * w + radius), _exact_tie_tokens(2, n, seed=radius)):
-        slot = _reference_plan(metric, h, w, r, "window", None, radius)
-        for dtype in (torch.float32, torch.float16):
-            x = _tokens(2, n, 70, seed=h + w, dtype=dtype)  # 70 channels: two channel blocks, one partial
-            tol = dict(rtol=0, atol=0) if dtype == torch.float32 else dict(rtol=1e-3, atol=1e-3)
-            got = interpreted.merge(x, slot, n - r, nd, h, w, radius)
-            torch.testing.assert_close(got, ref.merge(x, slot, n - r), **tol)
-
-
 # --------------------------------------------------------------------------- CPU: launch arithmetic
 @pytest.mark.parametrize("rule", ["fill", "waves"])
 def test_similarity_splits_cover_every_anchor_once(monkeypatch, rule):
@@ -282,8 +261,6 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(library.merge_plan_op, (metric, torch.zeros(1, 3, 4, dtype=torch.long), h, w, r, False))
     slot = library.merge_plan_op(metric, None, h, w, r, False)
     torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12))
-    local_slot = library.merge_plan_op(metric, None, h, w, r, False, 1)
-    torch.library.opcheck(library.token_merge_op, (x, local_slot, n - r, 12, h, w, 1))
     torch.library.opcheck(library.token_unmerge_op, (x[:, : n - r].contiguous(), slot))
     torch.library.opcheck(library.kv_pool_op, (x, torch.tensor([0.9]), h, w, 2))
 
@@ -457,23 +434,6 @@ def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype):
     want = ref.kv_downsample(x.float(), alpha.to(dtype).float().reshape(2, 1, 1), hh, ww, 2)
     # the kernel rounds the window mean to the dtype first (as the reference does), hence 2 ulps
     torch.testing.assert_close(library.kv_pool_op(x, alpha, hh, ww, 2), want.to(dtype), rtol=2 * ulp, atol=2 * ulp)
-
-
-@gpu
-@needs_cuda
-@pytest.mark.parametrize("h,w,c", [(31, 33, 96), (96, 96, 320), (128, 128, 320)])
-@pytest.mark.parametrize("radius", [1, 2])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_local_merge_matches_reference(h, w, c, radius, dtype):
-    """merge_local_kernel (plans made with match_radius) against the float32 reference rounded
-    once to the dtype; the slot maps come from the GPU plan itself, odd grid included."""
-    n, nd = h * w, (h // 2) * (w // 2)
-    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
-    x = _tokens(2, n, c, seed=4, dtype=dtype, device="cuda")
-    slot = library.merge_plan(_tokens(2, n, c, seed=5, dtype=dtype, device="cuda"), h, w, r, "window", radius)
-    ulp = {torch.float32: 1e-6, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[dtype]
-    merged = library.token_merge_op(x, slot, n - r, nd, h, w, radius)
-    torch.testing.assert_close(merged, ref.merge(x.float(), slot, n - r).to(dtype), rtol=ulp, atol=ulp)
 
 
 @gpu

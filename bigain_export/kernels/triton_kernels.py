@@ -26,8 +26,7 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    launch; ``launch.select_path``).
 
 ``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
-accumulated in float32 with atomics); ``merge_local_kernel`` the same mean in one launch for plans
-made with ``match_radius`` (each anchor gathers its sources from its neighbourhood); ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
+accumulated in float32 with atomics), ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
 IE-KVD in one pass. Everything agrees with :mod:`bigain_export.ops.reference` up to float
 summation order (the CPU tests run these kernels under Triton's interpreter).
 """
@@ -523,55 +522,6 @@ def finish_merge_kernel(acc_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST, COUNTS_AT,
     v = v / count[:, None]
     out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
     tl.store(out_rows, v.to(out_ptr.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def merge_local_kernel(x_ptr, slot_ptr, out_ptr, N, C, H, W, HS, WS, NUM_OUT, KEPT, TOKEN_TILES, W_TILES,
-                       R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The segment mean of a plan made with ``match_radius = R > 0``, in one launch without atomics
-    or a zeroed buffer: a merged source lies in one of the (2R+1)^2 windows around its anchor's,
-    so each anchor row GATHERS its sources from the token rows and columns of those windows (at
-    most 2(2R+1)+1 each: an odd grid's last row or column belongs to the window before it).
-
-    Programs ``[0, TOKEN_TILES)`` copy the kept sources (``slot < KEPT``) to their rows; the others
-    take BLOCK_W anchors of one window row each. Sums run in float32 in token order (the reference's
-    scatter order)."""
-    pid, b = tl.program_id(0), tl.program_id(2)
-    ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = ch < C
-    x_base = x_ptr + b.to(tl.int64) * N * C
-    out_base = out_ptr + b.to(tl.int64) * NUM_OUT * C
-    slots = slot_ptr + b * N
-    if pid < TOKEN_TILES:
-        tok = pid * BLOCK_T + tl.arange(0, BLOCK_T)
-        s = tl.load(slots + tok, mask=tok < N, other=KEPT)
-        kept = (s < KEPT)[:, None] & c_ok[None, :]
-        v = tl.load(x_base + tok[:, None] * C + ch[None, :], mask=kept, other=0.0)
-        tl.store(out_base + s[:, None] * C + ch[None, :], v, mask=kept)
-    else:
-        a = pid - TOKEN_TILES
-        wy = a // W_TILES
-        wx = (a % W_TILES) * BLOCK_W + tl.arange(0, BLOCK_W)
-        w_ok = wx < WS
-        target = KEPT + wy * WS + wx
-        y_start = tl.maximum(2 * (wy - R), 0)
-        y_stop = tl.where(wy + R >= HS - 1, H, 2 * (wy + R) + 2)
-        x_start = tl.maximum(2 * (wx - R), 0)
-        x_stop = tl.where(wx + R >= WS - 1, W, 2 * (wx + R) + 2)
-        total = tl.zeros([BLOCK_W, BLOCK_C], dtype=tl.float32)
-        count = tl.zeros([BLOCK_W], dtype=tl.float32)
-        for y in range(y_start, y_stop):
-            for dx in tl.static_range(2 * (2 * R + 1) + 1):
-                xc = x_start + dx
-                tok = y * W + xc
-                cand = w_ok & (xc < x_stop)
-                match = cand & (tl.load(slots + tok, mask=cand, other=-1) == target)
-                v = tl.load(x_base + tok[:, None] * C + ch[None, :], mask=match[:, None] & c_ok[None, :], other=0.0)
-                total += v.to(tl.float32)
-                count += match.to(tl.float32)
-        mean = total / tl.maximum(count, 1.0)[:, None]  # every anchor counts itself: the max guards padding lanes
-        tl.store(out_base + target[:, None].to(tl.int64) * C + ch[None, :], mean.to(out_ptr.dtype.element_ty),
-                 mask=w_ok[:, None] & c_ok[None, :])
 
 
 @triton.jit

@@ -66,19 +66,16 @@ def _(metric, offsets, grid_h, grid_w, r, released, match_radius=0):
 
 
 @torch.library.custom_op("bigain::token_merge", mutates_args=())
-def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int, grid_h: int = 0,
-                   grid_w: int = 0, match_radius: int = 0) -> torch.Tensor:
-    """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors.
-    ``match_radius`` (with the grid): the radius ``slot`` was planned with, which lets the kernel
-    gather each anchor's sources from its neighbourhood (0: no promise; same result either way)."""
+def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
+    """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors."""
     launch = _kernels()
     if launch.available(x):
-        return launch.merge(x, slot, num_out, num_dst, grid_h, grid_w, match_radius)
+        return launch.merge(x, slot, num_out, num_dst)
     return reference.merge(x, slot, num_out)
 
 
 @token_merge_op.register_fake
-def _(x, slot, num_out, num_dst, grid_h=0, grid_w=0, match_radius=0):
+def _(x, slot, num_out, num_dst):
     return x.new_empty(x.shape[0], num_out, x.shape[2])
 
 
@@ -142,19 +139,17 @@ def gated_merge(
 
         return emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius)
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
-    return token_merge(x, slot, grid_h, grid_w, r, match_radius), slot
+    return token_merge(x, slot, grid_h, grid_w, r), slot
 
 
-def token_merge(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int, r: int,
-                match_radius: int = 0) -> torch.Tensor:
-    """``[B, N, C]`` -> ``[B, N - r, C]`` by a slot map from :func:`gated_merge` / :func:`merge_plan`
-    (``match_radius``: the radius that plan was made with; 0 always serves)."""
+def token_merge(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int, r: int) -> torch.Tensor:
+    """``[B, N, C]`` -> ``[B, N - r, C]`` by a slot map from :func:`gated_merge` / :func:`merge_plan`."""
     num_out = x.shape[1] - r
     if _exporting():
         from ..export.onnx_ops import emit_token_merge
 
         return emit_token_merge(x, slot, num_out, (grid_h // 2) * (grid_w // 2))
-    return token_merge_op(x, slot, num_out, (grid_h // 2) * (grid_w // 2), grid_h, grid_w, match_radius)
+    return token_merge_op(x, slot, num_out, (grid_h // 2) * (grid_w // 2))
 
 
 def token_unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:

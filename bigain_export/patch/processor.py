@@ -101,10 +101,9 @@ class BlockPlan:
         self.slot: torch.Tensor | None = None
         self.grid: tuple[int, int] = (0, 0)
         self.r = -1  # -1: not set in this call; 0: nothing merged (identity)
-        self.match_radius = 0  # the radius the slot map was planned with (lets the merge gather)
 
-    def set(self, slot: torch.Tensor | None, grid: tuple[int, int], r: int, match_radius: int = 0) -> None:
-        self.slot, self.grid, self.r, self.match_radius = slot, grid, r, match_radius
+    def set(self, slot: torch.Tensor | None, grid: tuple[int, int], r: int) -> None:
+        self.slot, self.grid, self.r = slot, grid, r
 
     def clear(self) -> None:
         self.set(None, (0, 0), -1)
@@ -112,9 +111,7 @@ class BlockPlan:
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         if self.r < 0:
             raise UnsupportedModelError("block plan missing: the block's self-attention did not run first")
-        if self.r == 0:
-            return x
-        return library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r, self.match_radius)
+        return x if self.r == 0 else library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.r == 0 else library.token_unmerge(y, self.slot)
@@ -174,7 +171,7 @@ class BiGainAttnProcessor:
             reused = self.state.plans.get(num_tokens) if config.plan_reuse else None
             if reused is not None:
                 slot = reused
-                queries = library.token_merge(hidden_states, slot, grid_h, grid_w, r, config.match_radius)
+                queries = library.token_merge(hidden_states, slot, grid_h, grid_w, r)
             else:
                 metric = self.block_input if self.metric_from_block_input else hidden_states
                 if metric is None:
@@ -183,7 +180,7 @@ class BiGainAttnProcessor:
                                                      config.match_radius)
                 if config.plan_reuse:
                     self.state.plans[num_tokens] = slot
-        self.plan.set(slot, (grid_h, grid_w), r, config.match_radius)
+        self.plan.set(slot, (grid_h, grid_w), r)
         keys_values = None
         pools = config.pools_kv_at(num_tokens)
         if r > 0 or pools:

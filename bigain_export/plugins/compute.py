@@ -27,7 +27,7 @@ def gated_merge(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor],
     grid_h, grid_w, r = attrs["grid_h"], attrs["grid_w"], attrs["r"]
     plan = library.merge_plan(metric, grid_h, grid_w, r, anchor_name(attrs), attrs["match_radius"])
     slot.copy_(plan)
-    merged.copy_(library.token_merge(x, plan, grid_h, grid_w, r, attrs["match_radius"]))
+    merged.copy_(library.token_merge(x, plan, grid_h, grid_w, r))
 
 
 def token_merge(inputs: Sequence[torch.Tensor], outputs: Sequence[torch.Tensor], attrs: Mapping[str, int]) -> None:
