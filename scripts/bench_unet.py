@@ -10,6 +10,13 @@ eager and/or torch.compile, CUDA events (median after warm-up). Needs a CUDA GPU
 patched layer, its attention (q/k/v/out projections + SDPA, the layer's own module) is timed at
 full length and at the reduced lengths of the method; ceiling = plain / (plain - sum of savings).
 ``gain_share`` = (plain / ms - 1) / (ceiling - 1): 1.0 means the merge itself is free.
+
+**Two timings** of every method: ``ms``, one call's latency (each call waited for, so the host's
+per-call work, ~2 ms a call with CUDA graphs, is in it, and its jitter is in every ratio), with
+the ceiling from eager attention timed the same way; and ``loop_ms``, per call of calls issued
+back to back as a sampling loop issues them (the host prepares the next call while the GPU runs),
+with the ceiling from the attention's kernels alone (captured in a CUDA graph). The ``loop_``
+fields are what a sampler sees; a CUDA-graph model is GPU-bound there.
 FLOPs per call come from ``torch.utils.flop_counter.FlopCounterMode`` (eager, same inputs).
 
 ``--rounds R`` (R > 1) keeps every method of a mode compiled on its own copy of the model and
@@ -72,6 +79,9 @@ METHODS = {
 
 
 def cuda_median_ms(fn, warmup: int, iters: int) -> float:
+    """Latency of one call: each call between two events and waited for (median), so the GPU
+    also sits through the host's work before the call's first kernel (Dynamo's guards, CUDA-graph
+    bookkeeping: ~2 ms a UNet call with CUDA graphs, H100, session 19)."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
@@ -84,6 +94,45 @@ def cuda_median_ms(fn, warmup: int, iters: int) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+LOOP_REPEATS = 5
+
+
+def cuda_loop_ms(fn, warmup: int, iters: int) -> float:
+    """Time per call of calls issued back to back, as a sampling loop issues its denoiser calls
+    (nothing waits for the GPU between steps): the host prepares a call while the GPU runs the one
+    before, so this is max(host, GPU) per call. Median over LOOP_REPEATS loops of iters calls
+    (at least 3 each)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    calls = max(3, iters // LOOP_REPEATS)
+    times = []
+    for _ in range(LOOP_REPEATS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times)
+
+
+def graph_ms(fn, warmup: int, iters: int) -> float:
+    """GPU time per call of ``fn`` captured in a CUDA graph and replayed back to back: its kernels
+    alone, without the host's launch cost (the attention inside a compiled CUDA-graph model)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up off the capture (cuBLAS/cuDNN choose their kernels)
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return cuda_loop_ms(graph.replay, warmup, iters)
 
 
 def patch(model, method):
@@ -150,22 +199,26 @@ class Bench:
         return [(modules[f"{name}.attn1"], side) for name in names]
 
 
-def attention_savings(bench: Bench, config: BiGainConfig, warmup: int, iters: int, cache: dict) -> float:
-    """Sum over the patched layers of (attention ms at full length - at the method's lengths)."""
+def attention_savings(bench: Bench, config: BiGainConfig, warmup: int, iters: int, cache: dict,
+                      timer=None) -> float:
+    """Sum over the patched layers of (attention ms at full length - at the method's lengths),
+    each timed by ``timer`` (default :func:`cuda_median_ms`, one eager call at a time;
+    :func:`graph_ms` for the kernels alone, as they run inside a CUDA-graph model)."""
+    timer = timer or cuda_median_ms
     total = 0.0
     for attn, side in bench.patched_layers(config):
         n = side * side
         channels = attn.to_q.in_features
         q_len = n - config.merged_count(n, side, side)
         kv_len = (side // config.downsample) ** 2 if config.pools_kv else None
-        key = (id(attn), n, q_len, kv_len)
+        key = (id(attn), n, q_len, kv_len, timer.__name__)
         if key not in cache:
             x = torch.randn(bench.batch, n, channels, device="cuda", dtype=torch.bfloat16)
             with torch.inference_mode():
-                full = cuda_median_ms(lambda: attn(x), warmup, iters)
+                full = timer(lambda: attn(x), warmup, iters)
                 kv = None if kv_len is None else x[:, :kv_len].contiguous()
                 q = x[:, :q_len].contiguous()
-                reduced = cuda_median_ms(lambda: attn(q, kv), warmup, iters)
+                reduced = timer(lambda: attn(q, kv), warmup, iters)
             cache[key] = full - reduced
         total += cache[key]
     return total
@@ -305,13 +358,40 @@ def main() -> None:
     print(table)
 
 
+def _timings(bench: Bench, model, args) -> tuple[float, float]:
+    """(per-call latency, per-call time in a loop) of ``model``, in ms."""
+    with torch.inference_mode():
+        call = cuda_median_ms(lambda: bench.call(model), args.warmup, args.iters)
+        loop = cuda_loop_ms(lambda: bench.call(model), args.warmup, args.iters)
+    return call, loop
+
+
+def _ratio_fields(prefix: str, ratios: list[float], plain_ms: float, saved: float | None) -> dict:
+    """speedup (median over rounds, with its range), and beside it the ceiling and the share of
+    its gain, for one timing; ``prefix`` "" (per call) or "loop_"."""
+    speedup = statistics.median(ratios)
+    fields = {f"{prefix}speedup": round(speedup, 3)}
+    if len(ratios) > 1:
+        fields.update({f"{prefix}speedup_min": round(min(ratios), 3), f"{prefix}speedup_max": round(max(ratios), 3)})
+    if saved is not None:
+        ceiling = plain_ms / (plain_ms - saved)
+        fields.update({f"{prefix}attention_saved_ms": round(saved, 3), f"{prefix}ceiling": round(ceiling, 3),
+                       f"{prefix}gain_share": round((speedup - 1) / (ceiling - 1), 3) if ceiling > 1 else None})
+    return fields
+
+
 def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops: dict, cache: dict) -> list[dict]:
     """Compile (or not) one copy of the model per method, time each once, then ``args.rounds - 1``
-    interleaved rounds; rows with each ratio against plain of this group beside the ceiling."""
+    interleaved rounds; rows with each ratio against plain of this group beside the ceiling.
+
+    Two timings each time: ``ms`` is one call's latency (every call waited for: the host's
+    per-call work is in it) with the ceiling from eager attention timed the same way; ``loop_ms``
+    is the time per call of calls issued back to back, as a sampler runs them, with the ceiling
+    from the attention's kernels alone (:func:`graph_ms`)."""
     import copy
 
     torch._dynamo.reset()
-    models, times, errors, setup = {}, {}, {}, {}
+    models, times, loops, errors, setup = {}, {}, {}, {}, {}
     for name in names:
         model = copy.deepcopy(bench.model)
         patch(model, METHODS[name])
@@ -319,8 +399,8 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
             model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         t0 = time.time()
         try:
-            with torch.inference_mode():
-                times[name] = [cuda_median_ms(lambda: bench.call(model), args.warmup, args.iters)]
+            call, loop = _timings(bench, model, args)
+            times[name], loops[name] = [call], [loop]
             models[name] = model
         except Exception as exc:  # record, keep benchmarking the rest
             errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -329,46 +409,51 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
               f"{'  ' + errors[name] if name in errors else ''}", flush=True)
     if args.rounds > 1:
         timed = [name for name in names if name in models]
-        times = {name: [] for name in timed}
+        times, loops = {name: [] for name in timed}, {name: [] for name in timed}
         for order in round_orders(timed, args.rounds - 1):
             for name in order:
-                with torch.inference_mode():
-                    times[name].append(cuda_median_ms(lambda: bench.call(models[name]), args.warmup, args.iters))
-    ratios = paired_speedups(times)
+                call, loop = _timings(bench, models[name], args)
+                times[name].append(call)
+                loops[name].append(loop)
+    ratios, loop_ratios = paired_speedups(times), paired_speedups(loops)
     rows = []
     plain_ms = statistics.median(times["plain"]) if "plain" in times else None
+    plain_loop = statistics.median(loops["plain"]) if "plain" in loops else None
     for name in names:
         method = METHODS[name]
         ms = statistics.median(times[name]) if name in times else float("nan")
-        row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), error=errors.get(name), setup_s=setup[name],
-                   flops=flops[name], rounds=len(times.get(name, [])))
+        loop_ms = statistics.median(loops[name]) if name in loops else float("nan")
+        row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), loop_ms=round(loop_ms, 3), error=errors.get(name),
+                   setup_s=setup[name], flops=flops[name], rounds=len(times.get(name, [])))
         if name in ratios:
-            speedup = statistics.median(ratios[name])
-            row.update(speedup=round(speedup, 3))
-            if len(ratios[name]) > 1:
-                row.update(speedup_min=round(min(ratios[name]), 3), speedup_max=round(max(ratios[name]), 3))
-            if isinstance(method, BiGainConfig):
-                saved = attention_savings(bench, method, args.warmup, args.iters, cache)
-                ceiling = plain_ms / (plain_ms - saved)
-                row.update(attention_saved_ms=round(saved, 3), ceiling=round(ceiling, 3),
-                           gain_share=round((speedup - 1) / (ceiling - 1), 3) if ceiling > 1 else None)
+            compresses = isinstance(method, BiGainConfig)
+            saved = attention_savings(bench, method, args.warmup, args.iters, cache) if compresses else None
+            row.update(_ratio_fields("", ratios[name], plain_ms, saved))
+            saved = attention_savings(bench, method, args.warmup, args.iters, cache, graph_ms) if compresses else None
+            row.update(_ratio_fields("loop_", loop_ratios[name], plain_loop, saved))
         rows.append(row)
-        spread = f" [{row['speedup_min']}-{row['speedup_max']}]" if "speedup_min" in row else ""
-        print(f"[{res}px] {name:34s} {mode:10s} {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
-              f"speedup {row.get('speedup', '-')}{spread}  share {row.get('gain_share', '-')}", flush=True)
+        spread = lambda p: f" [{row[p + 'speedup_min']}-{row[p + 'speedup_max']}]" if p + "speedup_min" in row else ""  # noqa: E731
+        print(f"[{res}px] {name:34s} {mode:10s} call {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
+              f"speedup {row.get('speedup', '-')}{spread('')}  share {row.get('gain_share', '-')} | loop {loop_ms:8.2f} ms"
+              f"  ceiling {row.get('loop_ceiling', '-')}  speedup {row.get('loop_speedup', '-')}{spread('loop_')}  "
+              f"share {row.get('loop_gain_share', '-')}", flush=True)
     del models
     torch.cuda.empty_cache()
     return rows
 
 
 def markdown_table(rows) -> str:
-    lines = ["| px | method | mode | ms | speedup | speedup range over rounds | ceiling | share of ceiling's gain | GFLOP |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Both timings: one call's latency (``ms``) and per call in a loop (``loop ms``)."""
+    fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
+    spread = lambda r, p: f"{r[p + 'speedup_min']:g}-{r[p + 'speedup_max']:g}" if p + "speedup_min" in r else "-"  # noqa: E731
+    lines = ["| px | method | mode | ms (one call) | speedup [range] | ceiling | share | loop ms | loop speedup [range] "
+             "| loop ceiling | loop share | GFLOP |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
-        spread = f"{r['speedup_min']:g}-{r['speedup_max']:g}" if "speedup_min" in r else "-"
-        lines.append(f"| {r['res']} | {r['method']} | {r['mode']} | {r['ms']:.2f} | {fmt(r.get('speedup'))} | {spread} | "
-                     f"{fmt(r.get('ceiling'))} | {fmt(r.get('gain_share'))} | "
+        lines.append(f"| {r['res']} | {r['method']} | {r['mode']} | {r['ms']:.2f} | {fmt(r.get('speedup'))} "
+                     f"[{spread(r, '')}] | {fmt(r.get('ceiling'))} | {fmt(r.get('gain_share'))} | "
+                     f"{r.get('loop_ms', float('nan')):.2f} | {fmt(r.get('loop_speedup'))} [{spread(r, 'loop_')}] | "
+                     f"{fmt(r.get('loop_ceiling'))} | {fmt(r.get('loop_gain_share'))} | "
                      f"{'-' if r.get('flops') is None else round(r['flops'] / 1e9)} |")
     return "\n".join(lines)
 

@@ -110,7 +110,9 @@ def _host_ms(fn, warmup, iters):
 
 def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypatch):
     monkeypatch.setattr(bench_unet, "cuda_median_ms", _host_ms)
-    monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 0.0)
+    monkeypatch.setattr(bench_unet, "cuda_loop_ms", _host_ms)
+    timers = []
+    monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: (timers.append(a[5:]), 0.0)[1])
     model = tiny_unet()
     sample, t, context = unet_inputs()
     bench = SimpleNamespace(model=model, call=lambda m: m(sample, t, context).sample)
@@ -125,7 +127,10 @@ def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypat
     assert by_name["plain"]["rounds"] == by_name["bigain-merge r=0.7"]["rounds"] == 2  # first timing = warm-up
     merged = by_name["bigain-merge r=0.7"]
     assert merged["speedup_min"] <= merged["speedup"] <= merged["speedup_max"] and merged["error"] is None
-    assert "ceiling" in merged
+    assert "ceiling" in merged and "loop_ceiling" in merged and merged["loop_ms"] > 0
+    assert merged["loop_speedup_min"] <= merged["loop_speedup"] <= merged["loop_speedup_max"]
+    assert timers == [(), (bench_unet.graph_ms,)]  # the loop's ceiling: attention kernels alone
+    assert "loop share" in bench_unet.markdown_table(rows)
     # each method was patched onto its own copy; the benchmark's own model never was
     assert [method for _, method in patched] == [None, bench_unet.METHODS["bigain-merge r=0.7"]]
     assert all(m is not model for m, _ in patched) and patched[0][0] is not patched[1][0]
