@@ -256,10 +256,6 @@ def local_match_paths(name, x, metric, side, ratio) -> list[dict]:
         for event in prof.key_averages():
             if "best_anchor" in event.key and event.device_time_total > 0:
                 add(f"radius {radius} kernel {event.key[:40]}", event.device_time_total / 10 / 1000)
-    plan = lambda: library.merge_plan(metric, side, side, r, "window", 1)  # noqa: E731
-    for config in [(256, 32, 8), (128, 32, 4), (512, 32, 8), (256, 64, 8), (512, 16, 8), (1024, 16, 8)]:
-        with launch_settings(**dict(zip(("LOCAL_PAIRS", "LOCAL_BLOCK_C", "LOCAL_WARPS"), config))):
-            add("plan %s radius 1 [lanes %d C%d w%d], CUDA graph" % ((ratio,) + config), tile_ms(graph_ms, plan, config))
     return out
 
 

@@ -190,9 +190,9 @@ def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_
 @pytest.mark.parametrize("h,w", [(5, 7), (9, 4), (16, 16)])
 @pytest.mark.parametrize("radius", [1, 2])
 def test_interpreted_local_match_equals_reference(interpreted, h, w, radius):
-    """``match_radius``: best_anchor_local_kernel against the reference's candidate gather, on
-    random rows (float32, float16) and on exact ties, odd grids included (their last row or column
-    joins the window before it), with gated and given anchors."""
+    """``match_radius``: the similarity kernel's local form against the reference's candidate
+    gather, on random rows (float32, float16) and on exact ties, odd grids included (their last
+    row or column joins the window before it), with gated and given anchors."""
     n = h * w
     ties = _exact_tie_tokens(2, n, seed=radius)
     for metric in (_tokens(2, n, 12, seed=h * w + radius), _tokens(2, n, 12, seed=radius, dtype=torch.float16), ties):
@@ -203,6 +203,28 @@ def test_interpreted_local_match_equals_reference(interpreted, h, w, radius):
                 got = interpreted.merge_plan(metric, offsets, h, w, r, match_radius=radius)
                 want = _reference_plan(metric, h, w, r, anchor, offsets, radius)
                 assert torch.equal(got, want), (metric.dtype, ratio, anchor)
+
+
+@interpreter
+@pytest.mark.parametrize("similarity_kernel", ["resident", "nested"], indirect=True)
+@pytest.mark.parametrize("h,w,radius", [(18, 21, 1), (23, 16, 2)])
+def test_interpreted_local_bands_equal_reference(interpreted, similarity_kernel, monkeypatch, h, w, radius):
+    """Source tiles of 16 and anchor tiles of 16: each program scans the band of window rows its
+    sources reach, which here is a few rows of many (and starts or ends mid-tile), in both
+    similarity kernels; random rows and exact ties (float16: the resident kernel takes 16 bits)."""
+    from bigain_export.kernels import launch
+
+    for name in ("RES_BLOCK_M", "RES_BLOCK_N", "SIM_BLOCK_M", "SIM_BLOCK_N"):
+        monkeypatch.setattr(launch, name, 16)
+    n, c = h * w, 32
+    assert (launch.resident_channels(c, 2) is not None) == (similarity_kernel == "resident")
+    ties = torch.nn.functional.pad(_exact_tie_tokens(2, n, seed=radius), (0, c - 4)).half()
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    for metric in (_tokens(2, n, c, seed=n + radius, dtype=torch.float16), ties):
+        for anchor in ("window", "fixed"):
+            offsets = _offsets(anchor, h, w, seed=0)
+            got = interpreted.merge_plan(metric, offsets, h, w, r, match_radius=radius)
+            assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets, radius)), anchor
 
 
 @interpreter
@@ -395,7 +417,7 @@ def test_gpu_plan_breaks_exact_ties_like_the_reference(kind, dtype, select_path,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("radius", [1, 3])
 def test_gpu_local_match_equals_reference(h, w, c, dtype, radius):
-    """best_anchor_local_kernel (match_radius) against the reference's candidate gather: random
+    """The similarity kernels' local form (match_radius) against the reference's candidate gather: random
     rows up to near-tie flips (the partitions agree), exact ties exactly."""
     n = h * w
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)

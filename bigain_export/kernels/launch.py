@@ -110,11 +110,6 @@ def resident_channels(c: int, itemsize: int) -> tuple[int, int, int, int] | None
     return RES_BLOCK_M, k0, k1, stages
 
 
-# best_anchor_local_kernel (match_radius > 0): (source, candidate) lanes per program and channel
-# block; 256 x 32 float32 operands keep ~64 registers a thread at 8 warps. Measured (H200, session
-# 16, plan at R=1, 1024 px): 0.103 ms; the other tiles tried were within 5% (0.098-0.118).
-LOCAL_PAIRS, LOCAL_BLOCK_C, LOCAL_WARPS = 256, 32, 8
-
 SELECT_BLOCK = 1024  # sources per program of the radix select
 # Up to this many sources the selection is one program per sample (small_select_kernel: a sort in
 # registers), above it the radix select spreads the work. 1024 covers DiT-XL/2 at 512 px and the
@@ -205,34 +200,30 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
     k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
                                           kept, BLOCK_T=32, BLOCK_C=32)
-    # 3. best anchor of every source: among its neighbourhood's anchors (match_radius), or among
-    # all, the anchors split so that the grid fills the GPU
-    if match_radius > 0:
-        splits = 1
-        sim = torch.empty(b, 1, num_src, dtype=torch.float32, device=device)
-        idx = torch.empty(b, 1, num_src, dtype=torch.int32, device=device)
-        kp = _pow2((2 * match_radius + 1) ** 2)
-        block_s = max(1, LOCAL_PAIRS // kp)
-        k.best_anchor_local_kernel[(_cdiv(num_src, block_s), b)](
-            units, src_tok, sim, idx, n, c, num_src, grid_w, hs, ws, R=match_radius, KP=kp, BLOCK_S=block_s,
-            BLOCK_C=LOCAL_BLOCK_C, **_gpu_options(device, num_warps=LOCAL_WARPS))
-        return _select(k, sim, idx, src_tok, slot, n, num_src, splits, r, device)
+    # 3. best anchor of every source on tensor cores: among all anchors, split so that the grid
+    # fills the GPU; or with match_radius among its neighbourhood's, each program scanning only the
+    # window rows its sources can reach (no split)
     resident = resident_channels(c, metric.element_size())
     block_m, block_n = (resident[0], RES_BLOCK_N) if resident else (SIM_BLOCK_M, SIM_BLOCK_N)
     m_tiles = _cdiv(num_src, block_m)
-    splits, per_split = similarity_splits(num_dst, block_n, m_tiles * b, _sm_count(device))
+    if match_radius > 0:
+        splits, per_split = 1, num_dst
+    else:
+        splits, per_split = similarity_splits(num_dst, block_n, m_tiles * b, _sm_count(device))
     sim = torch.empty(b, splits, num_src, dtype=torch.float32, device=device)
     idx = torch.empty(b, splits, num_src, dtype=torch.int32, device=device)
     ieee = metric.dtype == torch.float32
     grid = (m_tiles, splits, b)
+    where = (src_tok, sim, idx)
     if resident:
         tuning = _gpu_options(device, num_warps=RES_WARPS, num_stages=resident[3])
-        k.best_anchor_resident_kernel[grid](units, sim, idx, n, num_src, num_dst, per_split, C=c, K0=resident[1],
-                                            K1=resident[2], BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
+        k.best_anchor_resident_kernel[grid](units, *where, n, num_src, num_dst, per_split, grid_w, hs, ws, C=c,
+                                            K0=resident[1], K1=resident[2], R=match_radius, BLOCK_M=block_m,
+                                            BLOCK_N=block_n, IEEE=ieee, **tuning)
     else:
         tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
-        k.best_anchor_kernel[grid](units, sim, idx, n, c, num_src, num_dst, per_split, BLOCK_M=block_m,
-                                   BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
+        k.best_anchor_kernel[grid](units, *where, n, c, num_src, num_dst, per_split, grid_w, hs, ws, R=match_radius,
+                                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
     return _select(k, sim, idx, src_tok, slot, n, num_src, splits, r, device)
 
 

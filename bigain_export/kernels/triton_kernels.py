@@ -12,8 +12,8 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    tiles of ``src @ dst^T`` on tensor cores, reduced on the fly to each source's best similarity
    and anchor (ties: lowest anchor index), split over anchor ranges; the resident one keeps its
    source tile on chip across the anchor tiles (the nested one reloads it per tile and spills);
-   with ``match_radius = R > 0``, ``best_anchor_local_kernel`` instead: each source against the
-   anchors of the (2R+1)^2 windows around its own only (O(N R^2) work, no tiles);
+   with ``match_radius = R > 0`` the same kernels scan only the window rows within R of a tile's
+   sources and mask every anchor outside a source's (2R+1)^2 windows (O(N R) work);
 5. ``radix_hist_kernel`` x 4, ``tie_count_kernel``, ``source_slots_kernel``: a radix select (8-bit
    digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
    similarity; sources above it, and the first ties by token index, merge (a stable descending
@@ -158,10 +158,53 @@ def _dot(a, b, acc, IEEE: tl.constexpr):
 
 
 @triton.jit
-def _fold_anchor_tile(acc, col_ok, d0, best, best_idx):
-    """Each source's running best (similarity, anchor) after the tile of anchors from ``d0``
-    (ties: the lowest anchor index, within the tile and against earlier tiles)."""
-    acc = tl.where(col_ok[None, :], acc, float("-inf"))
+def _anchor_range(src_tok_ptr, b, pid_m, split, NUM_SRC, NUM_DST, DST_PER_SPLIT, W, HS, WS,
+                  R: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Anchors ``[start, stop)`` this program compares its sources with: its split of all anchors
+    (R = 0), or the window rows within R of its sources' own windows (``match_radius = R``;
+    sources are in token order, so their window rows run from the first source's to the last's)."""
+    d_start = split * DST_PER_SPLIT
+    d_stop = tl.minimum(d_start + DST_PER_SPLIT, NUM_DST)
+    if R > 0:
+        first = tl.load(src_tok_ptr + b * NUM_SRC + pid_m * BLOCK_M)
+        last = tl.load(src_tok_ptr + b * NUM_SRC + tl.minimum(pid_m * BLOCK_M + BLOCK_M, NUM_SRC) - 1)
+        d_start = tl.maximum(tl.minimum((first // W) // 2, HS - 1) - R, 0) * WS
+        d_stop = (tl.minimum(tl.minimum((last // W) // 2, HS - 1) + R, HS - 1) + 1) * WS
+    return d_start, d_stop
+
+
+@triton.jit
+def _own_windows(src_tok_ptr, b, NUM_SRC, rows, row_ok, W, HS, WS, R: tl.constexpr):
+    """Each source's own window (row, column); an odd grid's last row or column joins the window
+    beside it. Not loaded (zeros) for R = 0."""
+    own_y = rows * 0
+    own_x = rows * 0
+    if R > 0:
+        tok = tl.load(src_tok_ptr + b * NUM_SRC + rows, mask=row_ok, other=0)
+        own_y = tl.minimum((tok // W) // 2, HS - 1)
+        own_x = tl.minimum((tok % W) // 2, WS - 1)
+    return own_y, own_x
+
+
+@triton.jit
+def _candidates(own_y, own_x, cols, col_ok, WS, R: tl.constexpr):
+    """``[BLOCK_M, BLOCK_N]``: which anchors (window indices ``cols``) each source may merge into:
+    every valid one (R = 0), or the windows within R rows and columns of the source's own window
+    (``reference.match_candidates``: its clamped candidates are exactly these windows)."""
+    ok = col_ok[None, :] & (own_y[:, None] >= 0)
+    if R > 0:
+        dy = cols[None, :] // WS - own_y[:, None]
+        dx = cols[None, :] % WS - own_x[:, None]
+        ok = ok & (dy <= R) & (dy >= -R) & (dx <= R) & (dx >= -R)
+    return ok
+
+
+@triton.jit
+def _fold_anchor_tile(acc, ok, d0, best, best_idx):
+    """Each source's running best (similarity, anchor) after the tile of anchors from ``d0``, over
+    the pairs ``ok`` allows (ties: the lowest anchor index, within the tile and against earlier
+    tiles)."""
+    acc = tl.where(ok, acc, float("-inf"))
     tile_best, tile_idx = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
     better = tile_best > best  # strict: an earlier tile (lower anchor index) wins ties
     return tl.where(better, tile_best, best), tl.where(better, d0 + tile_idx, best_idx)
@@ -175,10 +218,11 @@ def _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_id
 
 
 @triton.jit
-def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_PER_SPLIT,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+def best_anchor_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_PER_SPLIT, W, HS, WS,
+                       R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        IEEE: tl.constexpr):
-    """Partial best anchor of BLOCK_M sources over anchors [split * DST_PER_SPLIT, ...)."""
+    """Partial best anchor of BLOCK_M sources over anchors [split * DST_PER_SPLIT, ...), or with
+    ``match_radius = R > 0`` over the candidate windows of each source (:func:`_anchor_range`)."""
     pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < NUM_SRC
@@ -186,8 +230,9 @@ def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_
     dst_base = base + NUM_SRC * C
     best = tl.full([BLOCK_M], float("-inf"), tl.float32)
     best_idx = tl.zeros([BLOCK_M], dtype=tl.int32)
-    d_start = split * DST_PER_SPLIT
-    d_stop = tl.minimum(d_start + DST_PER_SPLIT, NUM_DST)
+    own_y, own_x = _own_windows(src_tok_ptr, b, NUM_SRC, rows, row_ok, W, HS, WS, R)
+    d_start, d_stop = _anchor_range(src_tok_ptr, b, pid_m, split, NUM_SRC, NUM_DST, DST_PER_SPLIT, W, HS, WS,
+                                    R, BLOCK_M)
     for d0 in range(d_start, d_stop, BLOCK_N):
         cols = d0 + tl.arange(0, BLOCK_N)
         col_ok = cols < d_stop
@@ -198,13 +243,13 @@ def best_anchor_kernel(units_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_
             a = tl.load(base + rows[:, None] * C + ks[None, :], mask=row_ok[:, None] & k_ok[None, :], other=0.0)
             bt = tl.load(dst_base + cols[None, :] * C + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
             acc = _dot(a, bt, acc, IEEE)
-        best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
+        best, best_idx = _fold_anchor_tile(acc, _candidates(own_y, own_x, cols, col_ok, WS, R), d0, best, best_idx)
     _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
 
 
 @triton.jit
-def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST, DST_PER_SPLIT,
-                                C: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,
+def best_anchor_resident_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST, DST_PER_SPLIT,
+                                W, HS, WS, C: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, R: tl.constexpr,
                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
     """:func:`best_anchor_kernel` with the BLOCK_M source rows loaded once and kept on chip across
     the anchor tiles (as flash attention keeps its queries): one loop over anchor tiles, whose
@@ -223,8 +268,9 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
         a1 = tl.load(base + rows[:, None] * C + k1[None, :], mask=row_ok[:, None], other=0.0)
     best = tl.full([BLOCK_M], float("-inf"), tl.float32)
     best_idx = tl.zeros([BLOCK_M], dtype=tl.int32)
-    d_start = split * DST_PER_SPLIT
-    d_stop = tl.minimum(d_start + DST_PER_SPLIT, NUM_DST)
+    own_y, own_x = _own_windows(src_tok_ptr, b, NUM_SRC, rows, row_ok, W, HS, WS, R)
+    d_start, d_stop = _anchor_range(src_tok_ptr, b, pid_m, split, NUM_SRC, NUM_DST, DST_PER_SPLIT, W, HS, WS,
+                                    R, BLOCK_M)
     for d0 in range(d_start, d_stop, BLOCK_N):
         cols = d0 + tl.arange(0, BLOCK_N)
         col_ok = cols < d_stop
@@ -233,56 +279,8 @@ def best_anchor_resident_kernel(units_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST
         if K1 > 0:
             b1 = tl.load(dst_base + cols[None, :] * C + k1[:, None], mask=col_ok[None, :], other=0.0)
             acc = _dot(a1, b1, acc, IEEE)
-        best, best_idx = _fold_anchor_tile(acc, col_ok, d0, best, best_idx)
+        best, best_idx = _fold_anchor_tile(acc, _candidates(own_y, own_x, cols, col_ok, WS, R), d0, best, best_idx)
     _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
-
-
-@triton.jit
-def _candidate_window(tok, k, W, HS, WS, R: tl.constexpr):
-    """Window of candidate ``k`` of token ``tok`` under ``match_radius = R``, as
-    ``reference.match_candidates``: the token's own window (an odd grid's last row or column
-    joins the one before), shifted by ``(k // (2R+1) - R, k % (2R+1) - R)``, clamped to the grid."""
-    SIDE: tl.constexpr = 2 * R + 1
-    own_y = tl.minimum((tok // W) // 2, HS - 1)
-    own_x = tl.minimum((tok % W) // 2, WS - 1)
-    y = tl.minimum(tl.maximum(own_y + k // SIDE - R, 0), HS - 1)
-    x = tl.minimum(tl.maximum(own_x + k % SIDE - R, 0), WS - 1)
-    return y * WS + x
-
-
-@triton.jit
-def best_anchor_local_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, W, HS, WS,
-                             R: tl.constexpr, KP: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Best anchor of BLOCK_S sources among the ``(2R+1)^2`` windows around each source's own
-    (``match_radius = R``, :func:`bigain_export.ops.reference.match_candidates`): one lane per
-    (source, candidate) pair, KP >= (2R+1)^2 candidates per source, dot products in float32 over
-    channel blocks. Candidates come in the reference's order (window rows, then columns, clamped
-    at the edges), so the first maximum is the reference's lowest window."""
-    pid, b = tl.program_id(0), tl.program_id(1)
-    SIDE: tl.constexpr = 2 * R + 1
-    pair = tl.arange(0, BLOCK_S * KP)
-    s = pid * BLOCK_S + pair // KP
-    k = pair % KP
-    ok = (s < NUM_SRC) & (k < SIDE * SIDE)
-    tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=s < NUM_SRC, other=0)
-    window = _candidate_window(tok, k, W, HS, WS, R)
-    base = units_ptr + b.to(tl.int64) * N * C
-    src_rows = base + s.to(tl.int64)[:, None] * C
-    dst_rows = base + (NUM_SRC + window).to(tl.int64)[:, None] * C
-    acc = tl.zeros([BLOCK_S * KP], dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        ch = c0 + tl.arange(0, BLOCK_C)
-        m = ok[:, None] & (ch[None, :] < C)
-        a = tl.load(src_rows + ch[None, :], mask=m, other=0.0).to(tl.float32)
-        d = tl.load(dst_rows + ch[None, :], mask=m, other=0.0).to(tl.float32)
-        acc += tl.sum(a * d, axis=1)
-    acc = tl.reshape(tl.where(ok, acc, float("-inf")), (BLOCK_S, KP))
-    best, best_k = tl.max(acc, axis=1, return_indices=True, return_indices_tie_break_left=True)
-    rows = pid * BLOCK_S + tl.arange(0, BLOCK_S)
-    row_ok = rows < NUM_SRC
-    row_tok = tl.load(src_tok_ptr + b * NUM_SRC + rows, mask=row_ok, other=0)
-    tl.store(sim_ptr + b * NUM_SRC + rows, best + 0.0, mask=row_ok)  # + 0.0: -0.0 -> +0.0 (one key)
-    tl.store(idx_ptr + b * NUM_SRC + rows, _candidate_window(row_tok, best_k, W, HS, WS, R), mask=row_ok)
 
 
 @triton.jit
