@@ -41,7 +41,7 @@ SHAPES = {
 # registers + 96 bytes: what the resident one replaces where it applies), small_select_kernel
 # (8 bytes), and at 64 channels gather_rows_kernel (8) and kv_pool_kernel (80).
 MUST_NOT_SPILL = ("best_anchor_resident_kernel", "laplacian_score_kernel", "unit_rows_kernel", "merge_kernel",
-                  "finish_merge_kernel")
+                  "finish_merge_kernel", "grouped_merge_kernel")
 TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int32: "i32",
                 torch.int64: "i64"}
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
@@ -90,6 +90,8 @@ def capture_launches(batch: int, side: int, channels: int, dtype: torch.dtype, r
         launch.merge_plan(x, torch.zeros(1, side // 2, side // 2, dtype=torch.long), side, side, r)  # ToMe offsets
         launch.merge_plan(x, None, side, side, r, match_radius=1)  # the similarity kernel's local form (R=1)
         launch.merge(x, slot, n - r, num_dst)
+        members, starts = launch.merge_groups(slot, n - r, num_dst)  # a reused plan's merge
+        launch.grouped_merge(x, members, starts, n - r, num_dst)
         launch.unmerge(x[:, : n - r], slot)
         launch.kv_pool(x, torch.ones(1), side, side, 2)
     finally:

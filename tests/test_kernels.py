@@ -247,6 +247,65 @@ def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype)
                                    **(dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-3, atol=4e-3)))
 
 
+def _sorted_groups(members, starts, kept):
+    """Members sorted within each anchor group (the kernel fills a group in any order)."""
+    out = members.clone()
+    for b in range(members.shape[0]):
+        bounds = starts[b].tolist()
+        for a in range(len(bounds) - 1):
+            out[b, bounds[a]:bounds[a + 1]] = members[b, bounds[a]:bounds[a + 1]].sort().values
+    return out
+
+
+@interpreter
+@pytest.mark.parametrize("h,w,radius", [(5, 7, 0), (16, 16, 0), (18, 21, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_interpreted_grouped_merge_equals_reference(interpreted, monkeypatch, h, w, radius, dtype):
+    """The groups a reused plan builds: the same starts as the reference and the same members
+    per group; the merge by them equal to the reference merge (float32 exactly: the sums of a
+    group's few rows come out equal here; float16 within its rounding). Also a plan whose tied
+    constant rows all merge into the first anchor (one large group); blocks of 16 so that a scan
+    and a fill take several steps."""
+    monkeypatch.setattr(interpreted, "GROUP_BLOCK_T", 16)
+    monkeypatch.setattr(interpreted, "GROUP_SCAN_BLOCK", 16)
+    n, nd = h * w, (h // 2) * (w // 2)
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    x = _tokens(2, n, 70, seed=3, dtype=dtype)
+    for metric in (_tokens(2, n, 8, seed=4), torch.ones(2, n, 8)):
+        slot = ref.token_merge_plan(metric, h, w, r, match_radius=radius)
+        members, starts = interpreted.merge_groups(slot, n - r, nd)
+        want_members, want_starts = ref.merge_groups(slot, n - r, nd)
+        assert torch.equal(starts, want_starts)
+        assert torch.equal(_sorted_groups(members, starts, n - r - nd), want_members)
+        tol = dict(rtol=0, atol=0) if dtype == torch.float32 else dict(rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(interpreted.grouped_merge(x, members, starts, n - r, nd),
+                                   ref.merge(x, slot, n - r), **tol)
+
+
+def test_reference_merge_groups_are_the_slot_maps_rows():
+    """Every token once; anchor group a = the tokens whose slot is kept + a, in token order;
+    kept row o = its one token; and the mean over each group is reference.merge."""
+    h, w = 9, 10
+    n, nd = h * w, (h // 2) * (w // 2)
+    r = BiGainConfig(ratio=0.6).merged_count(n, h, w)
+    slot = ref.token_merge_plan(_tokens(2, n, 8, seed=9), h, w, r)
+    kept = n - r - nd
+    members, starts = ref.merge_groups(slot, n - r, nd)
+    assert members.dtype == starts.dtype == torch.int32 and starts.shape == (2, nd + 1)
+    for b in range(2):
+        assert sorted(members[b].tolist()) == list(range(n)) and starts[b, -1] == n and starts[b, 0] == kept
+        for o in range(kept):
+            assert slot[b, members[b, o]] == o
+        for a in range(nd):
+            group = members[b, starts[b, a]:starts[b, a + 1]].long()
+            assert group.tolist() == torch.nonzero(slot[b] == kept + a).flatten().tolist()
+    x = _tokens(2, n, 6, seed=10)
+    by_groups = torch.stack([torch.stack([x[b, members[b, o]] for o in range(kept)] +
+                                         [x[b, members[b, starts[b, a]:starts[b, a + 1]].long()].mean(0) for a in range(nd)])
+                             for b in range(2)])
+    torch.testing.assert_close(by_groups, ref.merge(x, slot, n - r))
+
+
 # --------------------------------------------------------------------------- CPU: launch arithmetic
 @pytest.mark.parametrize("rule", ["fill", "waves"])
 def test_similarity_splits_cover_every_anchor_once(monkeypatch, rule):
@@ -283,6 +342,9 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(library.merge_plan_op, (metric, torch.zeros(1, 3, 4, dtype=torch.long), h, w, r, False))
     slot = library.merge_plan_op(metric, None, h, w, r, False)
     torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12))
+    torch.library.opcheck(library.merge_groups_op, (slot, n - r, 12))
+    members, starts = library.merge_groups_op(slot, n - r, 12)
+    torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12, members, starts))
     torch.library.opcheck(library.token_unmerge_op, (x[:, : n - r].contiguous(), slot))
     torch.library.opcheck(library.kv_pool_op, (x, torch.tensor([0.9]), h, w, 2))
 
@@ -449,6 +511,9 @@ def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype):
     tol = dict(rtol=ulp, atol=ulp)
     merged = library.token_merge_op(x, slot, n - r, nd)
     torch.testing.assert_close(merged, ref.merge(x.float(), slot, n - r).to(dtype), **tol)
+    members, starts = library.merge_groups_op(slot, n - r, nd)  # the merge of a reused plan
+    torch.testing.assert_close(library.token_merge_op(x, slot, n - r, nd, members, starts), merged, **tol)
+    assert torch.equal(starts, ref.merge_groups(slot, n - r, nd)[1])
     assert torch.equal(library.token_unmerge(merged, slot), ref.unmerge(merged, slot))
     hh, ww = h - h % 2, w - w % 2
     x = x[:, : hh * ww].contiguous()
@@ -484,10 +549,14 @@ def test_gpu_custom_ops_compile_fullgraph_without_recompiles():
 @gpu
 @needs_cuda
 @pytest.mark.parametrize("kind", ["unet", "dit"])
-def test_gpu_patched_models_agree_with_the_reference_path(kind, monkeypatch):
-    """The tiny UNet / DiT patched with BiGain merging + KV pooling, bf16 on the GPU: the kernel
-    path against the reference path (BIGAIN_KERNELS=reference), mean abs error within the bf16
-    drift tolerance (merging is discontinuous: a near-tie may flip a token, so not max error)."""
+@pytest.mark.parametrize("config", [BiGainConfig.preset("bigain-both", ratio=0.7),
+                                    BiGainConfig.preset("bigain-merge", ratio=0.7, plan_reuse=True, merge_mlp=True,
+                                                        match_radius=1)], ids=["both", "reuse-mlp-r1"])
+def test_gpu_patched_models_agree_with_the_reference_path(kind, config, monkeypatch):
+    """The tiny UNet / DiT patched with BiGain merging + KV pooling, or with a plan reused across
+    blocks and the MLP (the grouped merge) and local matching, bf16 on the GPU: the kernel path
+    against the reference path (BIGAIN_KERNELS=reference), mean abs error within the bf16 drift
+    tolerance (merging is discontinuous: a near-tie may flip a token, so not max error)."""
     import sys
     from pathlib import Path
 
@@ -497,7 +566,7 @@ def test_gpu_patched_models_agree_with_the_reference_path(kind, monkeypatch):
     from bigain_export import apply_bigain
 
     model = (tiny_unet(sample_size=32) if kind == "unet" else tiny_dit(sample_size=32)).to("cuda", torch.bfloat16)
-    apply_bigain(model, BiGainConfig.preset("bigain-both", ratio=0.7))
+    apply_bigain(model, config)
     if kind == "unet":
         sample, t, context = (a.to("cuda") for a in unet_inputs(size=32))
         call = lambda: model(sample.bfloat16(), t, context.bfloat16()).sample  # noqa: E731

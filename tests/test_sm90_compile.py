@@ -30,7 +30,8 @@ def test_every_launch_compiles_for_sm90(rows):
     kernels = {row["kernel"] for row in rows}
     # both similarity kernels, the three selections, the merge, unmerge and KV pooling were captured
     assert {"best_anchor_resident_kernel", "best_anchor_kernel", "radix_hist_kernel", "one_program_select_kernel",
-            "small_select_kernel", "merge_kernel", "gather_rows_kernel", "kv_pool_kernel"} <= kernels
+            "small_select_kernel", "merge_kernel", "gather_rows_kernel", "kv_pool_kernel", "group_count_kernel",
+            "group_starts_kernel", "group_fill_kernel", "grouped_merge_kernel"} <= kernels
     assert [row for row in rows if "error" in row] == []
 
 

@@ -47,11 +47,15 @@ def kernel_switch() -> str:
 def available(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` takes the kernels; ``BIGAIN_KERNELS=reference`` forces the reference
     ops everywhere (to compare, or to rule the kernels out when debugging)."""
+    return tensor.dtype in KERNEL_DTYPES and runs_on(tensor.device)
+
+
+def runs_on(device: torch.device) -> bool:
+    """Whether the kernels run on ``device`` (any dtype they take): a CUDA device, or the CPU
+    under Triton's interpreter; Triton installed; not switched off by ``BIGAIN_KERNELS``."""
     if kernel_switch() == "reference":
         return False
-    if tensor.dtype not in KERNEL_DTYPES:
-        return False
-    if not (tensor.is_cuda or interpreting()):
+    if not (device.type == "cuda" or interpreting()):
         return False
     return _triton() is not None
 
@@ -288,6 +292,40 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     k.merge_kernel[grid](x, slot, out, acc, n, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
     k.finish_merge_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](
         acc, out, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
+    return out
+
+
+GROUP_BLOCK_T = 256  # tokens per program of the group count and fill
+GROUP_SCAN_BLOCK = 4096  # anchors per step of the one program per sample that places the groups
+
+
+def merge_groups(slot: torch.Tensor, num_out: int, num_dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(members, starts)`` of :func:`~bigain_export.ops.reference.merge_groups` (each group's
+    members in any order)."""
+    k = _triton()
+    slot = slot.contiguous()
+    b, n = slot.shape
+    kept = num_out - num_dst
+    counts = torch.zeros(b, num_dst + 1, dtype=torch.int32, device=slot.device)
+    starts = torch.empty(b, num_dst + 1, dtype=torch.int32, device=slot.device)
+    members = torch.empty(b, n, dtype=torch.int32, device=slot.device)
+    grid = (_cdiv(n, GROUP_BLOCK_T), b)
+    k.group_count_kernel[grid](slot, counts, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
+    k.group_starts_kernel[(b,)](counts, starts, n, kept, num_dst, BLOCK=min(_pow2(num_dst), GROUP_SCAN_BLOCK))
+    k.group_fill_kernel[grid](slot, counts, members, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
+    return members, starts
+
+
+def grouped_merge(x: torch.Tensor, members: torch.Tensor, starts: torch.Tensor, num_out: int,
+                  num_dst: int) -> torch.Tensor:
+    """:func:`merge` from the groups of :func:`merge_groups`: one launch."""
+    k = _triton()
+    x = x.contiguous()
+    b, n, c = x.shape
+    out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
+    block_c = 128 if c > 64 else 64
+    k.grouped_merge_kernel[(_cdiv(num_out, 32), _cdiv(c, block_c), b)](
+        x, members, starts, out, n, c, num_out, num_out - num_dst, num_dst, BLOCK_T=32, BLOCK_C=block_c)
     return out
 
 

@@ -26,7 +26,9 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    launch; ``launch.select_path``).
 
 ``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
-accumulated in float32 with atomics), ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
+accumulated in float32 with atomics); where one plan serves several merges (plan reuse, a block
+plan shared with the cross-attention or MLP) ``group_*_kernel`` build its rows' token groups once
+and ``grouped_merge_kernel`` is the mean as one gather launch; ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
 IE-KVD in one pass. Everything agrees with :mod:`bigain_export.ops.reference` up to float
 summation order (the CPU tests run these kernels under Triton's interpreter).
 """
@@ -520,6 +522,71 @@ def finish_merge_kernel(acc_ptr, out_ptr, C, NUM_OUT, KEPT, NUM_DST, COUNTS_AT,
     v = v / count[:, None]
     out_rows = out_ptr + b.to(tl.int64) * NUM_OUT * C + (KEPT + k)[:, None] * C + ch[None, :]
     tl.store(out_rows, v.to(out_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def group_count_kernel(slot_ptr, counts_ptr, N, KEPT, NUM_DST, BLOCK_T: tl.constexpr):
+    """Tokens per anchor row (``counts [B, NUM_DST + 1]``, zeroed by the launcher)."""
+    pid, b = tl.program_id(0), tl.program_id(1)
+    tok = pid * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = tok < N
+    s = tl.load(slot_ptr + b * N + tok, mask=ok, other=0)
+    to_anchor = ok & (s >= KEPT)
+    tl.atomic_add(counts_ptr + b * (NUM_DST + 1) + (s - KEPT), 1, mask=to_anchor, sem="relaxed")
+
+
+@triton.jit
+def group_starts_kernel(counts_ptr, starts_ptr, N, KEPT, NUM_DST, BLOCK: tl.constexpr):
+    """One program per sample: ``starts[a] = KEPT + tokens of the anchor rows before a`` and
+    ``starts[NUM_DST] = N``; the counts become each group's fill cursor (its start)."""
+    b = tl.program_id(0)
+    row = b * (NUM_DST + 1)
+    carry = tl.zeros([], dtype=tl.int32) + KEPT
+    for a0 in range(0, NUM_DST, BLOCK):
+        a = a0 + tl.arange(0, BLOCK)
+        ok = a < NUM_DST
+        count = tl.load(counts_ptr + row + a, mask=ok, other=0)
+        start = carry + tl.cumsum(count, axis=0) - count
+        tl.store(starts_ptr + row + a, start, mask=ok)
+        tl.store(counts_ptr + row + a, start, mask=ok)
+        carry += tl.sum(count, axis=0)
+    tl.store(starts_ptr + row + NUM_DST, N)
+
+
+@triton.jit
+def group_fill_kernel(slot_ptr, cursor_ptr, members_ptr, N, KEPT, NUM_DST, BLOCK_T: tl.constexpr):
+    """Every token into its row's group: a kept source at its row, a token of an anchor row at
+    the next free place of that row's group (in any order: a merge sums in float32)."""
+    pid, b = tl.program_id(0), tl.program_id(1)
+    tok = pid * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = tok < N
+    s = tl.load(slot_ptr + b * N + tok, mask=ok, other=0)
+    to_anchor = ok & (s >= KEPT)
+    place = tl.atomic_add(cursor_ptr + b * (NUM_DST + 1) + (s - KEPT), 1, mask=to_anchor, sem="relaxed")
+    place = tl.where(to_anchor, place, s)
+    tl.store(members_ptr + b * N + place, tok, mask=ok)
+
+
+@triton.jit
+def grouped_merge_kernel(x_ptr, members_ptr, starts_ptr, out_ptr, N, C, NUM_OUT, KEPT, NUM_DST,
+                         BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The segment mean of :func:`merge_kernel` as one gather per output row, from groups built
+    once per plan (``group_*_kernel``): no zeroed buffer, atomics or second launch."""
+    b, o, ch, o_ok, m = _row_tile(NUM_OUT, C, BLOCK_T, BLOCK_C)
+    to_anchor = o_ok & (o >= KEPT)
+    bounds = starts_ptr + b * (NUM_DST + 1) + (o - KEPT)
+    begin = tl.where(to_anchor, tl.load(bounds, mask=to_anchor, other=0), o)
+    end = tl.where(to_anchor, tl.load(bounds + 1, mask=to_anchor, other=0), o + 1)
+    count = tl.where(o_ok, end - begin, 0)
+    x_base = x_ptr + b.to(tl.int64) * N * C
+    total = tl.zeros([BLOCK_T, BLOCK_C], dtype=tl.float32)
+    for j in range(0, tl.max(count, axis=0)):
+        take = j < count
+        tok = tl.load(members_ptr + b * N + begin + j, mask=take, other=0)
+        total += tl.load(x_base + tok[:, None] * C + ch[None, :], mask=take[:, None] & m, other=0.0).to(tl.float32)
+    mean = total / tl.maximum(count, 1).to(tl.float32)[:, None]
+    tl.store(out_ptr + b.to(tl.int64) * NUM_OUT * C + o[:, None] * C + ch[None, :],
+             mean.to(out_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit

@@ -5,9 +5,10 @@
 * ``token_unmerge(y, slot)``: one gather;
 * ``kv_pool(x, alpha, ...)``: IE-KVD.
 
-Four custom ops (``torch.library``, one schema each, with fake implementations so
+Five custom ops (``torch.library``, one schema each, with fake implementations so
 ``torch.compile(fullgraph=True)`` traces them as opaque nodes with static shapes) hold the work:
-``bigain::merge_plan``, ``bigain::token_merge``, ``bigain::token_unmerge`` and ``bigain::kv_pool``.
+``bigain::merge_plan``, ``bigain::token_merge``, ``bigain::token_unmerge``, ``bigain::kv_pool``,
+and ``bigain::merge_groups`` (a plan's rows as token groups, for a plan that serves several merges).
 Each runs the Triton kernels of :mod:`bigain_export.kernels` when the tensor can take them (CUDA,
 Triton installed) and :mod:`bigain_export.ops.reference` otherwise; both write the same canonical
 slot map.
@@ -65,17 +66,36 @@ def _(metric, offsets, grid_h, grid_w, r, released, match_radius=0):
     return metric.new_empty(metric.shape[:2], dtype=torch.int64)
 
 
+@torch.library.custom_op("bigain::merge_groups", mutates_args=())
+def merge_groups_op(slot: torch.Tensor, num_out: int, num_dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(members [B, N], starts [B, num_dst + 1])`` int32: the slot map's rows as token groups
+    (:func:`reference.merge_groups`), built once for a plan that serves several merges."""
+    if _kernels().runs_on(slot.device):
+        return _kernels().merge_groups(slot, num_out, num_dst)
+    return reference.merge_groups(slot, num_out, num_dst)
+
+
+@merge_groups_op.register_fake
+def _(slot, num_out, num_dst):
+    return (slot.new_empty(slot.shape, dtype=torch.int32),
+            slot.new_empty(slot.shape[0], num_dst + 1, dtype=torch.int32))
+
+
 @torch.library.custom_op("bigain::token_merge", mutates_args=())
-def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
-    """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors."""
+def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int,
+                   members: Optional[torch.Tensor] = None, starts: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors.
+    ``members``/``starts`` (:func:`merge_groups_op` of this slot map) let the kernel gather."""
     launch = _kernels()
     if launch.available(x):
+        if members is not None and starts is not None:
+            return launch.grouped_merge(x, members, starts, num_out, num_dst)
         return launch.merge(x, slot, num_out, num_dst)
     return reference.merge(x, slot, num_out)
 
 
 @token_merge_op.register_fake
-def _(x, slot, num_out, num_dst):
+def _(x, slot, num_out, num_dst, members=None, starts=None):
     return x.new_empty(x.shape[0], num_out, x.shape[2])
 
 
@@ -142,14 +162,28 @@ def gated_merge(
     return token_merge(x, slot, grid_h, grid_w, r), slot
 
 
-def token_merge(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int, r: int) -> torch.Tensor:
-    """``[B, N, C]`` -> ``[B, N - r, C]`` by a slot map from :func:`gated_merge` / :func:`merge_plan`."""
+def merge_groups(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int,
+                 r: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The groups of a plan that will merge several tensors like ``x`` (plan reuse; a block plan
+    shared with the cross-attention or MLP), for :func:`token_merge`: built where the kernels run
+    ``x`` (one gather launch per merge instead of a zeroed buffer, atomics and a second launch);
+    None elsewhere (the reference merges by the slot map; an export has TokenMerge nodes)."""
+    if _exporting() or not _kernels().available(x):
+        return None
+    return merge_groups_op(slot, x.shape[1] - r, (grid_h // 2) * (grid_w // 2))
+
+
+def token_merge(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int, r: int,
+                groups: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``[B, N, C]`` -> ``[B, N - r, C]`` by a slot map from :func:`gated_merge` / :func:`merge_plan`
+    (``groups``: its :func:`merge_groups`, the same result by a gather)."""
     num_out = x.shape[1] - r
     if _exporting():
         from ..export.onnx_ops import emit_token_merge
 
         return emit_token_merge(x, slot, num_out, (grid_h // 2) * (grid_w // 2))
-    return token_merge_op(x, slot, num_out, (grid_h // 2) * (grid_w // 2))
+    members, starts = groups if groups is not None else (None, None)
+    return token_merge_op(x, slot, num_out, (grid_h // 2) * (grid_w // 2), members, starts)
 
 
 def token_unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:

@@ -277,6 +277,25 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int) -> torch.Tensor:
     return (total / count.unsqueeze(-1)).to(x.dtype)
 
 
+def merge_groups(slot: torch.Tensor, num_out: int, num_dst: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of a canonical slot map as groups of tokens, for a merge that gathers instead of
+    scattering (a plan that serves several merges builds them once).
+
+    Returns ``members [B, N]`` int32, every token once, ordered by the row it goes to (token order
+    within a row), and ``starts [B, num_dst + 1]`` int32: anchor row ``kept + a`` averages
+    ``members[starts[a]:starts[a + 1]]``; kept row ``o < kept`` is ``members[o]`` alone
+    (``kept = num_out - num_dst``; ``starts[num_dst] = N``).
+    """
+    b, n = slot.shape
+    kept = num_out - num_dst
+    members = torch.argsort(slot, dim=1, stable=True).to(torch.int32)
+    counts = torch.zeros(b, num_out, dtype=torch.int64, device=slot.device)
+    counts.scatter_add_(1, slot, torch.ones_like(slot))
+    ends = kept + torch.cumsum(counts[:, kept:], dim=1)
+    starts = torch.cat([torch.full((b, 1), kept, dtype=torch.int64, device=slot.device), ends], dim=1)
+    return members, starts.to(torch.int32)
+
+
 def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`merge`: ``[B, N - r, C]`` -> ``[B, N, C]``, token n takes row slot[n]."""
     return torch.gather(y, 1, slot.unsqueeze(-1).expand(-1, -1, y.shape[-1]))

@@ -43,7 +43,8 @@ class CallState:
         self.num_train_timesteps = num_train_timesteps
         self.sample_hw: tuple[int, int] | None = None
         self.timestep: torch.Tensor | None = None
-        self.plans: dict[int, torch.Tensor] = {}  # num_tokens -> slot map (plan_reuse only)
+        # num_tokens -> (slot map, its merge groups or None) (plan_reuse only)
+        self.plans: dict[int, tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]] = {}
         # Set (never read while tracing, so torch.compile does not guard on it) by a processor
         # that compressed: export checks it, since with min_tokens an enabled config may
         # legitimately compress no layer at a given input size.
@@ -99,11 +100,13 @@ class BlockPlan:
 
     def __init__(self) -> None:
         self.slot: torch.Tensor | None = None
+        self.groups: tuple[torch.Tensor, torch.Tensor] | None = None  # library.merge_groups of slot
         self.grid: tuple[int, int] = (0, 0)
         self.r = -1  # -1: not set in this call; 0: nothing merged (identity)
 
-    def set(self, slot: torch.Tensor | None, grid: tuple[int, int], r: int) -> None:
-        self.slot, self.grid, self.r = slot, grid, r
+    def set(self, slot: torch.Tensor | None, grid: tuple[int, int], r: int,
+            groups: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        self.slot, self.grid, self.r, self.groups = slot, grid, r, groups
 
     def clear(self) -> None:
         self.set(None, (0, 0), -1)
@@ -111,7 +114,7 @@ class BlockPlan:
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         if self.r < 0:
             raise UnsupportedModelError("block plan missing: the block's self-attention did not run first")
-        return x if self.r == 0 else library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r)
+        return x if self.r == 0 else library.token_merge(x, self.slot, self.grid[0], self.grid[1], self.r, self.groups)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.r == 0 else library.token_unmerge(y, self.slot)
@@ -165,22 +168,26 @@ class BiGainAttnProcessor:
         num_tokens = hidden_states.shape[1]
         grid_h, grid_w = self.state.grid_for(num_tokens)
 
-        queries, slot = hidden_states, None
+        queries, slot, groups = hidden_states, None, None
         r = config.merged_count(num_tokens, grid_h, grid_w)
         if r > 0:
             reused = self.state.plans.get(num_tokens) if config.plan_reuse else None
             if reused is not None:
-                slot = reused
-                queries = library.token_merge(hidden_states, slot, grid_h, grid_w, r)
+                slot, groups = reused
+                queries = library.token_merge(hidden_states, slot, grid_h, grid_w, r, groups)
             else:
                 metric = self.block_input if self.metric_from_block_input else hidden_states
                 if metric is None:
                     raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
                 queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor,
                                                      config.match_radius)
+                # a plan that merges more than this layer's queries: its groups make those merges
+                # one gather each (None where the reference or an export merges)
+                if config.plan_reuse or config.merge_crossattn or config.merge_mlp:
+                    groups = library.merge_groups(hidden_states, slot, grid_h, grid_w, r)
                 if config.plan_reuse:
-                    self.state.plans[num_tokens] = slot
-        self.plan.set(slot, (grid_h, grid_w), r)
+                    self.state.plans[num_tokens] = (slot, groups)
+        self.plan.set(slot, (grid_h, grid_w), r, groups)
         keys_values = None
         pools = config.pools_kv_at(num_tokens)
         if r > 0 or pools:
