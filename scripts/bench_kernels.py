@@ -237,7 +237,7 @@ def plan_breakdown(name, x, metric, side, ratio) -> list[dict]:
 
 def local_match_paths(name, x, metric, side, ratio) -> list[dict]:
     """``match_radius`` (local anchor matching): plan and path per radius as CUDA graphs beside
-    the global plan, the local similarity kernel's own GPU time (profiler), and its lane tiles."""
+    the global plan, and the similarity kernel's own GPU time per radius (profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     n = metric.shape[1]

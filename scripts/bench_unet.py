@@ -317,6 +317,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
+    if args.iters < 1 or args.warmup < 0:
+        parser.error(f"--iters {args.iters} --warmup {args.warmup}: need iters >= 1 and warmup >= 0")
     try:
         settings = apply_kernel_settings(args.kernel_setting)
     except ValueError as exc:
