@@ -218,16 +218,16 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     idx = torch.empty(b, splits, num_src, dtype=torch.int32, device=device)
     ieee = metric.dtype == torch.float32
     grid = (m_tiles, splits, b)
-    where = (src_tok, sim, idx)
     if resident:
         tuning = _gpu_options(device, num_warps=RES_WARPS, num_stages=resident[3])
-        k.best_anchor_resident_kernel[grid](units, *where, n, num_src, num_dst, per_split, grid_w, hs, ws, C=c,
-                                            K0=resident[1], K1=resident[2], R=match_radius, BLOCK_M=block_m,
-                                            BLOCK_N=block_n, IEEE=ieee, **tuning)
+        k.best_anchor_resident_kernel[grid](units, src_tok, sim, idx, n, num_src, num_dst, per_split, grid_w, hs,
+                                            ws, C=c, K0=resident[1], K1=resident[2], R=match_radius,
+                                            BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
     else:
         tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
-        k.best_anchor_kernel[grid](units, *where, n, c, num_src, num_dst, per_split, grid_w, hs, ws, R=match_radius,
-                                   BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee, **tuning)
+        k.best_anchor_kernel[grid](units, src_tok, sim, idx, n, c, num_src, num_dst, per_split, grid_w, hs, ws,
+                                   R=match_radius, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee,
+                                   **tuning)
     return _select(k, sim, idx, src_tok, slot, n, num_src, splits, r, device)
 
 
