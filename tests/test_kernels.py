@@ -282,6 +282,33 @@ def test_interpreted_grouped_merge_equals_reference(interpreted, monkeypatch, h,
                                    ref.merge(x, slot, n - r), **tol)
 
 
+@interpreter
+def test_interpreted_patched_unet_with_a_shared_plan_equals_the_reference_path(interpreted, monkeypatch):
+    """The processor's grouped path end to end: the tiny UNet with plan reuse, the MLP merged and
+    local matching runs its plans, groups and grouped merges on the kernels (interpreted) and
+    matches the reference path (BIGAIN_KERNELS=reference), float32."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import tiny_unet, unet_inputs
+
+    from bigain_export import apply_bigain
+
+    calls = []
+    real = interpreted.grouped_merge
+    monkeypatch.setattr(interpreted, "grouped_merge", lambda *a: (calls.append(1), real(*a))[1])
+    model = tiny_unet()
+    apply_bigain(model, BiGainConfig.preset("bigain-merge", ratio=0.5, plan_reuse=True, merge_mlp=True, match_radius=1))
+    sample, t, context = unet_inputs()
+    with torch.no_grad():
+        kernels = model(sample, t, context).sample
+        assert calls, "the grouped merge did not run"
+        monkeypatch.setenv("BIGAIN_KERNELS", "reference")
+        reference = model(sample, t, context).sample
+    torch.testing.assert_close(kernels, reference, rtol=1e-4, atol=1e-5)
+
+
 def test_reference_merge_groups_are_the_slot_maps_rows():
     """Every token once; anchor group a = the tokens whose slot is kept + a, in token order;
     kept row o = its one token; and the mean over each group is reference.merge."""
