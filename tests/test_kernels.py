@@ -206,8 +206,8 @@ def test_interpreted_local_match_equals_reference(interpreted, h, w, radius):
 
 
 @interpreter
-@pytest.mark.parametrize("similarity_kernel", ["resident", "nested"], indirect=True)
-@pytest.mark.parametrize("h,w,radius", [(18, 21, 1), (23, 16, 2)])
+@pytest.mark.parametrize("similarity_kernel, h, w, radius", [("resident", 18, 21, 1), ("nested", 23, 16, 2)],
+                         indirect=["similarity_kernel"])
 def test_interpreted_local_bands_equal_reference(interpreted, similarity_kernel, monkeypatch, h, w, radius):
     """Source tiles of 16 and anchor tiles of 16: each program scans the band of window rows its
     sources reach, which here is a few rows of many (and starts or ends mid-tile), in both
@@ -220,11 +220,10 @@ def test_interpreted_local_bands_equal_reference(interpreted, similarity_kernel,
     assert (launch.resident_channels(c, 2) is not None) == (similarity_kernel == "resident")
     ties = torch.nn.functional.pad(_exact_tie_tokens(2, n, seed=radius), (0, c - 4)).half()
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
-    for metric in (_tokens(2, n, c, seed=n + radius, dtype=torch.float16), ties):
-        for anchor in ("window", "fixed"):
-            offsets = _offsets(anchor, h, w, seed=0)
-            got = interpreted.merge_plan(metric, offsets, h, w, r, match_radius=radius)
-            assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets, radius)), anchor
+    for metric, anchor in ((_tokens(2, n, c, seed=n + radius, dtype=torch.float16), "window"), (ties, "fixed")):
+        offsets = _offsets(anchor, h, w, seed=0)
+        got = interpreted.merge_plan(metric, offsets, h, w, r, match_radius=radius)
+        assert torch.equal(got, _reference_plan(metric, h, w, r, anchor, offsets, radius)), anchor
 
 
 @interpreter
