@@ -87,7 +87,8 @@ def _exact_tie_tokens(b, n, seed):
 def test_interpreted_plan_equals_reference(interpreted, h, w, anchor, ratio):
     n = h * w
     r = BiGainConfig(ratio=ratio).merged_count(n, h, w)
-    for dtype in (torch.float32, torch.float16):
+    # float16 at the top ratio only (CI time; every ratio in float32)
+    for dtype in (torch.float32, torch.float16) if ratio == 0.75 else (torch.float32,):
         metric = _tokens(2, n, 12, seed=h * 31 + w, dtype=dtype)
         offsets = _offsets(anchor, h, w, seed=n)
         got = interpreted.merge_plan(metric, offsets, h, w, r, released=anchor == "released")
@@ -187,12 +188,13 @@ def test_interpreted_similarity_kernels_equal_reference(interpreted, similarity_
 
 
 @interpreter
-@pytest.mark.parametrize("h,w", [(5, 7), (9, 4), (16, 16)])
+@pytest.mark.parametrize("h,w", [(5, 7), (9, 4)])
 @pytest.mark.parametrize("radius", [1, 2])
 def test_interpreted_local_match_equals_reference(interpreted, h, w, radius):
     """``match_radius``: the similarity kernel's local form against the reference's candidate
-    gather, on random rows (float32, float16) and on exact ties, odd grids included (their last
-    row or column joins the window before it), with gated and given anchors."""
+    gather, on random rows (float32, float16) and on exact ties, odd grids (their last row or
+    column joins the window before it), with gated and given anchors (larger grids, with several
+    source tiles a band: test_interpreted_local_bands_equal_reference)."""
     n = h * w
     ties = _exact_tie_tokens(2, n, seed=radius)
     for metric in (_tokens(2, n, 12, seed=h * w + radius), _tokens(2, n, 12, seed=radius, dtype=torch.float16), ties):
