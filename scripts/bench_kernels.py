@@ -35,7 +35,7 @@ from bigain_export.ops import reference as ref  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import cuda_median_ms  # noqa: E402
+from bench_unet import capture_graph, cuda_median_ms  # noqa: E402
 
 SHAPES = {  # name: (batch, grid side, channels, heads)
     "sd2-512": (2, 64, 320, 5),
@@ -178,13 +178,9 @@ def host_ms(fn, iters: int = 40) -> float:
 
 
 def graph_ms(fn) -> float:
-    """GPU time of ``fn`` alone: warmed up (Triton compiles), captured once, replayed."""
-    for _ in range(3):
-        fn()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return cuda_ms(graph.replay)
+    """GPU time of ``fn`` alone: captured once (:func:`bench_unet.capture_graph`), each replay
+    timed on its own (median)."""
+    return cuda_ms(capture_graph(fn).replay)
 
 
 def anchor_paths(name, metric, side, ratio) -> list[dict]:

@@ -120,19 +120,25 @@ def cuda_loop_ms(fn, warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
-def graph_ms(fn, warmup: int, iters: int) -> float:
-    """GPU time per call of ``fn`` captured in a CUDA graph and replayed back to back: its kernels
-    alone, without the host's launch cost (the attention inside a compiled CUDA-graph model)."""
+def capture_graph(fn) -> torch.cuda.CUDAGraph:
+    """``fn`` warmed up on a side stream (Triton compiles, cuBLAS/cuDNN choose their kernels) and
+    captured once in a CUDA graph."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up off the capture (cuBLAS/cuDNN choose their kernels)
+    with torch.cuda.stream(stream):
         for _ in range(3):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    return cuda_loop_ms(graph.replay, warmup, iters)
+    return graph
+
+
+def graph_ms(fn, warmup: int, iters: int) -> float:
+    """GPU time per call of ``fn`` captured in a CUDA graph and replayed back to back: its kernels
+    alone, without the host's launch cost (the attention inside a compiled CUDA-graph model)."""
+    return cuda_loop_ms(capture_graph(fn).replay, warmup, iters)
 
 
 def patch(model, method):
@@ -368,6 +374,14 @@ def _timings(bench: Bench, model, args) -> tuple[float, float]:
     return call, loop
 
 
+def speedup_range(row: dict, prefix: str) -> str | None:
+    """``"min-max"`` of a row's speedups over rounds for one timing (prefix "" or "loop_"), or
+    None with a single round."""
+    if prefix + "speedup_min" not in row:
+        return None
+    return f"{row[prefix + 'speedup_min']:g}-{row[prefix + 'speedup_max']:g}"
+
+
 def _ratio_fields(prefix: str, ratios: list[float], plain_ms: float, saved: float | None) -> dict:
     """speedup (median over rounds, with its range), and beside it the ceiling and the share of
     its gain, for one timing; ``prefix`` "" (per call) or "loop_"."""
@@ -434,7 +448,7 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
             saved = attention_savings(bench, method, args.warmup, args.iters, cache, graph_ms) if compresses else None
             row.update(_ratio_fields("loop_", loop_ratios[name], plain_loop, saved))
         rows.append(row)
-        spread = lambda p: f" [{row[p + 'speedup_min']}-{row[p + 'speedup_max']}]" if p + "speedup_min" in row else ""  # noqa: E731
+        spread = lambda p: f" [{speedup_range(row, p)}]" if speedup_range(row, p) else ""  # noqa: E731
         print(f"[{res}px] {name:34s} {mode:10s} call {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
               f"speedup {row.get('speedup', '-')}{spread('')}  share {row.get('gain_share', '-')} | loop {loop_ms:8.2f} ms"
               f"  ceiling {row.get('loop_ceiling', '-')}  speedup {row.get('loop_speedup', '-')}{spread('loop_')}  "
@@ -447,7 +461,7 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
 def markdown_table(rows) -> str:
     """Both timings: one call's latency (``ms``) and per call in a loop (``loop ms``)."""
     fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
-    spread = lambda r, p: f"{r[p + 'speedup_min']:g}-{r[p + 'speedup_max']:g}" if p + "speedup_min" in r else "-"  # noqa: E731
+    spread = lambda r, p: speedup_range(r, p) or "-"  # noqa: E731
     lines = ["| px | method | mode | ms (one call) | speedup [range] | ceiling | share | loop ms | loop speedup [range] "
              "| loop ceiling | loop share | GFLOP |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

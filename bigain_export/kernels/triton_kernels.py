@@ -28,8 +28,8 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
 ``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
 accumulated in float32 with atomics); where one plan serves several merges (plan reuse, a block
 plan shared with the cross-attention or MLP) ``group_*_kernel`` build its rows' token groups once
-and ``grouped_merge_kernel`` is the mean as one gather launch; ``gather_rows_kernel`` the unmerge and ``kv_pool_kernel``
-IE-KVD in one pass. Everything agrees with :mod:`bigain_export.ops.reference` up to float
+and ``grouped_merge_kernel`` is the mean as one gather launch; ``gather_rows_kernel`` the unmerge
+and ``kv_pool_kernel`` IE-KVD in one pass. Everything agrees with :mod:`bigain_export.ops.reference` up to float
 summation order (the CPU tests run these kernels under Triton's interpreter).
 """
 
@@ -193,7 +193,7 @@ def _candidates(own_y, own_x, cols, col_ok, WS, R: tl.constexpr):
     """``[BLOCK_M, BLOCK_N]``: which anchors (window indices ``cols``) each source may merge into:
     every valid one (R = 0), or the windows within R rows and columns of the source's own window
     (``reference.match_candidates``: its clamped candidates are exactly these windows)."""
-    ok = col_ok[None, :] & (own_y[:, None] >= 0)
+    ok = col_ok[None, :] & (own_y[:, None] >= 0)  # (always true: broadcasts to [BLOCK_M, BLOCK_N])
     if R > 0:
         dy = cols[None, :] // WS - own_y[:, None]
         dx = cols[None, :] % WS - own_x[:, None]
