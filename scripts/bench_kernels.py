@@ -16,7 +16,6 @@ Writes ``bench_kernels.json`` / ``.md`` with card and versions.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import platform
 import sys
@@ -35,7 +34,7 @@ from bigain_export.ops import reference as ref  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import capture_graph, cuda_median_ms  # noqa: E402
+from bench_unet import capture_graph, cuda_median_ms, launch_settings  # noqa: E402
 
 SHAPES = {  # name: (batch, grid side, channels, heads)
     "sd2-512": (2, 64, 320, 5),
@@ -51,20 +50,6 @@ SHAPES = {  # name: (batch, grid side, channels, heads)
 
 def cuda_ms(fn, warmup: int = 5, iters: int = 50) -> float:
     return cuda_median_ms(fn, warmup, iters)
-
-
-@contextlib.contextmanager
-def launch_settings(**values):
-    """The launch module's constants set to ``values`` inside the block, restored after (also
-    when a variant fails): how each variant below is selected."""
-    saved = {name: getattr(launch, name) for name in values}
-    for name, value in values.items():
-        setattr(launch, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(launch, name, value)
 
 
 class Attention(torch.nn.Module):
@@ -89,7 +74,7 @@ def reference_path(x, metric, h, w, r):
 
 
 def kernel_path(x, metric, h, w, r):
-    merged, slot = library.gated_merge(x, metric, h, w, r, "window")
+    merged, slot, _ = library.gated_merge(x, metric, h, w, r, "window")
     return library.token_unmerge(merged, slot)
 
 
@@ -242,7 +227,7 @@ def local_match_paths(name, x, metric, side, ratio) -> list[dict]:
     add = lambda what, ms: out.append(dict(shape=name, what=what, ms=round(ms, 4)))  # noqa: E731
     for radius in (0, 1, 2, 3):
         plan = lambda: library.merge_plan(metric, side, side, r, "window", radius)  # noqa: E731
-        path = lambda: library.token_unmerge(*library.gated_merge(x, metric, side, side, r, "window", radius))  # noqa: E731
+        path = lambda: library.token_unmerge(*library.gated_merge(x, metric, side, side, r, "window", radius)[:2])  # noqa: E731
         add(f"plan {ratio} radius {radius}, CUDA graph", graph_ms(plan))
         add(f"path {ratio} radius {radius}, CUDA graph", graph_ms(path))
         with profile(activities=[ProfilerActivity.CUDA]) as prof:

@@ -31,6 +31,7 @@ and ``bench_unet.md`` (table with card and versions) to --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -264,7 +265,56 @@ def timing_groups(methods: list[str], modes: list[str], eager_only: list[str]) -
 
 
 def apply_kernel_settings(pairs: list[str]) -> dict:
-    """``NAME=VALUE`` pairs set on :mod:`bigain_export.kernels.launch`; each name must be one of
+    """``NAME=VALUE`` pairs set on :mod:`bigain_export.kernels.launch` (:func:`parse_kernel_settings`)."""
+    from bigain_export.kernels import launch
+
+    settings = parse_kernel_settings(pairs)
+    for name, value in settings.items():
+        setattr(launch, name, value)
+    return settings
+
+
+@contextlib.contextmanager
+def launch_settings(**values):
+    """The launch module's constants set to ``values`` inside the block, restored after (also
+    when a variant fails)."""
+    from bigain_export.kernels import launch
+
+    saved = {name: getattr(launch, name) for name in values}
+    for name, value in values.items():
+        setattr(launch, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(launch, name, value)
+
+
+VARIANT_MARK = " @"  # "bigain-merge r=0.7 @MERGE_PATH=groups": a method timed under --variant
+
+
+def with_variants(names: list[str], variant: list[str]) -> list[str]:
+    """``names`` plus, with ``--variant`` pairs, every BiGain method again as a labelled variant
+    (plain, tomesd and the variant share one group and its rounds: A/B ratios from one run)."""
+    if not variant:
+        return names
+    mark = VARIANT_MARK + ",".join(variant)
+    return names + [name + mark for name in names if isinstance(METHODS[name], BiGainConfig)]
+
+
+def method_of(label: str):
+    """The method (config, tomesd pair or None) of a label, variant or not."""
+    return METHODS[label.split(VARIANT_MARK)[0]]
+
+
+def variant_of(label: str) -> dict:
+    """The launch settings a label runs under ({} for a method without ``@``)."""
+    _, mark, pairs = label.partition(VARIANT_MARK)
+    return parse_kernel_settings(pairs.split(",")) if mark else {}
+
+
+def parse_kernel_settings(pairs: list[str]) -> dict:
+    """``NAME=VALUE`` pairs for :mod:`bigain_export.kernels.launch`; each name must be one of
     its upper-case constants and each value parse as that constant's type (checked before any
     work, so a typo is one line up front)."""
     from bigain_export.kernels import launch
@@ -292,8 +342,6 @@ def apply_kernel_settings(pairs: list[str]) -> dict:
                 raise ValueError(f"--kernel-setting {pair!r}: {name} takes one of {', '.join(allowed)}")
             value = text
         settings[name] = value
-    for name, value in settings.items():
-        setattr(launch, name, value)
     return settings
 
 
@@ -319,6 +367,10 @@ def main() -> None:
                         help="set a tuning constant of bigain_export.kernels.launch for this run, e.g. "
                         "SPLIT_RULE=fill RES_BLOCK_N=32 (recorded in the meta): whole-model runs of a "
                         "kernel variant without a code change")
+    parser.add_argument("--variant", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="also time every BiGain method with these launch constants set (labelled "
+                        "'METHOD @NAME=VALUE'), in the same rounds as the rest: an A/B of a kernel setting "
+                        "from one run, where --kernel-setting needs two runs whose plain differ")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     if args.rounds < 1:
@@ -327,8 +379,9 @@ def main() -> None:
         parser.error(f"--iters {args.iters} --warmup {args.warmup}: need iters >= 1 and warmup >= 0")
     try:
         settings = apply_kernel_settings(args.kernel_setting)
+        parse_kernel_settings(args.variant)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(str(exc).replace("--kernel-setting", "--kernel-setting/--variant"))
     unknown = [name for name in args.eager_only if name not in METHODS]
     if unknown:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
@@ -348,7 +401,9 @@ def main() -> None:
             flops[name] = flops_per_call(bench)  # eager; the custom ops' own matmuls are not counted
         patch(bench.model, None)
         for mode, names in timing_groups(args.methods, args.modes, args.eager_only):
-            rows.extend(time_group(bench, res, mode, names, args, flops, cache))
+            labels = with_variants(names, args.variant)
+            flops.update({label: flops[label.split(VARIANT_MARK)[0]] for label in labels})
+            rows.extend(time_group(bench, res, mode, labels, args, flops, cache))
             atomic_write(args.out / "bench_unet.partial.json", json.dumps(rows, indent=1))  # survives a timeout
         del bench
         torch.cuda.empty_cache()
@@ -357,7 +412,7 @@ def main() -> None:
         triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
-        kernel_settings=settings,
+        kernel_settings=settings, variant=args.variant,
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)
@@ -410,12 +465,13 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
     models, times, loops, errors, setup = {}, {}, {}, {}, {}
     for name in names:
         model = copy.deepcopy(bench.model)
-        patch(model, METHODS[name])
+        patch(model, method_of(name))
         if mode in ("compile", "cudagraphs"):
             model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         t0 = time.time()
         try:
-            call, loop = _timings(bench, model, args)
+            with launch_settings(**variant_of(name)):  # traced, captured and timed under it
+                call, loop = _timings(bench, model, args)
             times[name], loops[name] = [call], [loop]
             models[name] = model
         except Exception as exc:  # record, keep benchmarking the rest
@@ -428,7 +484,8 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
         times, loops = {name: [] for name in timed}, {name: [] for name in timed}
         for order in round_orders(timed, args.rounds - 1):
             for name in order:
-                call, loop = _timings(bench, models[name], args)
+                with launch_settings(**variant_of(name)):
+                    call, loop = _timings(bench, models[name], args)
                 times[name].append(call)
                 loops[name].append(loop)
     ratios, loop_ratios = paired_speedups(times), paired_speedups(loops)
@@ -436,7 +493,7 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
     plain_ms = statistics.median(times["plain"]) if "plain" in times else None
     plain_loop = statistics.median(loops["plain"]) if "plain" in loops else None
     for name in names:
-        method = METHODS[name]
+        method = method_of(name)
         ms = statistics.median(times[name]) if name in times else float("nan")
         loop_ms = statistics.median(loops[name]) if name in loops else float("nan")
         row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), loop_ms=round(loop_ms, 3), error=errors.get(name),

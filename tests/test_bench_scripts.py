@@ -49,7 +49,8 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
                                            (["--kernel-setting", "SPLIT_RULE=rows"], "SPLIT_RULE takes one of fill, waves"),
                                            (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer >= 0"),
                                            (["--kernel-setting", "RES_BLOCK_M=-64"], "RES_BLOCK_M takes an integer >= 0"),
-                                           (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE")])
+                                           (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE"),
+                                           (["--variant", "MERGE_PATH=scatter"], "MERGE_PATH takes one of atomic, groups")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
                           timeout=120)
@@ -138,6 +139,34 @@ def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypat
     from bigain_export.patch.apply import patch_info
 
     assert patch_info(model) is None
+
+
+def test_a_variant_is_timed_in_the_same_rounds_under_its_launch_settings(monkeypatch):
+    """--variant: each BiGain method is timed again as a labelled variant, in the same group and
+    rounds as plain, with the launch constant set while it runs (and only then)."""
+    from bigain_export.kernels import launch
+
+    seen = []
+
+    def timed(fn, warmup, iters):
+        seen.append(launch.MERGE_PATH)
+        return _host_ms(fn, warmup, iters)
+
+    monkeypatch.setattr(bench_unet, "cuda_median_ms", timed)
+    monkeypatch.setattr(bench_unet, "cuda_loop_ms", timed)
+    monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 0.0)
+    sample, t, context = unet_inputs()
+    bench = SimpleNamespace(model=tiny_unet(), call=lambda m: m(sample, t, context).sample)
+    names = bench_unet.with_variants(["plain", "tomesd r=0.5", "bigain-merge r=0.7"], ["MERGE_PATH=groups"])
+    assert names == ["plain", "tomesd r=0.5", "bigain-merge r=0.7", "bigain-merge r=0.7 @MERGE_PATH=groups"]
+    names = [names[0], names[2], names[3]]
+    rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=2, warmup=0, iters=1),
+                                 {n: 0 for n in names}, {})
+    # 3 labels x (call, loop) x (first timing + 1 round): the variant's 4 timings under "groups"
+    assert seen.count("groups") == 4 and seen.count("atomic") == 8 and launch.MERGE_PATH == "atomic"
+    variant = {row["method"]: row for row in rows}["bigain-merge r=0.7 @MERGE_PATH=groups"]
+    assert variant["speedup"] > 0 and variant["error"] is None
+    assert bench_unet.variant_of(variant["method"]) == {"MERGE_PATH": "groups"}
 
 
 def test_bench_kernels_launch_settings_are_restored_even_when_a_variant_fails():

@@ -231,7 +231,9 @@ def test_interpreted_local_bands_equal_reference(interpreted, similarity_kernel,
 @interpreter
 @pytest.mark.parametrize("h,w", [(5, 7), (16, 16)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, h, w, dtype):
+@pytest.mark.parametrize("merge_path", ["groups", "atomic"])
+def test_interpreted_merge_and_kv_pool_equal_reference(interpreted, monkeypatch, h, w, dtype, merge_path):
+    monkeypatch.setattr(interpreted, "MERGE_PATH", merge_path)
     n, nd = h * w, (h // 2) * (w // 2)
     x = _tokens(2, n, 70, seed=1, dtype=dtype)  # 70 channels: two channel blocks, one partial
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
@@ -351,6 +353,21 @@ def test_similarity_splits_cover_every_anchor_once(monkeypatch, rule):
         assert launch.similarity_splits(2304, 64, 108, 132) == (5, 512)
     else:  # fewer waves of one-program-per-SM: 2 splits of 32 tiles at SD2 1024 px
         assert launch.similarity_splits(4096, 64, 192, 132) == (2, 2048)
+
+
+def test_an_unknown_merge_path_is_refused_by_name(monkeypatch):
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "MERGE_PATH", "scatter")
+    with pytest.raises(ValueError, match="MERGE_PATH='scatter'; allowed: atomic, groups"):
+        launch.merge_path()
+
+
+@pytest.mark.parametrize("c,blocks", [(320, (32, 64)), (1152, (16, 128)), (70, (32, 64)), (8, (64, 32))])
+def test_row_blocks_divide_the_channels_where_they_can(c, blocks):
+    from bigain_export.kernels import launch
+
+    assert launch.row_blocks(c) == blocks
 
 
 def test_an_unknown_split_rule_is_refused_by_name(monkeypatch):

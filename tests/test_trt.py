@@ -148,7 +148,7 @@ def test_compute_writes_what_the_eager_operators_return(dtype, anchor, radius):
     local = dict(match_radius=radius) if radius else {}  # absent: the default, as in older ONNX files
     compute.gated_merge([x, metric], [merged, slot], specs.parse_fields("GatedMerge", _fields(
         grid_h=h, grid_w=w, r=r, anchor=ANCHOR_CODES[anchor], **local)))
-    want_merged, want_slot = library.gated_merge(x, metric, h, w, r, anchor, radius)
+    want_merged, want_slot, _ = library.gated_merge(x, metric, h, w, r, anchor, radius)
     assert torch.equal(slot, want_slot) and torch.equal(merged, want_merged)
     if radius:
         assert not torch.equal(slot, library.gated_merge(x, metric, h, w, r, anchor)[1])
@@ -430,7 +430,7 @@ def test_device_run_on_raw_pointers_and_a_foreign_stream(dtype):
     run("TokenUnmerge", {}, [buf(merged), buf(slot)], [buf(out)], stream.cuda_stream)
     run("KVPool", dict(grid_h=h, grid_w=w, s=2), [buf(x), buf(alpha)], [buf(pooled)], stream.cuda_stream)
     stream.synchronize()
-    want_merged, want_slot = library.gated_merge(x, metric, h, w, r, "window")
+    want_merged, want_slot, _ = library.gated_merge(x, metric, h, w, r, "window")
     assert torch.equal(slot, want_slot)
     # scatter_add on CUDA sums in no fixed order: float32 means may differ in the last bit (seen)
     torch.testing.assert_close(merged, want_merged, rtol=1e-6, atol=1e-6)

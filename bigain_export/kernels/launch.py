@@ -153,6 +153,21 @@ SPLIT_RULES = ("fill", "waves")
 SPLIT_RULE = "waves"
 
 
+# Tiles of the row-wise kernels that read every channel of every token (Laplacian score, unit
+# rows): channel blocks that divide C where they can (no masked lanes), ROW_TILE elements a load,
+# so that large-C layers still get many programs. Measured (H100, session 20, DiT-XL/2 512 px,
+# batch 16, C = 1152, per plan): the former 64 x 32 / 32 x 32 tiles with 4 warps (256 / 512
+# programs for 132 SMs) took 41.6 / 50.7 us, these 20.7 / 32.0; SD2 unchanged within 1 us.
+ROW_TILE = 2048
+ROW_WARPS = 8  # 4 spill the unit rows' registers at 2048 elements (cuobjdump)
+
+
+def row_blocks(c: int) -> tuple[int, int]:
+    """``(BLOCK_T, BLOCK_C)`` of the row-wise kernels for ``c`` channels."""
+    block_c = next((size for size in (128, 64) if c % size == 0), 32 if c <= 32 else 64)
+    return ROW_TILE // block_c, block_c
+
+
 def similarity_splits(num_dst: int, block_n: int, programs_per_split: int, sm_count: int) -> tuple[int, int]:
     """``(splits, anchors per split)``: a multiple of ``block_n`` per split; every split non-empty."""
     if SPLIT_RULE not in SPLIT_RULES:
@@ -191,7 +206,9 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)
     if offsets is None:
         score = torch.empty(b, n, dtype=torch.float32, device=device)
-        k.laplacian_score_kernel[(_cdiv(n, 64), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=64, BLOCK_C=32)
+        block_t, block_c = row_blocks(c)
+        k.laplacian_score_kernel[(_cdiv(n, block_t), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=block_t,
+                                                         BLOCK_C=block_c, **_gpu_options(device, num_warps=ROW_WARPS))
         given, given_stride, mode = score, 0, 1 if released else 0
     else:
         given = offsets.reshape(offsets.shape[0], num_dst).to(torch.int32).contiguous()
@@ -202,8 +219,10 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     units = torch.empty_like(metric)
     src_tok = torch.empty(b, num_src, dtype=torch.int32, device=device)
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
-    k.unit_rows_kernel[(_cdiv(n, 32), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs, ws,
-                                          kept, BLOCK_T=32, BLOCK_C=32)
+    block_t, block_c = row_blocks(c)
+    k.unit_rows_kernel[(_cdiv(n, block_t), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs,
+                                               ws, kept, BLOCK_T=block_t, BLOCK_C=block_c,
+                                               **_gpu_options(device, num_warps=ROW_WARPS))
     # 3. best anchor of every source on tensor cores: among all anchors, split so that the grid
     # fills the GPU; or with match_radius among its neighbourhood's, each program scanning only the
     # window rows its sources can reach (no split)
@@ -277,9 +296,49 @@ def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
 UNMERGE_IN_GRAPH = True
 
 
+# How a merge without prebuilt groups runs. "atomic" (default): kept sources copied, the rest
+# summed with float32 atomics into a zeroed buffer and divided by a second launch; "groups": the
+# slot map's token groups (merge_groups: a count, a scan and a fill over the int slot map) and one
+# gather per output row (what a plan that serves several merges uses for the later ones).
+# Measured (H100, session 20, per plan, CUDA graph): the grouped form's kernels take less GPU time
+# (DiT-XL/2 512 px batch 16: 35 vs 52 us; SD2 1024 px: 24 vs 28; 768 px: 18 vs 18), yet the whole
+# DiT-XL/2 with the per-block plan ran slower with it (loop 1.077x vs 1.100x of plain, 3 rounds
+# each, same machine), so the first merge of a plan stays atomic (docs/benchmarks.md, session 20).
+MERGE_PATHS = ("atomic", "groups")
+MERGE_PATH = "atomic"
+
+
+# Channels per program of the merges: 0 picks the block that divides C (128, else 64: SD2's 320
+# channels as 5 x 64, not 3 x 128 with half of the last block masked); another value is used as
+# it is (the earlier rule: 128 above 64 channels). Measured (H100, session 20, CUDA graph): the
+# grouped merge at SD2 768 px 10.5 us with 64 vs 17.0 with 128, at 1024 px 14.8 vs 19.7; the
+# atomic merge unchanged (12.0 / 19.4).
+MERGE_BLOCK_C = 0
+
+
+def merge_channels(c: int) -> int:
+    if MERGE_BLOCK_C:
+        return MERGE_BLOCK_C
+    return 128 if c % 128 == 0 else 64
+
+
+def merge_path() -> str:
+    if MERGE_PATH not in MERGE_PATHS:
+        raise ValueError(f"MERGE_PATH={MERGE_PATH!r}; allowed: {', '.join(MERGE_PATHS)}")
+    return MERGE_PATH
+
+
 def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
     """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]`` by a canonical slot map whose last
-    ``num_dst`` rows are the anchors (rows before them are single kept sources)."""
+    ``num_dst`` rows are the anchors (rows before them are single kept sources), by
+    :data:`MERGE_PATH`."""
+    if merge_path() == "groups":
+        return grouped_merge(x, *merge_groups(slot, num_out, num_dst), num_out, num_dst)
+    return atomic_merge(x, slot, num_out, num_dst)
+
+
+def atomic_merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> torch.Tensor:
+    """:func:`merge` by float32 atomics (``MERGE_PATH = "atomic"``)."""
     k = _triton()
     x, slot = x.contiguous(), slot.contiguous()
     b, n, c = x.shape
@@ -287,7 +346,7 @@ def merge(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int) -> to
     out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
     # sums, then counts, in one zeroed buffer: one memset launch, not two
     acc = torch.zeros(b * num_dst * (c + 1), dtype=torch.float32, device=x.device)
-    block_c = 128 if c > 64 else 64
+    block_c = merge_channels(c)
     grid = (_cdiv(n, 32), _cdiv(c, block_c), b)
     k.merge_kernel[grid](x, slot, out, acc, n, c, num_out, kept, num_dst, b * num_dst * c, BLOCK_T=32, BLOCK_C=block_c)
     k.finish_merge_kernel[(_cdiv(num_dst, 32), _cdiv(c, block_c), b)](
@@ -323,7 +382,7 @@ def grouped_merge(x: torch.Tensor, members: torch.Tensor, starts: torch.Tensor, 
     x = x.contiguous()
     b, n, c = x.shape
     out = torch.empty(b, num_out, c, dtype=x.dtype, device=x.device)
-    block_c = 128 if c > 64 else 64
+    block_c = merge_channels(c)
     k.grouped_merge_kernel[(_cdiv(num_out, 32), _cdiv(c, block_c), b)](
         x, members, starts, out, n, c, num_out, num_out - num_dst, num_dst, BLOCK_T=32, BLOCK_C=block_c)
     return out

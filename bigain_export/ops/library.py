@@ -1,6 +1,6 @@
 """The operators as the patched models call them, and their ``bigain::`` torch custom ops.
 
-* ``gated_merge(x, metric, ...) -> (merged, slot)``: the plan (anchors + matching) and the merge;
+* ``gated_merge(x, metric, ...) -> (merged, slot, groups)``: the plan (anchors + matching) and the merge;
 * ``token_merge(x, slot, ...)``: the merge alone, with a plan computed earlier (plan reuse);
 * ``token_unmerge(y, slot)``: one gather;
 * ``kv_pool(x, alpha, ...)``: IE-KVD.
@@ -147,27 +147,31 @@ def merge_plan(
 
 def gated_merge(
     x: torch.Tensor, metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str, match_radius: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Merge ``x [B, N, C]`` to ``[B, N - r, C]`` with anchors and matching from ``metric``.
 
-    Returns ``(merged, slot)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with plan
-    reuse, :func:`token_merge` in later blocks) needs. ``match_radius``:
-    :attr:`BiGainConfig.match_radius`.
+    Returns ``(merged, slot, groups)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with
+    plan reuse, :func:`token_merge` in later blocks) needs; ``groups`` its :func:`merge_groups`
+    where the kernels merged by them (``launch.MERGE_PATH``), for later merges by the same plan,
+    else None. ``match_radius``: :attr:`BiGainConfig.match_radius`.
     """
     if _exporting():
         from ..export.onnx_ops import emit_gated_merge
 
-        return emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius)
+        return (*emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius), None)
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
-    return token_merge(x, slot, grid_h, grid_w, r), slot
+    groups = None
+    if _kernels().available(x) and _kernels().merge_path() == "groups":
+        groups = merge_groups(x, slot, grid_h, grid_w, r)
+    return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups
 
 
 def merge_groups(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int,
                  r: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The groups of a plan that will merge several tensors like ``x`` (plan reuse; a block plan
-    shared with the cross-attention or MLP), for :func:`token_merge`: built where the kernels run
-    ``x`` (one gather launch per merge instead of a zeroed buffer, atomics and a second launch);
-    None elsewhere (the reference merges by the slot map; an export has TokenMerge nodes)."""
+    """The groups of a plan, for :func:`token_merge` of tensors like ``x``: built where the kernels
+    run ``x`` (a merge is then one gather launch; :func:`gated_merge` builds them for its own
+    merge, and a plan that merges several tensors keeps them); None elsewhere (the reference
+    merges by the slot map; an export has TokenMerge nodes)."""
     if _exporting() or not _kernels().available(x):
         return None
     return merge_groups_op(slot, x.shape[1] - r, (grid_h // 2) * (grid_w // 2))

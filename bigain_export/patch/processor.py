@@ -179,11 +179,11 @@ class BiGainAttnProcessor:
                 metric = self.block_input if self.metric_from_block_input else hidden_states
                 if metric is None:
                     raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
-                queries, slot = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor,
-                                                     config.match_radius)
+                queries, slot, groups = library.gated_merge(hidden_states, metric, grid_h, grid_w, r,
+                                                             config.anchor, config.match_radius)
                 # a plan that merges more than this layer's queries: its groups make those merges
                 # one gather each (None where the reference or an export merges)
-                if config.plan_reuse or config.merge_crossattn or config.merge_mlp:
+                if groups is None and (config.plan_reuse or config.merge_crossattn or config.merge_mlp):
                     groups = library.merge_groups(hidden_states, slot, grid_h, grid_w, r)
                 if config.plan_reuse:
                     self.state.plans[num_tokens] = (slot, groups)
