@@ -301,9 +301,10 @@ UNMERGE_IN_GRAPH = True
 # slot map's token groups (merge_groups: a count, a scan and a fill over the int slot map) and one
 # gather per output row (what a plan that serves several merges uses for the later ones).
 # Measured (H100, session 20, per plan, CUDA graph): the grouped form's kernels take less GPU time
-# (DiT-XL/2 512 px batch 16: 35 vs 52 us; SD2 1024 px: 24 vs 28; 768 px: 18 vs 18), yet the whole
-# DiT-XL/2 with the per-block plan ran slower with it (loop 1.077x vs 1.100x of plain, 3 rounds
-# each, same machine), so the first merge of a plan stays atomic (docs/benchmarks.md, session 20).
+# (DiT-XL/2 512 px batch 16: 35 vs 52 us; SD2 1024 px: 24 vs 28; 768 px: 18 vs 18); the whole
+# DiT-XL/2 with the per-block plan gave loop 1.077x with it vs 1.100x without, but from two runs
+# whose plain moved 1.5% (the merged models 35.63 vs 35.44 ms): not settled, so the first merge of
+# a plan stays atomic until `bench_unet.py --variant MERGE_PATH=groups` compares them in one run.
 MERGE_PATHS = ("atomic", "groups")
 MERGE_PATH = "atomic"
 
