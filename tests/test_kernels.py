@@ -364,10 +364,13 @@ def test_an_unknown_merge_path_is_refused_by_name(monkeypatch):
 
 
 @pytest.mark.parametrize("c,blocks", [(320, (32, 64)), (1152, (16, 128)), (70, (32, 64)), (8, (64, 32))])
-def test_row_blocks_divide_the_channels_where_they_can(c, blocks):
+def test_row_blocks_divide_the_channels_where_they_can(c, blocks, monkeypatch):
     from bigain_export.kernels import launch
 
     assert launch.row_blocks(c) == blocks
+    monkeypatch.setattr(launch, "ROW_TILE", 1000)  # a tile Triton cannot lay out is refused by name
+    with pytest.raises(ValueError, match="ROW_TILE=1000; allowed: a power of two of at least 128"):
+        launch.row_blocks(c)
 
 
 def test_an_unknown_split_rule_is_refused_by_name(monkeypatch):

@@ -164,6 +164,8 @@ ROW_WARPS = 8  # 4 spill the unit rows' registers at 2048 elements (cuobjdump)
 
 def row_blocks(c: int) -> tuple[int, int]:
     """``(BLOCK_T, BLOCK_C)`` of the row-wise kernels for ``c`` channels."""
+    if ROW_TILE < 128 or ROW_TILE & (ROW_TILE - 1):
+        raise ValueError(f"ROW_TILE={ROW_TILE}; allowed: a power of two of at least 128")
     block_c = next((size for size in (128, 64) if c % size == 0), 32 if c <= 32 else 64)
     return ROW_TILE // block_c, block_c
 
