@@ -24,6 +24,10 @@ times them R - 1 more times, interleaved and rotated: each ratio is then the med
 timings seconds apart, with its spread (whole-model times drift ~5% between runs on the lent
 machine, more than some of the effects measured).
 
+``--variant NAME=VALUE`` times every BiGain method a second time with a launch constant set
+(labelled ``METHOD @NAME=VALUE``) in the same group and rounds: a kernel setting's A/B against
+one plain, where ``--kernel-setting`` (the whole run) needs two runs whose plain drift apart.
+
 Writes ``bench_unet.json`` (rows with ``res``, ``method``, ``mode``, ``ms``, ``ceiling``, ...)
 and ``bench_unet.md`` (table with card and versions) to --out.
 """

@@ -320,12 +320,14 @@ MERGE_BLOCK_C = 0
 
 
 def merge_channels(c: int) -> int:
+    """Channels per program of :func:`atomic_merge` and :func:`grouped_merge` for ``c``."""
     if MERGE_BLOCK_C:
         return MERGE_BLOCK_C
     return 128 if c % 128 == 0 else 64
 
 
 def merge_path() -> str:
+    """:data:`MERGE_PATH`, checked (a benchmark may set it)."""
     if MERGE_PATH not in MERGE_PATHS:
         raise ValueError(f"MERGE_PATH={MERGE_PATH!r}; allowed: {', '.join(MERGE_PATHS)}")
     return MERGE_PATH
