@@ -306,9 +306,14 @@ def with_variants(names: list[str], variant: list[str]) -> list[str]:
     return names + [name + mark for name in names if isinstance(METHODS[name], BiGainConfig)]
 
 
+def base_name(label: str) -> str:
+    """The METHODS name of a label, variant or not."""
+    return label.split(VARIANT_MARK)[0]
+
+
 def method_of(label: str):
     """The method (config, tomesd pair or None) of a label, variant or not."""
-    return METHODS[label.split(VARIANT_MARK)[0]]
+    return METHODS[base_name(label)]
 
 
 def variant_of(label: str) -> dict:
@@ -406,7 +411,7 @@ def main() -> None:
         patch(bench.model, None)
         for mode, names in timing_groups(args.methods, args.modes, args.eager_only):
             labels = with_variants(names, args.variant)
-            flops.update({label: flops[label.split(VARIANT_MARK)[0]] for label in labels})
+            flops.update({label: flops[base_name(label)] for label in labels})
             rows.extend(time_group(bench, res, mode, labels, args, flops, cache))
             atomic_write(args.out / "bench_unet.partial.json", json.dumps(rows, indent=1))  # survives a timeout
         del bench

@@ -160,9 +160,8 @@ def gated_merge(
 
         return (*emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius), None)
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
-    groups = None
-    if _kernels().available(x) and _kernels().merge_path() == "groups":
-        groups = merge_groups(x, slot, grid_h, grid_w, r)
+    # (merge_groups itself is None off the kernels)
+    groups = merge_groups(x, slot, grid_h, grid_w, r) if _kernels().merge_path() == "groups" else None
     return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups
 
 
