@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,13 +39,31 @@ def kernel_table(prof) -> dict[str, dict[str, float]]:
     return table
 
 
+def kernel_family(name: str) -> str:
+    """An Inductor kernel's name without its graph-local number (``triton_poi_fused_add_view_19`` ->
+    ``triton_poi_fused_add_view``): the same fused kernel is numbered differently in two models'
+    graphs, so a diff by full name would list it once as added and once as removed."""
+    return re.sub(r"_\d+$", "", name) if name.startswith("triton_") else name
+
+
+def by_family(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    families: dict[str, dict[str, float]] = {}
+    for name, row in table.items():
+        family = families.setdefault(kernel_family(name), {"calls": 0.0, "us": 0.0})
+        family["calls"] += row["calls"]
+        family["us"] += row["us"]
+    return families
+
+
 def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[str, dict]) -> str:
-    """Per method: kernels whose time changed against plain, largest first."""
+    """Per method: kernel families (:func:`kernel_family`) whose time changed against plain,
+    largest change first."""
     lines = [f"# Kernel time against plain, {res} px, {mode} (us per call)", ""]
-    plain = kernels["plain"]
+    plain = by_family(kernels["plain"])
     for name, table in kernels.items():
         if name == "plain":
             continue
+        table = by_family(table)
         s, p = summary[name], summary["plain"]
         lines += [f"## {name}", "",
                   f"one call {s['ms']:.3f} ms (plain {p['ms']:.3f}); in a loop {s['loop_ms']:.3f} ms (plain "
@@ -54,7 +73,7 @@ def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[s
                   "| kernel | calls | us | plain calls | plain us | delta us |", "|---|---|---|---|---|---|"]
         keys = set(table) | set(plain)
         deltas = {k: table.get(k, {}).get("us", 0.0) - plain.get(k, {}).get("us", 0.0) for k in keys}
-        for key in sorted(keys, key=lambda k: -abs(deltas[k]))[:30]:
+        for key in sorted(keys, key=lambda k: -abs(deltas[k]))[:40]:
             a, b = table.get(key, {"calls": 0, "us": 0.0}), plain.get(key, {"calls": 0, "us": 0.0})
             lines.append(f"| `{key[:90]}` | {a['calls']:.0f} | {a['us']:.1f} | {b['calls']:.0f} | {b['us']:.1f} "
                          f"| {deltas[key]:+.1f} |")

@@ -422,3 +422,23 @@ def test_paired_engines_times_engines_in_rounds_and_refuses_a_tampered_one(tmp_p
     done = subprocess.run([*script, str(engine), str(copy), "--rounds", "1"], capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "round 1" not in done.stdout
     assert done.stderr.startswith("paired_engines.py: error: ") and "Traceback" not in done.stderr, done.stderr
+
+
+def test_profile_diff_pairs_inductor_kernels_numbered_differently_in_two_graphs():
+    """profile_unet.diff_markdown groups kernels by family: plain's ``..._silu_62`` and the merged
+    model's ``..._silu_64`` are one row with their difference, not an addition and a removal."""
+    import profile_unet
+
+    plain = {"triton_poi_fused_convolution_silu_62": {"calls": 20, "us": 420.0},
+             "sdpa_kernel": {"calls": 32, "us": 2940.0}}
+    merged = {"triton_poi_fused_convolution_silu_64": {"calls": 20, "us": 421.5},
+              "sdpa_kernel": {"calls": 32, "us": 873.0}, "merge_kernel_7": {"calls": 5, "us": 50.0}}
+    summary = {name: {"ms": 1.0, "loop_ms": 1.0, "graph_ms": 1.0, "gpu_ms": 1.0, "kernels": 1.0}
+               for name in ("plain", "merged")}
+    rows = [line for line in profile_unet.diff_markdown(768, "cudagraphs", {"plain": plain, "merged": merged},
+                                                         summary).splitlines() if line.startswith("| `")]
+    assert rows[0].startswith("| `sdpa_kernel` | 32 | 873.0 | 32 | 2940.0 | -2067.0")
+    assert "| `triton_poi_fused_convolution_silu` | 20 | 421.5 | 20 | 420.0 | +1.5 |" in rows
+    # only Inductor's names lose their number: a kernel of ours keeps its name
+    assert "| `merge_kernel_7` | 5 | 50.0 | 0 | 0.0 | +50.0 |" in rows
+    assert len(rows) == 3
