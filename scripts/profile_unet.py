@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import METHODS, Bench, cuda_loop_ms, cuda_median_ms, patch  # noqa: E402
+from bench_unet import (METHODS, VARIANT_MARK, Bench, base_name, cuda_loop_ms, cuda_median_ms, launch_settings,  # noqa: E402
+                        method_of, patch, variant_of)
 
 CALLS = 5  # profiled model calls per method
 
@@ -88,19 +89,29 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--mode", choices=["compile", "cudagraphs"], default="compile",
                         help="torch.compile default mode, or mode='reduce-overhead' (CUDA graphs)")
-    parser.add_argument("--methods", nargs="+", default=["plain", "bigain-merge r=0.5"], choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["plain", "bigain-merge r=0.5"], metavar="METHOD",
+                        help=f"names of bench_unet.METHODS, each optionally with '{VARIANT_MARK}NAME=VALUE[,...]' "
+                             "(launch settings it is compiled and profiled under, as bench_unet.py --variant)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    for label in args.methods:  # refused before any model is built
+        if base_name(label) not in METHODS:
+            parser.error(f"--methods: unknown method {base_name(label)!r}; allowed: {', '.join(METHODS)}, "
+                         f"each optionally with '{VARIANT_MARK}NAME=VALUE'")
+        try:
+            variant_of(label)
+        except ValueError as error:
+            parser.error(f"--methods {label!r}: {error}")
     from torch.profiler import ProfilerActivity, profile
 
     args.out.mkdir(parents=True, exist_ok=True)
     bench = Bench(args.model, args.res, args.batch)
     kernels, summary = {}, {}
     for name in args.methods:
-        patch(bench.model, METHODS[name])
+        patch(bench.model, method_of(name))
         torch._dynamo.reset()
         model = torch.compile(bench.model, mode="reduce-overhead" if args.mode == "cudagraphs" else None)
-        with torch.inference_mode():
+        with torch.inference_mode(), launch_settings(**variant_of(name)):
             ms = cuda_median_ms(lambda: bench.call(model), 5, 20)
             loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20)
             torch.cuda.synchronize()
@@ -119,7 +130,7 @@ def main() -> None:
         summary[name] = {"ms": ms, "loop_ms": loop_ms, "graph_ms": graph_us / 1000, "wall_ms": wall, "gpu_ms": gpu,
                          "kernels": sum(row["calls"] for row in kernels[name].values())}
         table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70)
-        (args.out / f"profile_{name.replace(' ', '_').replace('=', '')}.txt").write_text(table)
+        (args.out / f"profile_{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}.txt").write_text(table)
         print(f"== {name}: {ms:.2f} ms (one call), {loop_ms:.2f} ms (in a loop), profiled wall {wall:.2f} ms, "
               f"graph replay {graph_us / 1000:.2f} ms, GPU kernel time {gpu:.2f} ms, "
               f"{summary[name]['kernels']:.0f} kernels a call")

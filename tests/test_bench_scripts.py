@@ -442,3 +442,14 @@ def test_profile_diff_pairs_inductor_kernels_numbered_differently_in_two_graphs(
     # only Inductor's names lose their number: a kernel of ours keeps its name
     assert "| `merge_kernel_7` | 5 | 50.0 | 0 | 0.0 | +50.0 |" in rows
     assert len(rows) == 3
+
+
+@pytest.mark.parametrize("label, says", [
+    ("plainx", "unknown method 'plainx'"),
+    ("bigain-merge r=0.7 @MERGE_PATH=nope", "MERGE_PATH takes one of atomic, groups"),
+])
+def test_profile_unet_refuses_a_bad_method_in_one_line_before_any_model(label, says):
+    result = subprocess.run([sys.executable, str(SCRIPTS / "profile_unet.py"), "--methods", "plain", label],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert says in result.stderr.strip().splitlines()[-1]
