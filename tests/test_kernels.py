@@ -298,15 +298,19 @@ def test_interpreted_patched_unet_with_a_shared_plan_equals_the_reference_path(i
 
     from bigain_export import apply_bigain
 
-    calls = []
+    calls, atomic = [], []
     real = interpreted.grouped_merge
     monkeypatch.setattr(interpreted, "grouped_merge", lambda *a: (calls.append(1), real(*a))[1])
+    real_atomic = interpreted.atomic_merge
+    monkeypatch.setattr(interpreted, "atomic_merge", lambda *a: (atomic.append(1), real_atomic(*a))[1])
     model = tiny_unet()
     apply_bigain(model, BiGainConfig.preset("bigain-merge", ratio=0.5, plan_reuse=True, merge_mlp=True, match_radius=1))
     sample, t, context = unet_inputs()
     with torch.no_grad():
         kernels = model(sample, t, context).sample
         assert calls, "the grouped merge did not run"
+        # the plan serves several merges, so even the merge that made it gathers by its groups
+        assert not atomic, f"{len(atomic)} merges took the atomic path under the default MERGE_PATH"
         monkeypatch.setenv("BIGAIN_KERNELS", "reference")
         reference = model(sample, t, context).sample
     torch.testing.assert_close(kernels, reference, rtol=1e-4, atol=1e-5)

@@ -146,22 +146,26 @@ def merge_plan(
 
 
 def gated_merge(
-    x: torch.Tensor, metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str, match_radius: int = 0
+    x: torch.Tensor, metric: torch.Tensor, grid_h: int, grid_w: int, r: int, anchor: str, match_radius: int = 0,
+    serves_more: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """Merge ``x [B, N, C]`` to ``[B, N - r, C]`` with anchors and matching from ``metric``.
 
     Returns ``(merged, slot, groups)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with
     plan reuse, :func:`token_merge` in later blocks) needs; ``groups`` its :func:`merge_groups`
-    where the kernels merged by them (``launch.MERGE_PATH``), for later merges by the same plan,
-    else None. ``match_radius``: :attr:`BiGainConfig.match_radius`.
+    where the kernels merged by them, for later merges by the same plan, else None. They merge
+    by groups when ``serves_more`` (the plan will merge other tensors too: plan reuse,
+    ``merge_crossattn``/``merge_mlp``, which need the groups anyway, so this merge is one gather
+    instead of the atomic form's three launches) or ``launch.MERGE_PATH`` says so.
+    ``match_radius``: :attr:`BiGainConfig.match_radius`.
     """
     if _exporting():
         from ..export.onnx_ops import emit_gated_merge
 
         return (*emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius), None)
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
-    # (merge_groups itself is None off the kernels)
-    groups = merge_groups(x, slot, grid_h, grid_w, r) if _kernels().merge_path() == "groups" else None
+    by_groups = serves_more or _kernels().merge_path() == "groups"
+    groups = merge_groups(x, slot, grid_h, grid_w, r) if by_groups else None  # (None off the kernels)
     return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups
 
 

@@ -179,12 +179,11 @@ class BiGainAttnProcessor:
                 metric = self.block_input if self.metric_from_block_input else hidden_states
                 if metric is None:
                     raise UnsupportedModelError("UNet block input missing: the block pre-hook did not run")
-                queries, slot, groups = library.gated_merge(hidden_states, metric, grid_h, grid_w, r,
-                                                             config.anchor, config.match_radius)
-                # a plan that merges more than this layer's queries: its groups make those merges
-                # one gather each (None where the reference or an export merges)
-                if groups is None and (config.plan_reuse or config.merge_crossattn or config.merge_mlp):
-                    groups = library.merge_groups(hidden_states, slot, grid_h, grid_w, r)
+                # a plan that merges more than this layer's queries merges by its groups (built
+                # once; None where the reference or an export merges)
+                serves_more = config.plan_reuse or config.merge_crossattn or config.merge_mlp
+                queries, slot, groups = library.gated_merge(hidden_states, metric, grid_h, grid_w, r, config.anchor,
+                                                             config.match_radius, serves_more)
                 if config.plan_reuse:
                     self.state.plans[num_tokens] = (slot, groups)
         self.plan.set(slot, (grid_h, grid_w), r, groups)
