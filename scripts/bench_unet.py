@@ -374,7 +374,7 @@ def main() -> None:
                         "then a warm-up)")
     parser.add_argument("--compiles", type=int, default=1,
                         help="with K > 1, each method of a compiled mode is compiled K times (Inductor's caches "
-                        "off, so each compile picks its kernel configs anew) and timed as the mean of its "
+                        "off, so no compile reuses another's kernels) and timed as the mean of its "
                         "compiles: two compiles of one model differ by ~1%%, as much as a 768 px share moves")
     parser.add_argument("--kernel-setting", nargs="+", default=[], metavar="NAME=VALUE",
                         help="set a tuning constant of bigain_export.kernels.launch for this run, e.g. "
@@ -480,8 +480,9 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
     is the time per call of calls issued back to back, as a sampler runs them, with the ceiling
     from the attention's kernels alone (:func:`graph_ms`). With several compiles (compiled modes
     only), a method's time in a round is the mean over its compiles, and ``loop_ms_compiles``
-    lists each compile's median: two compiles of one model differ by ~1% (Inductor's
-    benchmark-picked kernel configs), which a single compile per method folds into its ratio."""
+    lists each compile's median: two compiles of one model differed by ~1% in session 21 (cause
+    not established; Inductor picks some kernel configs by timing them), which a single compile
+    per method folds into its ratio."""
     import copy
 
     copies = getattr(args, "compiles", 1) if mode in ("compile", "cudagraphs") else 1
