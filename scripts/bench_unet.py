@@ -372,10 +372,6 @@ def main() -> None:
                         "is timed R times more, interleaved; ms and speedup are the medians of those rounds "
                         "and speedup_min/max their spread (the first timing, right after each compile, is "
                         "then a warm-up)")
-    parser.add_argument("--compiles", type=int, default=1,
-                        help="with K > 1, each method of a compiled mode is compiled K times (Inductor's caches "
-                        "off, so no compile reuses another's kernels) and timed as the mean of its "
-                        "compiles: two compiles of one model differ by ~1%%, as much as a 768 px share moves")
     parser.add_argument("--kernel-setting", nargs="+", default=[], metavar="NAME=VALUE",
                         help="set a tuning constant of bigain_export.kernels.launch for this run, e.g. "
                         "SPLIT_RULE=fill RES_BLOCK_N=32 (recorded in the meta): whole-model runs of a "
@@ -388,8 +384,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
-    if args.compiles < 1:
-        parser.error(f"--compiles {args.compiles}: must be at least 1")
     if args.iters < 1 or args.warmup < 0:
         parser.error(f"--iters {args.iters} --warmup {args.warmup}: need iters >= 1 and warmup >= 0")
     try:
@@ -402,10 +396,7 @@ def main() -> None:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     # one compiled copy per method of a group: more cache entries of one forward than Dynamo's default 8
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit,
-                                               4 * len(args.methods) * args.compiles)
-    if args.compiles > 1:  # a cached compile would reuse the first one's kernels and configs
-        torch._inductor.config.force_disable_caches = True
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.methods))
     rows: list[dict] = []
     for res in args.res:
         bench = Bench(args.model, res, args.batch)
@@ -430,7 +421,6 @@ def main() -> None:
         triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
-        compiles=args.compiles,
         kernel_settings=settings, variant=args.variant,
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
@@ -471,57 +461,42 @@ def _ratio_fields(prefix: str, ratios: list[float], plain_ms: float, saved: floa
 
 
 def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops: dict, cache: dict) -> list[dict]:
-    """Compile (or not) ``args.compiles`` copies of the model per method, time each once, then
-    ``args.rounds - 1`` interleaved rounds; rows with each ratio against plain of this group beside
-    the ceiling.
+    """Compile (or not) one copy of the model per method, time each once, then ``args.rounds - 1``
+    interleaved rounds; rows with each ratio against plain of this group beside the ceiling.
 
     Two timings each time: ``ms`` is one call's latency (every call waited for: the host's
     per-call work is in it) with the ceiling from eager attention timed the same way; ``loop_ms``
     is the time per call of calls issued back to back, as a sampler runs them, with the ceiling
-    from the attention's kernels alone (:func:`graph_ms`). With several compiles (compiled modes
-    only), a method's time in a round is the mean over its compiles, and ``loop_ms_compiles``
-    lists each compile's median: two compiles of one model differed by ~1% in session 21 (cause
-    not established; Inductor picks some kernel configs by timing them), which a single compile
-    per method folds into its ratio."""
+    from the attention's kernels alone (:func:`graph_ms`)."""
     import copy
 
-    copies = getattr(args, "compiles", 1) if mode in ("compile", "cudagraphs") else 1
     torch._dynamo.reset()
     models, times, loops, errors, setup = {}, {}, {}, {}, {}
     for name in names:
-        for k in range(copies):
-            key = (name, k)
-            model = copy.deepcopy(bench.model)
-            patch(model, method_of(name))
-            if mode in ("compile", "cudagraphs"):
-                model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
-            t0 = time.time()
-            try:
-                with launch_settings(**variant_of(name)):  # traced, captured and timed under it
-                    call, loop = _timings(bench, model, args)
-                times[key], loops[key] = [call], [loop]
-                models[key] = model
-            except Exception as exc:  # record, keep benchmarking the rest
-                errors.setdefault(name, f"{type(exc).__name__}: {str(exc)[:200]}")
-            setup[name] = round(setup.get(name, 0.0) + time.time() - t0, 1)
-            copy_label = f" (compile {k + 1}/{copies})" if copies > 1 else ""
-            print(f"[{res}px] {name:34s} {mode:10s} set up and timed once{copy_label} in {round(time.time() - t0, 1)} s"
-                  f"{'  ' + errors[name] if name in errors else ''}", flush=True)
-    timed = [key for key in models if key[0] not in errors]  # a method counts only with all its compiles
+        model = copy.deepcopy(bench.model)
+        patch(model, method_of(name))
+        if mode in ("compile", "cudagraphs"):
+            model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
+        t0 = time.time()
+        try:
+            with launch_settings(**variant_of(name)):  # traced, captured and timed under it
+                call, loop = _timings(bench, model, args)
+            times[name], loops[name] = [call], [loop]
+            models[name] = model
+        except Exception as exc:  # record, keep benchmarking the rest
+            errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        setup[name] = round(time.time() - t0, 1)
+        print(f"[{res}px] {name:34s} {mode:10s} set up and timed once in {setup[name]} s"
+              f"{'  ' + errors[name] if name in errors else ''}", flush=True)
     if args.rounds > 1:
-        times, loops = {key: [] for key in timed}, {key: [] for key in timed}
+        timed = [name for name in names if name in models]
+        times, loops = {name: [] for name in timed}, {name: [] for name in timed}
         for order in round_orders(timed, args.rounds - 1):
-            for key in order:
-                with launch_settings(**variant_of(key[0])):
-                    call, loop = _timings(bench, models[key], args)
-                times[key].append(call)
-                loops[key].append(loop)
-    # per method and round: the mean over its compiles
-    by_round = lambda table, name: [statistics.fmean(v) for v in zip(*(table[(name, k)] for k in range(copies)))]  # noqa: E731
-    methods = [name for name in names if (name, 0) in timed]
-    times, loops, compile_loops = ({name: by_round(times, name) for name in methods},
-                                   {name: by_round(loops, name) for name in methods},
-                                   {name: [statistics.median(loops[(name, k)]) for k in range(copies)] for name in methods})
+            for name in order:
+                with launch_settings(**variant_of(name)):
+                    call, loop = _timings(bench, models[name], args)
+                times[name].append(call)
+                loops[name].append(loop)
     ratios, loop_ratios = paired_speedups(times), paired_speedups(loops)
     rows = []
     plain_ms = statistics.median(times["plain"]) if "plain" in times else None
@@ -532,8 +507,6 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
         loop_ms = statistics.median(loops[name]) if name in loops else float("nan")
         row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), loop_ms=round(loop_ms, 3), error=errors.get(name),
                    setup_s=setup[name], flops=flops[name], rounds=len(times.get(name, [])))
-        if copies > 1:
-            row.update(compiles=copies, loop_ms_compiles=[round(v, 3) for v in compile_loops.get(name, [])])
         if name in ratios:
             compresses = isinstance(method, BiGainConfig)
             saved = attention_savings(bench, method, args.warmup, args.iters, cache) if compresses else None
@@ -542,11 +515,9 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
             row.update(_ratio_fields("loop_", loop_ratios[name], plain_loop, saved))
         rows.append(row)
         spread = lambda p: f" [{speedup_range(row, p)}]" if speedup_range(row, p) else ""  # noqa: E731
-        over = f" (compiles {min(row['loop_ms_compiles']):.2f}-{max(row['loop_ms_compiles']):.2f})" \
-            if row.get("loop_ms_compiles") else ""
         print(f"[{res}px] {name:34s} {mode:10s} call {ms:8.2f} ms  ceiling {row.get('ceiling', '-')}  "
               f"speedup {row.get('speedup', '-')}{spread('')}  share {row.get('gain_share', '-')} | loop {loop_ms:8.2f} ms"
-              f"{over}  ceiling {row.get('loop_ceiling', '-')}  speedup {row.get('loop_speedup', '-')}{spread('loop_')}  "
+              f"  ceiling {row.get('loop_ceiling', '-')}  speedup {row.get('loop_speedup', '-')}{spread('loop_')}  "
               f"share {row.get('loop_gain_share', '-')}", flush=True)
     del models
     torch.cuda.empty_cache()
@@ -557,15 +528,13 @@ def markdown_table(rows) -> str:
     """Both timings: one call's latency (``ms``) and per call in a loop (``loop ms``)."""
     fmt = lambda v: "-" if v is None else f"{v:g}"  # noqa: E731
     spread = lambda r, p: speedup_range(r, p) or "-"  # noqa: E731
-    compiles = lambda r: (f" ({min(r['loop_ms_compiles']):.2f}-{max(r['loop_ms_compiles']):.2f} over "  # noqa: E731
-                          f"{r['compiles']} compiles)" if r.get("loop_ms_compiles") else "")
     lines = ["| px | method | mode | ms (one call) | speedup [range] | ceiling | share | loop ms | loop speedup [range] "
              "| loop ceiling | loop share | GFLOP |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['res']} | {r['method']} | {r['mode']} | {r['ms']:.2f} | {fmt(r.get('speedup'))} "
                      f"[{spread(r, '')}] | {fmt(r.get('ceiling'))} | {fmt(r.get('gain_share'))} | "
-                     f"{r.get('loop_ms', float('nan')):.2f}{compiles(r)} | {fmt(r.get('loop_speedup'))} [{spread(r, 'loop_')}] | "
+                     f"{r.get('loop_ms', float('nan')):.2f} | {fmt(r.get('loop_speedup'))} [{spread(r, 'loop_')}] | "
                      f"{fmt(r.get('loop_ceiling'))} | {fmt(r.get('loop_gain_share'))} | "
                      f"{'-' if r.get('flops') is None else round(r['flops'] / 1e9)} |")
     return "\n".join(lines)
