@@ -206,9 +206,9 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     # 1. anchors per window and the top-row prefix counts that place every source without a scan
     window_offsets = torch.empty(b, num_dst, dtype=torch.int32, device=device)
     top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)
+    block_t, block_c = row_blocks(c)  # the Laplacian's and the unit rows' tiles
     if offsets is None:
         score = torch.empty(b, n, dtype=torch.float32, device=device)
-        block_t, block_c = row_blocks(c)
         k.laplacian_score_kernel[(_cdiv(n, block_t), b)](metric, score, n, c, grid_h, grid_w, BLOCK_T=block_t,
                                                          BLOCK_C=block_c, **_gpu_options(device, num_warps=ROW_WARPS))
         given, given_stride, mode = score, 0, 1 if released else 0
@@ -221,7 +221,6 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     units = torch.empty_like(metric)
     src_tok = torch.empty(b, num_src, dtype=torch.int32, device=device)
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
-    block_t, block_c = row_blocks(c)
     k.unit_rows_kernel[(_cdiv(n, block_t), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs,
                                                ws, kept, BLOCK_T=block_t, BLOCK_C=block_c,
                                                **_gpu_options(device, num_warps=ROW_WARPS))
@@ -305,8 +304,10 @@ UNMERGE_IN_GRAPH = True
 # Measured (H100, session 20, per plan, CUDA graph): the grouped form's kernels take less GPU time
 # (DiT-XL/2 512 px batch 16: 35 vs 52 us; SD2 1024 px: 24 vs 28; 768 px: 18 vs 18); the whole
 # DiT-XL/2 with the per-block plan gave loop 1.077x with it vs 1.100x without, but from two runs
-# whose plain moved 1.5% (the merged models 35.63 vs 35.44 ms): not settled, so the first merge of
-# a plan stays atomic until `bench_unet.py --variant MERGE_PATH=groups` compares them in one run.
+# whose plain moved 1.5% (the merged models 35.63 vs 35.44 ms): not settled, so a per-block plan's
+# merge stays atomic until `bench_unet.py --variant MERGE_PATH=groups` compares them in one run on
+# the DiT. (A plan that serves several merges builds its groups anyway and passes them to every
+# merge, its first included: library.gated_merge(serves_more=True); this setting is not read then.)
 MERGE_PATHS = ("atomic", "groups")
 MERGE_PATH = "atomic"
 

@@ -152,11 +152,10 @@ def gated_merge(
     """Merge ``x [B, N, C]`` to ``[B, N - r, C]`` with anchors and matching from ``metric``.
 
     Returns ``(merged, slot, groups)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with
-    plan reuse, :func:`token_merge` in later blocks) needs; ``groups`` its :func:`merge_groups`
-    where the kernels merged by them, for later merges by the same plan, else None. They merge
-    by groups when ``serves_more`` (the plan will merge other tensors too: plan reuse,
-    ``merge_crossattn``/``merge_mlp``, which need the groups anyway, so this merge is one gather
-    instead of the atomic form's three launches) or ``launch.MERGE_PATH`` says so.
+    plan reuse, :func:`token_merge` in later blocks) needs. With ``serves_more`` (the plan will
+    merge other tensors too: plan reuse, ``merge_crossattn``/``merge_mlp``) ``groups`` is its
+    :func:`merge_groups`, built before this merge so that it is one gather as well (None off the
+    kernels); else None, and the kernels merge as ``launch.MERGE_PATH`` says.
     ``match_radius``: :attr:`BiGainConfig.match_radius`.
     """
     if _exporting():
@@ -164,8 +163,7 @@ def gated_merge(
 
         return (*emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius), None)
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
-    by_groups = serves_more or _kernels().merge_path() == "groups"
-    groups = merge_groups(x, slot, grid_h, grid_w, r) if by_groups else None  # (None off the kernels)
+    groups = merge_groups(x, slot, grid_h, grid_w, r) if serves_more else None
     return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups
 
 
