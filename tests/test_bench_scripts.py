@@ -168,16 +168,16 @@ def test_a_variant_is_timed_in_the_same_rounds_under_its_launch_settings(monkeyp
     monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 0.0)
     sample, t, context = unet_inputs()
     bench = SimpleNamespace(model=tiny_unet(), call=lambda m: m(sample, t, context).sample)
-    names = bench_unet.with_variants(["plain", "tomesd r=0.5", "bigain-merge r=0.7"], ["MERGE_PATH=groups"])
-    assert names == ["plain", "tomesd r=0.5", "bigain-merge r=0.7", "bigain-merge r=0.7 @MERGE_PATH=groups"]
+    names = bench_unet.with_variants(["plain", "tomesd r=0.5", "bigain-merge r=0.7"], ["MERGE_PATH=atomic"])
+    assert names == ["plain", "tomesd r=0.5", "bigain-merge r=0.7", "bigain-merge r=0.7 @MERGE_PATH=atomic"]
     names = [names[0], names[2], names[3]]
     rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=2, warmup=0, iters=1),
                                  {n: 0 for n in names}, {})
-    # 3 labels x (call, loop) x (first timing + 1 round): the variant's 4 timings under "groups"
-    assert seen.count("groups") == 4 and seen.count("atomic") == 8 and launch.MERGE_PATH == "atomic"
-    variant = {row["method"]: row for row in rows}["bigain-merge r=0.7 @MERGE_PATH=groups"]
+    # 3 labels x (call, loop) x (first timing + 1 round): the variant's 4 timings under "atomic"
+    assert seen.count("atomic") == 4 and seen.count("groups") == 8 and launch.MERGE_PATH == "groups"
+    variant = {row["method"]: row for row in rows}["bigain-merge r=0.7 @MERGE_PATH=atomic"]
     assert variant["speedup"] > 0 and variant["error"] is None
-    assert bench_unet.variant_of(variant["method"]) == {"MERGE_PATH": "groups"}
+    assert bench_unet.variant_of(variant["method"]) == {"MERGE_PATH": "atomic"}
 
 
 def test_bench_kernels_launch_settings_are_restored_even_when_a_variant_fails():

@@ -297,19 +297,19 @@ def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
 UNMERGE_IN_GRAPH = True
 
 
-# How a merge without prebuilt groups runs. "atomic" (default): kept sources copied, the rest
-# summed with float32 atomics into a zeroed buffer and divided by a second launch; "groups": the
-# slot map's token groups (merge_groups: a count, a scan and a fill over the int slot map) and one
-# gather per output row (what a plan that serves several merges uses for the later ones).
-# Measured (H100, session 20, per plan, CUDA graph): the grouped form's kernels take less GPU time
-# (DiT-XL/2 512 px batch 16: 35 vs 52 us; SD2 1024 px: 24 vs 28; 768 px: 18 vs 18); the whole
-# DiT-XL/2 with the per-block plan gave loop 1.077x with it vs 1.100x without, but from two runs
-# whose plain moved 1.5% (the merged models 35.63 vs 35.44 ms): not settled, so a per-block plan's
-# merge stays atomic until `bench_unet.py --variant MERGE_PATH=groups` compares them in one run on
-# the DiT. (A plan that serves several merges builds its groups anyway and passes them to every
-# merge, its first included: library.gated_merge(serves_more=True); this setting is not read then.)
+# How a merge without prebuilt groups runs. "groups" (default): the slot map's token groups
+# (merge_groups: a count, a scan and a fill over the int slot map) and one gather per output row,
+# as a plan that serves several merges does for all of them; "atomic": kept sources copied, the
+# rest summed with float32 atomics into a zeroed buffer and divided by a second launch.
+# Measured: the grouped form's kernels take less GPU time per plan (H100, session 20, CUDA graph:
+# DiT-XL/2 512 px batch 16 35 vs 52 us; SD2 1024 px 24 vs 28; 768 px 18 vs 18), and in the same
+# rounds of one run (bench_unet.py --variant, H100, session 22) the whole DiT-XL/2 with the
+# per-block plan ran 35.17 vs 35.33 ms and 35.83 vs 35.95 ms with groups vs atomics (two
+# processes; session 20's opposite result came from two runs whose plain moved 1.5%).
+# (A plan that serves several merges builds its groups anyway and passes them to every merge,
+# its first included: library.gated_merge(serves_more=True); this setting is not read then.)
 MERGE_PATHS = ("atomic", "groups")
-MERGE_PATH = "atomic"
+MERGE_PATH = "groups"
 
 
 # Channels per program of the merges: 0 picks the block that divides C (128, else 64: SD2's 320
