@@ -554,9 +554,14 @@ def test_gpu_local_match_equals_reference(h, w, c, dtype, radius):
 @needs_cuda
 @pytest.mark.parametrize("h,w,c", [(31, 33, 96), (128, 128, 320)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype):
+@pytest.mark.parametrize("merge_path", ["groups", "atomic"])
+def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype, merge_path, monkeypatch):
     """Against the float32 reference rounded once to the dtype (the reference run in bf16 rounds
-    every step; the kernels accumulate in float32 and round once): within one ulp."""
+    every step; the kernels accumulate in float32 and round once): within one ulp, on either
+    merge path of a per-block plan."""
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "MERGE_PATH", merge_path)
     n, nd = h * w, (h // 2) * (w // 2)
     r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
     x = _tokens(2, n, c, seed=4, dtype=dtype, device="cuda")
