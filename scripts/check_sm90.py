@@ -89,8 +89,8 @@ def capture_launches(batch: int, side: int, channels: int, dtype: torch.dtype, r
             launch.ONE_PROGRAM_SELECT = one_program
         launch.merge_plan(x, torch.zeros(1, side // 2, side // 2, dtype=torch.long), side, side, r)  # ToMe offsets
         launch.merge_plan(x, None, side, side, r, match_radius=1)  # the similarity kernel's local form (R=1)
-        launch.merge(x, slot, n - r, num_dst)
-        members, starts = launch.merge_groups(slot, n - r, num_dst)  # a reused plan's merge
+        launch.atomic_merge(x, slot, n - r, num_dst)  # MERGE_PATH="atomic"
+        members, starts = launch.merge_groups(slot, n - r, num_dst)  # the default merge, and a reused plan's
         launch.grouped_merge(x, members, starts, n - r, num_dst)
         launch.unmerge(x[:, : n - r], slot)
         launch.kv_pool(x, torch.ones(1), side, side, 2)
