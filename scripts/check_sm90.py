@@ -89,6 +89,16 @@ def capture_launches(batch: int, side: int, channels: int, dtype: torch.dtype, r
             launch.ONE_PROGRAM_SELECT = one_program
         launch.merge_plan(x, torch.zeros(1, side // 2, side // 2, dtype=torch.long), side, side, r)  # ToMe offsets
         launch.merge_plan(x, None, side, side, r, match_radius=1)  # the similarity kernel's local form (R=1)
+        # gated_merge's plan with groups (the select counts them); in the radix select the
+        # one-split local form counts the first digit in the similarity kernel; 8- and 11-bit digits
+        launch.merge_plan(x, None, side, side, r, match_radius=1, groups=True)
+        bits = launch.RADIX_BITS
+        try:
+            launch.ONE_PROGRAM_SELECT = 0
+            for launch.RADIX_BITS in launch.RADIX_BITS_ALLOWED:
+                launch.merge_plan(x, None, side, side, r, match_radius=1, groups=True)
+        finally:
+            launch.ONE_PROGRAM_SELECT, launch.RADIX_BITS = one_program, bits
         launch.atomic_merge(x, slot, n - r, num_dst)  # MERGE_PATH="atomic"
         members, starts = launch.merge_groups(slot, n - r, num_dst)  # the default merge, and a reused plan's
         launch.grouped_merge(x, members, starts, n - r, num_dst)

@@ -285,6 +285,69 @@ def test_interpreted_grouped_merge_equals_reference(interpreted, monkeypatch, h,
                                    ref.merge(x, slot, n - r), **tol)
 
 
+class _LaunchSpy:
+    """Stands in for a ``@triton.jit`` kernel: records each launch's constexpr ``PASS`` (or None)
+    and launches the kernel."""
+
+    def __init__(self, kernel, seen: list):
+        self.kernel, self.seen = kernel, seen
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.seen.append(kwargs.get("PASS"))
+            return self.kernel[grid](*args, **kwargs)
+
+        return run
+
+
+@interpreter
+@pytest.mark.parametrize("fusion,bits", [(True, 8), (True, 11), (False, 8)])
+@pytest.mark.parametrize("h,w,radius", [(24, 24, 0), (18, 21, 1)])
+def test_interpreted_plan_with_groups_equals_reference(interpreted, monkeypatch, select_path, fusion, bits, h, w,
+                                                       radius):
+    """The plan that builds its groups (gated_merge's kernel path): the slot map equal to the
+    reference's and the groups to reference.merge_groups of it, on random rows and exact ties,
+    with every select, the launches fused or not, 8- or 11-bit radix digits; 2 similarity splits
+    at R=0 (the radix select joins them) and 1 at R=1 (the similarity kernel counts the first
+    digit). Every torch.empty of the launcher returns junk, as reused GPU memory does: the
+    counters the fused plan zeroes in unit_rows_kernel must be zeroed there. The launches that
+    fusion removes must be gone."""
+    k = interpreted._triton()
+    monkeypatch.setattr(interpreted, "PLAN_FUSION", fusion)
+    monkeypatch.setattr(interpreted, "RADIX_BITS", bits)
+    monkeypatch.setattr(interpreted, "SPLIT_RULE", "fill")
+    for name in ("RES_BLOCK_N", "SIM_BLOCK_N", "GROUP_SCAN_BLOCK"):
+        monkeypatch.setattr(interpreted, name, 16)
+    passes, counts = [], []
+    monkeypatch.setattr(k, "radix_hist_kernel", _LaunchSpy(k.radix_hist_kernel, passes))
+    monkeypatch.setattr(k, "group_count_kernel", _LaunchSpy(k.group_count_kernel, counts))
+    n, nd = h * w, (h // 2) * (w // 2)
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    ties = _exact_tie_tokens(2, n, seed=h)
+    real_empty = torch.empty
+    for metric, anchor in ((_tokens(2, n, 12, seed=h * w), "window"), (ties, "fixed")):
+        offsets = _offsets(anchor, h, w, seed=0)
+        passes.clear(), counts.clear()
+        with monkeypatch.context() as dirty:
+            dirty.setattr(torch, "empty", lambda *a, **kw: real_empty(*a, **kw).fill_(7))
+            slot, members, starts = interpreted.merge_plan(metric, offsets, h, w, r, match_radius=radius, groups=True)
+        assert torch.equal(slot, _reference_plan(metric, h, w, r, anchor, offsets, radius)), anchor
+        want_members, want_starts = ref.merge_groups(slot, n - r, nd)
+        assert torch.equal(starts, want_starts) and torch.equal(_sorted_groups(members, starts, n - r - nd), want_members)
+        radix_passes = {8: 4, 11: 3}[bits] if select_path == "radix" else 0
+        first_in_similarity = fusion and select_path == "radix" and radius > 0  # one split
+        assert len(passes) == radix_passes - first_in_similarity, passes
+        assert len(counts) == (0 if fusion else 1)
+
+
+def test_an_unknown_radix_digit_width_is_refused_by_name(monkeypatch):
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "RADIX_BITS", 16)
+    with pytest.raises(ValueError, match="RADIX_BITS=16; allowed: 8, 11"):
+        launch.radix_digits()
+
+
 @interpreter
 def test_interpreted_patched_unet_with_a_shared_plan_equals_the_reference_path(interpreted, monkeypatch):
     """The processor's grouped path end to end: the tiny UNet with plan reuse, the MLP merged and
@@ -397,6 +460,10 @@ def test_custom_ops_pass_opcheck():
     slot = library.merge_plan_op(metric, None, h, w, r, False)
     torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12))
     torch.library.opcheck(library.merge_groups_op, (slot, n - r, 12))
+    torch.library.opcheck(library.merge_plan_groups_op, (metric, None, h, w, r, False))
+    slot_again, *groups = library.merge_plan_groups_op(metric, None, h, w, r, False, 1)
+    assert torch.equal(slot_again, library.merge_plan_op(metric, None, h, w, r, False, 1))
+    assert all(torch.equal(a, b) for a, b in zip(groups, ref.merge_groups(slot_again, n - r, 12)))
     members, starts = library.merge_groups_op(slot, n - r, 12)
     torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12, members, starts))
     torch.library.opcheck(library.token_unmerge_op, (x[:, : n - r].contiguous(), slot))
@@ -580,6 +647,42 @@ def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype, merge_pat
     want = ref.kv_downsample(x.float(), alpha.to(dtype).float().reshape(2, 1, 1), hh, ww, 2)
     # the kernel rounds the window mean to the dtype first (as the reference does), hence 2 ulps
     torch.testing.assert_close(library.kv_pool_op(x, alpha, hh, ww, 2), want.to(dtype), rtol=2 * ulp, atol=2 * ulp)
+
+
+@gpu
+@needs_cuda
+@pytest.mark.parametrize("h,w,c,radius,force_radix", [(32, 32, 1152, 0, False), (96, 96, 320, 1, False),
+                                                       (96, 96, 320, 1, True), (128, 128, 320, 0, False),
+                                                       (31, 33, 96, 1, True)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fusion,bits", [(True, 8), (True, 11), (False, 8)])
+def test_gpu_plan_with_groups_is_the_plan_and_its_groups(h, w, c, radius, force_radix, dtype, fusion, bits, monkeypatch):
+    """gated_merge's plan with groups (the select counts them; fused launches, 8- or 11-bit
+    digits): the same slot map as the plan alone with the launches as before (same similarity
+    kernel, so bit-equal similarities), the groups of reference.merge_groups; on exact ties equal
+    to the reference plan. Sizes take the small, one-program and radix selects (forced: the radix
+    select with one similarity split, where the similarity kernel counts the first digit)."""
+    from bigain_export.kernels import launch
+
+    if force_radix:
+        monkeypatch.setattr(launch, "ONE_PROGRAM_SELECT", 0)
+    n, nd = h * w, (h // 2) * (w // 2)
+    r = BiGainConfig(ratio=0.7).merged_count(n, h, w)
+    metric = _tokens(2, n, c, seed=n + c, dtype=dtype, device="cuda")
+    ties = torch.nn.functional.pad(_exact_tie_tokens(2, n, seed=c), (0, c - 4)).to("cuda", dtype)
+    for rows in (metric, ties):
+        with monkeypatch.context() as before:
+            before.setattr(launch, "PLAN_FUSION", False)
+            before.setattr(launch, "RADIX_BITS", 8)
+            want = library.merge_plan_op(rows, None, h, w, r, False, radius)
+        monkeypatch.setattr(launch, "PLAN_FUSION", fusion)
+        monkeypatch.setattr(launch, "RADIX_BITS", bits)
+        slot, members, starts = library.merge_plan_groups_op(rows, None, h, w, r, False, radius)
+        assert torch.equal(slot, want)
+        want_members, want_starts = ref.merge_groups(slot.cpu(), n - r, nd)
+        assert torch.equal(starts.cpu(), want_starts)
+        assert torch.equal(_sorted_groups(members.cpu(), starts.cpu(), n - r - nd), want_members)
+    assert torch.equal(slot, _reference_plan(ties, h, w, r, "window", None, radius))
 
 
 @gpu

@@ -188,13 +188,33 @@ def similarity_splits(num_dst: int, block_n: int, programs_per_split: int, sm_co
     return _cdiv(num_dst, per_split), per_split
 
 
+# Fewer launches a plan (issue 11: at SD2 768 px the merge path's ~24 small kernels cost about
+# their GPU time again in gaps). True: the plan's counters come from torch.empty and
+# unit_rows_kernel zeroes them (no memset launch); with one similarity split the best-anchor
+# kernel adds the radix select's first digit histogram (a radix_hist launch fewer); a plan that
+# builds its groups has the select count them (no group count launch, no memset). False: the
+# launches as before (one memset, every histogram pass, group_count_kernel).
+PLAN_FUSION = True
+# Bits of a radix digit: 8 (4 histogram passes over the 32-bit key) or 11 (3 passes).
+RADIX_BITS = 8
+RADIX_BITS_ALLOWED = (8, 11)
+
+
+def radix_digits() -> tuple[int, int]:
+    """``(BITS, PASSES)`` of the radix select, :data:`RADIX_BITS` checked."""
+    if RADIX_BITS not in RADIX_BITS_ALLOWED:
+        raise ValueError(f"RADIX_BITS={RADIX_BITS!r}; allowed: {', '.join(map(str, RADIX_BITS_ALLOWED))}")
+    return RADIX_BITS, _cdiv(32, RADIX_BITS)
+
+
 def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, grid_w: int, r: int,
-               released: bool = False, match_radius: int = 0) -> torch.Tensor:
+               released: bool = False, match_radius: int = 0, groups: bool = False):
     """Slot map ``[B, N]`` int64, equal to :func:`~bigain_export.ops.reference.merge_plan` of the
     same anchors. ``offsets [B|1, grid_h//2, grid_w//2]`` gives the anchors (ToMe ``fixed`` /
     ``random``); ``None`` computes BiGain's Laplacian gate (``released`` picks the grouping).
     ``match_radius > 0`` matches each source with the anchors around it only
-    (:attr:`~bigain_export.config.BiGainConfig.match_radius`)."""
+    (:attr:`~bigain_export.config.BiGainConfig.match_radius`). ``groups``: returns
+    ``(slot, members, starts)``, the slot map with its :func:`merge_groups`, counted by the select."""
     k = _triton()
     metric = metric.contiguous()
     b, n, c = metric.shape
@@ -203,6 +223,13 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     num_dst = hs * ws
     num_src = n - num_dst
     kept = num_src - r
+    path = select_path(num_src, device)
+    bits, passes = radix_digits()
+    # the plan's int32 counters: radix histograms [B, passes, 2^bits], group counts [B, num_dst + 1]
+    hist_len = b * passes * (1 << bits) if path == "radix" else 0
+    counters_len = hist_len + (b * (num_dst + 1) if groups else 0)
+    fused = PLAN_FUSION
+    counters = (torch.empty if fused else torch.zeros)(max(counters_len, 1), dtype=torch.int32, device=device)
     # 1. anchors per window and the top-row prefix counts that place every source without a scan
     window_offsets = torch.empty(b, num_dst, dtype=torch.int32, device=device)
     top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)
@@ -221,8 +248,9 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     units = torch.empty_like(metric)
     src_tok = torch.empty(b, num_src, dtype=torch.int32, device=device)
     slot = torch.empty(b, n, dtype=torch.int64, device=device)
-    k.unit_rows_kernel[(_cdiv(n, block_t), b)](metric, window_offsets, top, units, src_tok, slot, n, c, grid_w, hs,
-                                               ws, kept, BLOCK_T=block_t, BLOCK_C=block_c,
+    k.unit_rows_kernel[(_cdiv(n, block_t), b)](metric, window_offsets, top, units, src_tok, slot, counters,
+                                               counters_len if fused else 0, n, c, grid_w, hs, ws, kept,
+                                               BLOCK_T=block_t, BLOCK_C=block_c, ZERO_BLOCK=256,
                                                **_gpu_options(device, num_warps=ROW_WARPS))
     # 3. best anchor of every source on tensor cores: among all anchors, split so that the grid
     # fills the GPU; or with match_radius among its neighbourhood's, each program scanning only the
@@ -238,43 +266,61 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     idx = torch.empty(b, splits, num_src, dtype=torch.int32, device=device)
     ieee = metric.dtype == torch.float32
     grid = (m_tiles, splits, b)
+    # one split: the similarities are final, so the kernel can count the first radix digit
+    first_digit = fused and path == "radix" and splits == 1
+    digits = dict(HIST=first_digit, BITS=bits, PASSES=passes)
     if resident:
         tuning = _gpu_options(device, num_warps=RES_WARPS, num_stages=resident[3])
-        k.best_anchor_resident_kernel[grid](units, src_tok, sim, idx, n, num_src, num_dst, per_split, grid_w, hs,
-                                            ws, C=c, K0=resident[1], K1=resident[2], R=match_radius,
-                                            BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **tuning)
+        k.best_anchor_resident_kernel[grid](units, src_tok, sim, idx, counters, n, num_src, num_dst, per_split,
+                                            grid_w, hs, ws, C=c, K0=resident[1], K1=resident[2], R=match_radius,
+                                            BLOCK_M=block_m, BLOCK_N=block_n, IEEE=ieee, **digits, **tuning)
     else:
         tuning = _gpu_options(device, num_warps=SIM_WARPS, num_stages=SIM_STAGES)
-        k.best_anchor_kernel[grid](units, src_tok, sim, idx, n, c, num_src, num_dst, per_split, grid_w, hs, ws,
-                                   R=match_radius, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K, IEEE=ieee,
-                                   **tuning)
-    return _select(k, sim, idx, src_tok, slot, n, num_src, splits, r, device)
+        k.best_anchor_kernel[grid](units, src_tok, sim, idx, counters, n, c, num_src, num_dst, per_split, grid_w, hs,
+                                   ws, R=match_radius, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=SIM_BLOCK_K,
+                                   IEEE=ieee, **digits, **tuning)
+    group_counts = counters[hist_len:hist_len + b * (num_dst + 1)] if groups else counters
+    count_in_select = groups and fused
+    _select(k, path, sim, idx, src_tok, slot, counters, 1 if first_digit else 0, group_counts, count_in_select,
+            n, num_src, num_dst, splits, r, device)
+    if not groups:
+        return slot
+    if not count_in_select:
+        k.group_count_kernel[(_cdiv(n, GROUP_BLOCK_T), b)](slot, group_counts, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
+    return (slot, *_place_groups(k, slot, group_counts, kept, num_dst, anchors_counted=not count_in_select))
 
 
-def _select(k, sim, idx, src_tok, slot, n: int, num_src: int, splits: int, r: int, device) -> torch.Tensor:
-    """4. the r most similar sources and every source's slot: one program per sample (a sort in
-    registers, or the radix select walked by one program), or the radix select (4 digit passes)
-    over chunks of sources."""
+def _select(k, path: str, sim, idx, src_tok, slot, hist, first_pass: int, group_counts, count_groups: bool,
+            n: int, num_src: int, num_dst: int, splits: int, r: int, device) -> None:
+    """4. the r most similar sources and every source's slot (written into ``slot``): one program
+    per sample (a sort in registers, or the radix select walked by one program), or the radix
+    select over chunks of sources from digit pass ``first_pass`` on (``hist``: zeroed, with the
+    passes before it done). ``count_groups``: also each anchor's merged sources into
+    ``group_counts`` (zeroed)."""
     b = sim.shape[0]
-    path = select_path(num_src, device)
+    bits, passes = radix_digits()
+    counting = dict(COUNT=count_groups)
     if path == "small":
         block = _pow2(num_src)
         warps = _gpu_options(device, num_warps=4 if block <= 1024 else 8)
-        k.small_select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=block, **warps)
-        return slot
+        k.small_select_kernel[(b,)](sim, idx, src_tok, slot, group_counts, n, num_src, splits, r, num_dst, BLOCK=block,
+                                    **counting, **warps)
+        return
     if path == "one-program":
-        k.one_program_select_kernel[(b,)](sim, idx, src_tok, slot, n, num_src, splits, r, BLOCK=SELECT_BLOCK,
+        k.one_program_select_kernel[(b,)](sim, idx, src_tok, slot, group_counts, n, num_src, splits, r, num_dst,
+                                          BLOCK=SELECT_BLOCK, BITS=bits, PASSES=passes, **counting,
                                           **_gpu_options(device, num_warps=8))
-        return slot
+        return
     chunks = _cdiv(num_src, SELECT_BLOCK)
-    hist = torch.zeros(b, 4, 256, dtype=torch.int32, device=device)
-    for p in range(4):
-        k.radix_hist_kernel[(chunks, b)](sim, idx, hist, num_src, splits, r, PASS=p, BLOCK=SELECT_BLOCK)
+    for p in range(first_pass, passes):
+        k.radix_hist_kernel[(chunks, b)](sim, idx, hist, num_src, splits, r, PASS=p, BLOCK=SELECT_BLOCK, BITS=bits,
+                                         PASSES=passes)
     counts = torch.empty(b, 2, chunks, dtype=torch.int32, device=device)
-    k.tie_count_kernel[(chunks, b)](sim, hist, counts, num_src, splits, r, chunks, BLOCK=SELECT_BLOCK)
-    k.source_slots_kernel[(chunks, b)](sim, idx, hist, counts, src_tok, slot, n, num_src, splits, r, chunks,
-                                       BLOCK=SELECT_BLOCK, MAX_CHUNKS=_pow2(chunks))
-    return slot
+    k.tie_count_kernel[(chunks, b)](sim, hist, counts, num_src, splits, r, chunks, BLOCK=SELECT_BLOCK, BITS=bits,
+                                    PASSES=passes)
+    k.source_slots_kernel[(chunks, b)](sim, idx, hist, counts, src_tok, slot, group_counts, n, num_src, splits, r,
+                                       chunks, num_dst, BLOCK=SELECT_BLOCK, MAX_CHUNKS=_pow2(chunks), BITS=bits,
+                                       PASSES=passes, **counting)
 
 
 def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
@@ -372,12 +418,21 @@ def merge_groups(slot: torch.Tensor, num_out: int, num_dst: int) -> tuple[torch.
     b, n = slot.shape
     kept = num_out - num_dst
     counts = torch.zeros(b, num_dst + 1, dtype=torch.int32, device=slot.device)
+    k.group_count_kernel[(_cdiv(n, GROUP_BLOCK_T), b)](slot, counts, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
+    return _place_groups(k, slot, counts, kept, num_dst, anchors_counted=True)
+
+
+def _place_groups(k, slot: torch.Tensor, counts: torch.Tensor, kept: int, num_dst: int,
+                  anchors_counted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(members, starts)`` from each anchor row's token count (``counts``, flat
+    ``[B * (num_dst + 1)]``; ``anchors_counted`` False: merged sources only, the select's count):
+    a scan, then every token to its place."""
+    b, n = slot.shape
     starts = torch.empty(b, num_dst + 1, dtype=torch.int32, device=slot.device)
     members = torch.empty(b, n, dtype=torch.int32, device=slot.device)
-    grid = (_cdiv(n, GROUP_BLOCK_T), b)
-    k.group_count_kernel[grid](slot, counts, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
-    k.group_starts_kernel[(b,)](counts, starts, n, kept, num_dst, BLOCK=min(_pow2(num_dst), GROUP_SCAN_BLOCK))
-    k.group_fill_kernel[grid](slot, counts, members, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
+    k.group_starts_kernel[(b,)](counts, starts, n, kept, num_dst, BLOCK=min(_pow2(num_dst), GROUP_SCAN_BLOCK),
+                                SELF=not anchors_counted)
+    k.group_fill_kernel[(_cdiv(n, GROUP_BLOCK_T), b)](slot, counts, members, n, kept, num_dst, BLOCK_T=GROUP_BLOCK_T)
     return members, starts
 
 

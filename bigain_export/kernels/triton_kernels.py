@@ -121,11 +121,17 @@ def _token_rows(tok, offsets_ptr, top_ptr, b, W, HS, WS):
 
 
 @triton.jit
-def unit_rows_kernel(x_ptr, offsets_ptr, top_ptr, out_ptr, src_tok_ptr, slot_ptr, N, C, W, HS, WS, KEPT,
-                     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def unit_rows_kernel(x_ptr, offsets_ptr, top_ptr, out_ptr, src_tok_ptr, slot_ptr, zero_ptr, ZERO_N, N, C, W, HS,
+                     WS, KEPT, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, ZERO_BLOCK: tl.constexpr):
     """Rows normalised in float32 (rounded to the model dtype) into ``[sources | anchors]`` order;
-    each source's token; each anchor's slot (``KEPT + window``)."""
+    each source's token; each anchor's slot (``KEPT + window``). Also zeroes the plan's
+    ``ZERO_N`` int32 counters at ``zero_ptr`` (radix histograms, group counts), which later
+    launches of the plan add to: a memset launch fewer."""
     pid_t, b = tl.program_id(0), tl.program_id(1)
+    programs = tl.num_programs(0) * tl.num_programs(1)
+    for z0 in range((b * tl.num_programs(0) + pid_t) * ZERO_BLOCK, ZERO_N, programs * ZERO_BLOCK):
+        z = z0 + tl.arange(0, ZERO_BLOCK)
+        tl.store(zero_ptr + z, 0, mask=z < ZERO_N)
     tok = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
     valid = tok < N
     num_src = N - HS * WS
@@ -213,16 +219,23 @@ def _fold_anchor_tile(acc, ok, d0, best, best_idx):
 
 
 @triton.jit
-def _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx):
+def _store_best(sim_ptr, idx_ptr, hist_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx, HIST: tl.constexpr,
+                BITS: tl.constexpr, PASSES: tl.constexpr):
+    """Each source's best (similarity, anchor) of this split; with HIST (one split: these are the
+    final similarities) also the radix select's first digit histogram (``radix_hist_kernel``'s
+    pass 0, a launch fewer)."""
     out = (b * tl.num_programs(1) + split) * NUM_SRC + rows
-    tl.store(sim_ptr + out, best + 0.0, mask=row_ok)  # + 0.0 turns -0.0 into +0.0 (one key for zero)
+    best = best + 0.0  # turns -0.0 into +0.0 (one key for zero)
+    tl.store(sim_ptr + out, best, mask=row_ok)
     tl.store(idx_ptr + out, best_idx, mask=row_ok)
+    if HIST:
+        _add_digit_histogram(hist_ptr, b, _order_key(best), row_ok, 0, BITS, PASSES)
 
 
 @triton.jit
-def best_anchor_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, NUM_DST, DST_PER_SPLIT, W, HS, WS,
-                       R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                       IEEE: tl.constexpr):
+def best_anchor_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, hist_ptr, N, C, NUM_SRC, NUM_DST, DST_PER_SPLIT, W,
+                       HS, WS, R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                       IEEE: tl.constexpr, HIST: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
     """Partial best anchor of BLOCK_M sources over anchors [split * DST_PER_SPLIT, ...), or with
     ``match_radius = R > 0`` over the candidate windows of each source (:func:`_anchor_range`)."""
     pid_m, split, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -246,13 +259,14 @@ def best_anchor_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, C, NUM_SRC, 
             bt = tl.load(dst_base + cols[None, :] * C + ks[:, None], mask=col_ok[None, :] & k_ok[:, None], other=0.0)
             acc = _dot(a, bt, acc, IEEE)
         best, best_idx = _fold_anchor_tile(acc, _candidates(own_y, own_x, cols, col_ok, WS, R), d0, best, best_idx)
-    _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
+    _store_best(sim_ptr, idx_ptr, hist_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx, HIST, BITS, PASSES)
 
 
 @triton.jit
-def best_anchor_resident_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, NUM_SRC, NUM_DST, DST_PER_SPLIT,
-                                W, HS, WS, C: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr, R: tl.constexpr,
-                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+def best_anchor_resident_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, hist_ptr, N, NUM_SRC, NUM_DST,
+                                DST_PER_SPLIT, W, HS, WS, C: tl.constexpr, K0: tl.constexpr, K1: tl.constexpr,
+                                R: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
+                                HIST: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
     """:func:`best_anchor_kernel` with the BLOCK_M source rows loaded once and kept on chip across
     the anchor tiles (as flash attention keeps its queries): one loop over anchor tiles, whose
     next tile the pipeliner prefetches, instead of a channel loop nested in it that reloads the
@@ -282,7 +296,7 @@ def best_anchor_resident_kernel(units_ptr, src_tok_ptr, sim_ptr, idx_ptr, N, NUM
             b1 = tl.load(dst_base + cols[None, :] * C + k1[:, None], mask=col_ok[None, :], other=0.0)
             acc = _dot(a1, b1, acc, IEEE)
         best, best_idx = _fold_anchor_tile(acc, _candidates(own_y, own_x, cols, col_ok, WS, R), d0, best, best_idx)
-    _store_best(sim_ptr, idx_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx)
+    _store_best(sim_ptr, idx_ptr, hist_ptr, b, split, NUM_SRC, rows, row_ok, best, best_idx, HIST, BITS, PASSES)
 
 
 @triton.jit
@@ -292,10 +306,33 @@ def _order_key(sim):
     return tl.where(bits < 0, (~bits).to(tl.int64), bits.to(tl.int64) + 2147483648)
 
 
+# The radix select reads a key as PASSES digits of BITS bits from the top (PASSES * BITS >= 32:
+# 4 x 8, or 3 x 11 over a 33-bit key whose top bit is 0); the histograms are [B, PASSES, 2^BITS].
+@triton.jit
+def _digit(key, p: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
+    return (key >> (PASSES * BITS - BITS * (p + 1))) & ((1 << BITS) - 1)
+
+
+@triton.jit
+def _has_prefix(key, prefix, p: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
+    """Whether the first p digits of ``key`` are ``prefix``."""
+    return (key >> (PASSES * BITS - BITS * p)) == prefix
+
+
+@triton.jit
+def _add_digit_histogram(hist_ptr, b, key, match, p: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
+    """Adds the histogram of digit p of the keys ``match`` selects to pass p's global one."""
+    digit = tl.where(match, _digit(key, p, BITS, PASSES), 1 << BITS).to(tl.int32)  # 2^BITS: not counted
+    hist = tl.histogram(digit, 2 << BITS)
+    bins = tl.arange(0, 2 << BITS)
+    tl.atomic_add(hist_ptr + (b * PASSES + p) * (1 << BITS) + bins, hist, mask=(bins < (1 << BITS)) & (hist > 0),
+                  sem="relaxed")
+
+
 @triton.jit
 def _choose_digit(hist, bins, need):
-    """The digit whose bin holds the need-th largest key (bins past 255 must be empty), and that
-    key's rank among the keys in the bin."""
+    """The digit whose bin holds the need-th largest key (bins past the digit range must be
+    empty), and that key's rank among the keys in the bin."""
     from_top = tl.sum(hist, axis=0) - tl.cumsum(hist, axis=0) + hist  # keys with digit >= bin
     chosen = tl.maximum(tl.sum((from_top >= need).to(tl.int32), axis=0) - 1, 0)
     need = need - tl.sum(tl.where(bins == chosen, from_top - hist, 0), axis=0)
@@ -303,15 +340,15 @@ def _choose_digit(hist, bins, need):
 
 
 @triton.jit
-def _select_state(hist_ptr, b, R, PASSES: tl.constexpr):
-    """(prefix, need) after PASSES radix digits: the key prefix of the R-th largest key, and its
+def _select_state(hist_ptr, b, R, DONE: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
+    """(prefix, need) after DONE radix digits: the key prefix of the R-th largest key, and its
     rank among the keys sharing that prefix."""
-    bins = tl.arange(0, 256)
+    bins = tl.arange(0, 1 << BITS)
     prefix = tl.zeros([], dtype=tl.int64)
     need = tl.zeros([], dtype=tl.int32) + R
-    for p in tl.static_range(PASSES):
-        chosen, need = _choose_digit(tl.load(hist_ptr + (b * 4 + p) * 256 + bins), bins, need)
-        prefix = prefix * 256 + chosen.to(tl.int64)
+    for p in tl.static_range(DONE):
+        chosen, need = _choose_digit(tl.load(hist_ptr + (b * PASSES + p) * (1 << BITS) + bins), bins, need)
+        prefix = prefix * (1 << BITS) + chosen.to(tl.int64)
     return prefix, need
 
 
@@ -333,9 +370,19 @@ def _join_splits(sims, idxs, s, ok, NUM_SRC, NUM_SPLITS):
 
 
 @triton.jit
-def radix_hist_kernel(sim_ptr, idx_ptr, hist_ptr, NUM_SRC, NUM_SPLITS, R, PASS: tl.constexpr, BLOCK: tl.constexpr):
-    """Histogram of digit PASS (8 bits, from the top) of the keys matching the prefix so far.
-    Pass 0 also joins the similarity splits (a lower split holds lower anchors: it wins ties)."""
+def _count_groups(counts_ptr, b, NUM_DST, dst, merged, COUNT: tl.constexpr):
+    """With COUNT: each merged source adds 1 to its anchor's group count (``counts [B, NUM_DST + 1]``,
+    zeroed beforehand; ``group_starts_kernel(SELF=True)`` adds the anchor itself)."""
+    if COUNT:
+        take = tl.where(merged, 1, 0) != 0  # (a fresh int1: the interpreter's atomics refuse some masks)
+        tl.atomic_add(counts_ptr + b * (NUM_DST + 1) + dst, 1, mask=take, sem="relaxed")
+
+
+@triton.jit
+def radix_hist_kernel(sim_ptr, idx_ptr, hist_ptr, NUM_SRC, NUM_SPLITS, R, PASS: tl.constexpr, BLOCK: tl.constexpr,
+                      BITS: tl.constexpr, PASSES: tl.constexpr):
+    """Histogram of digit PASS of the keys matching the prefix so far. Pass 0 also joins the
+    similarity splits (a lower split holds lower anchors: it wins ties)."""
     pid, b = tl.program_id(0), tl.program_id(1)
     s = pid * BLOCK + tl.arange(0, BLOCK)
     ok = s < NUM_SRC
@@ -344,36 +391,35 @@ def radix_hist_kernel(sim_ptr, idx_ptr, hist_ptr, NUM_SRC, NUM_SPLITS, R, PASS: 
         key = _order_key(_join_splits(sims, idx_ptr + b * NUM_SPLITS * NUM_SRC, s, ok, NUM_SRC, NUM_SPLITS))
         match = ok
     else:
-        prefix, need = _select_state(hist_ptr, b, R, PASS)
+        prefix, need = _select_state(hist_ptr, b, R, PASS, BITS, PASSES)
         key = _order_key(tl.load(sims + s, mask=ok, other=0.0))
-        match = ok & ((key >> (32 - 8 * PASS)) == prefix)
-    digit = tl.where(match, (key >> (24 - 8 * PASS)) & 255, 256).to(tl.int32)
-    hist = tl.histogram(digit, 512)
-    bins = tl.arange(0, 512)
-    tl.atomic_add(hist_ptr + (b * 4 + PASS) * 256 + bins, hist, mask=(bins < 256) & (hist > 0), sem="relaxed")
+        match = ok & _has_prefix(key, prefix, PASS, BITS, PASSES)
+    _add_digit_histogram(hist_ptr, b, key, match, PASS, BITS, PASSES)
 
 
 @triton.jit
-def tie_count_kernel(sim_ptr, hist_ptr, counts_ptr, NUM_SRC, NUM_SPLITS, R, NUM_CHUNKS, BLOCK: tl.constexpr):
+def tie_count_kernel(sim_ptr, hist_ptr, counts_ptr, NUM_SRC, NUM_SPLITS, R, NUM_CHUNKS, BLOCK: tl.constexpr,
+                     BITS: tl.constexpr, PASSES: tl.constexpr):
     """Per chunk of sources: how many keys are above the threshold T and how many equal it."""
     pid, b = tl.program_id(0), tl.program_id(1)
     s = pid * BLOCK + tl.arange(0, BLOCK)
     ok = s < NUM_SRC
-    prefix, need = _select_state(hist_ptr, b, R, 4)
+    prefix, need = _select_state(hist_ptr, b, R, PASSES, BITS, PASSES)
     key = _order_key(tl.load(sim_ptr + b * NUM_SPLITS * NUM_SRC + s, mask=ok, other=0.0))
     tl.store(counts_ptr + (b * 2) * NUM_CHUNKS + pid, tl.sum((ok & (key > prefix)).to(tl.int32), axis=0))
     tl.store(counts_ptr + (b * 2 + 1) * NUM_CHUNKS + pid, tl.sum((ok & (key == prefix)).to(tl.int32), axis=0))
 
 
 @triton.jit
-def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM_SPLITS, R,
-                        NUM_CHUNKS, BLOCK: tl.constexpr, MAX_CHUNKS: tl.constexpr):
+def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slot_ptr, groups_ptr, N, NUM_SRC,
+                        NUM_SPLITS, R, NUM_CHUNKS, NUM_DST, BLOCK: tl.constexpr, MAX_CHUNKS: tl.constexpr,
+                        BITS: tl.constexpr, PASSES: tl.constexpr, COUNT: tl.constexpr):
     """Merged = key > T, or key == T among the first `need` ties (lower index first); slots of
     the sources: merged -> KEPT + best anchor, kept -> their rank in token order."""
     pid, b = tl.program_id(0), tl.program_id(1)
     s = pid * BLOCK + tl.arange(0, BLOCK)
     ok = s < NUM_SRC
-    prefix, need = _select_state(hist_ptr, b, R, 4)
+    prefix, need = _select_state(hist_ptr, b, R, PASSES, BITS, PASSES)
     chunks = tl.arange(0, MAX_CHUNKS)
     before = chunks < pid
     gt_before = tl.sum(tl.load(counts_ptr + (b * 2) * NUM_CHUNKS + chunks, mask=before, other=0), axis=0)
@@ -389,23 +435,25 @@ def source_slots_kernel(sim_ptr, idx_ptr, hist_ptr, counts_ptr, src_tok_ptr, slo
     slot = tl.where(merged, (NUM_SRC - R) + dst, kept_pos).to(tl.int64)
     tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
     tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+    _count_groups(groups_ptr, b, NUM_DST, dst, merged, COUNT)
 
 
 @triton.jit
-def one_program_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM_SPLITS, R,
-                              BLOCK: tl.constexpr):
-    """Step 5 for one sample in ONE launch at any size: the radix select's four digit passes
+def one_program_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, groups_ptr, N, NUM_SRC, NUM_SPLITS, R,
+                              NUM_DST, BLOCK: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr,
+                              COUNT: tl.constexpr):
+    """Step 5 for one sample in ONE launch at any size: the radix select's digit passes
     (histograms in registers, chunk by chunk), then the slots in token order with the merged and
-    tie counts carried from chunk to chunk. The same choice as the radix select's seven launches
-    (and a stable descending sort): on the host, one launch instead of seven and a memset."""
+    tie counts carried from chunk to chunk. The same choice as the radix select's launches
+    (and a stable descending sort): on the host, one launch instead of several and a memset."""
     b = tl.program_id(0)
     sims = sim_ptr + b * NUM_SPLITS * NUM_SRC
     idxs = idx_ptr + b * NUM_SPLITS * NUM_SRC
-    bins = tl.arange(0, 512)
+    bins = tl.arange(0, 2 << BITS)
     prefix = tl.zeros([], dtype=tl.int64)
     need = tl.zeros([], dtype=tl.int32) + R
-    for p in tl.static_range(4):
-        hist = tl.zeros([512], dtype=tl.int32)
+    for p in tl.static_range(PASSES):
+        hist = tl.zeros([2 << BITS], dtype=tl.int32)
         for c0 in range(0, NUM_SRC, BLOCK):
             s = c0 + tl.arange(0, BLOCK)
             ok = s < NUM_SRC
@@ -414,13 +462,13 @@ def one_program_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SR
                 match = ok
             else:
                 key = _order_key(tl.load(sims + s, mask=ok, other=0.0))
-                match = ok & ((key >> (32 - 8 * p)) == prefix)
-            digit = tl.where(match, (key >> (24 - 8 * p)) & 255, 256).to(tl.int32)
-            hist += tl.histogram(digit, 512)
+                match = ok & _has_prefix(key, prefix, p, BITS, PASSES)
+            digit = tl.where(match, _digit(key, p, BITS, PASSES), 1 << BITS).to(tl.int32)
+            hist += tl.histogram(digit, 2 << BITS)
         if p == 0:
             tl.debug_barrier()  # the joined splits, written above, are read back by other threads
-        chosen, need = _choose_digit(tl.where(bins < 256, hist, 0), bins, need)
-        prefix = prefix * 256 + chosen.to(tl.int64)
+        chosen, need = _choose_digit(tl.where(bins < (1 << BITS), hist, 0), bins, need)
+        prefix = prefix * (1 << BITS) + chosen.to(tl.int64)
     merged_before = tl.zeros([], dtype=tl.int32)
     eq_before = tl.zeros([], dtype=tl.int32)
     for c0 in range(0, NUM_SRC, BLOCK):
@@ -436,12 +484,14 @@ def one_program_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SR
         slot = tl.where(merged, (NUM_SRC - R) + dst, kept_pos).to(tl.int64)
         tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
         tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+        _count_groups(groups_ptr, b, NUM_DST, dst, merged, COUNT)
         merged_before += tl.sum(merged.to(tl.int32), axis=0)
         eq_before += tl.sum(eq.to(tl.int32), axis=0)
 
 
 @triton.jit
-def small_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM_SPLITS, R, BLOCK: tl.constexpr):
+def small_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, groups_ptr, N, NUM_SRC, NUM_SPLITS, R, NUM_DST,
+                        BLOCK: tl.constexpr, COUNT: tl.constexpr):
     """Step 5 for one sample in one program: join the similarity splits (a lower split holds lower
     anchors: it wins ties), merge the R sources first in a stable descending sort of their best
     similarity (ties: lower source index first), give kept sources their rank in token order."""
@@ -468,6 +518,7 @@ def small_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, N, NUM_SRC, NUM
     slot = tl.where(merged, (NUM_SRC - R) + best_idx, kept_pos).to(tl.int64)
     tok = tl.load(src_tok_ptr + b * NUM_SRC + s, mask=ok, other=0)
     tl.store(slot_ptr + b * N + tok, slot, mask=ok)
+    _count_groups(groups_ptr, b, NUM_DST, best_idx, merged, COUNT)
 
 
 @triton.jit
@@ -536,9 +587,10 @@ def group_count_kernel(slot_ptr, counts_ptr, N, KEPT, NUM_DST, BLOCK_T: tl.const
 
 
 @triton.jit
-def group_starts_kernel(counts_ptr, starts_ptr, N, KEPT, NUM_DST, BLOCK: tl.constexpr):
+def group_starts_kernel(counts_ptr, starts_ptr, N, KEPT, NUM_DST, BLOCK: tl.constexpr, SELF: tl.constexpr):
     """One program per sample: ``starts[a] = KEPT + tokens of the anchor rows before a`` and
-    ``starts[NUM_DST] = N``; the counts become each group's fill cursor (its start)."""
+    ``starts[NUM_DST] = N``; the counts become each group's fill cursor (its start). SELF: the
+    counts are of merged sources only (counted by the select), each group's anchor adds 1."""
     b = tl.program_id(0)
     row = b * (NUM_DST + 1)
     carry = tl.zeros([], dtype=tl.int32) + KEPT
@@ -546,6 +598,8 @@ def group_starts_kernel(counts_ptr, starts_ptr, N, KEPT, NUM_DST, BLOCK: tl.cons
         a = a0 + tl.arange(0, BLOCK)
         ok = a < NUM_DST
         count = tl.load(counts_ptr + row + a, mask=ok, other=0)
+        if SELF:
+            count += ok.to(tl.int32)
         start = carry + tl.cumsum(count, axis=0) - count
         tl.store(starts_ptr + row + a, start, mask=ok)
         tl.store(counts_ptr + row + a, start, mask=ok)

@@ -5,10 +5,12 @@
 * ``token_unmerge(y, slot)``: one gather;
 * ``kv_pool(x, alpha, ...)``: IE-KVD.
 
-Five custom ops (``torch.library``, one schema each, with fake implementations so
+Six custom ops (``torch.library``, one schema each, with fake implementations so
 ``torch.compile(fullgraph=True)`` traces them as opaque nodes with static shapes) hold the work:
 ``bigain::merge_plan``, ``bigain::token_merge``, ``bigain::token_unmerge``, ``bigain::kv_pool``,
-and ``bigain::merge_groups`` (a plan's rows as token groups, for a plan that serves several merges).
+``bigain::merge_groups`` (a plan's rows as token groups, for a merge by gathering) and
+``bigain::merge_plan_groups`` (the plan with its groups, which the plan's select counts: the
+kernel path of :func:`gated_merge`).
 Each runs the Triton kernels of :mod:`bigain_export.kernels` when the tensor can take them (CUDA,
 Triton installed) and :mod:`bigain_export.ops.reference` otherwise; both write the same canonical
 slot map.
@@ -64,6 +66,27 @@ def merge_plan_op(
 @merge_plan_op.register_fake
 def _(metric, offsets, grid_h, grid_w, r, released, match_radius=0):
     return metric.new_empty(metric.shape[:2], dtype=torch.int64)
+
+
+@torch.library.custom_op("bigain::merge_plan_groups", mutates_args=())
+def merge_plan_groups_op(
+    metric: torch.Tensor, offsets: Optional[torch.Tensor], grid_h: int, grid_w: int, r: int, released: bool,
+    match_radius: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(slot, members, starts)``: :func:`merge_plan_op` and :func:`merge_groups_op` of its slot
+    map in one op, so that the kernels count the groups inside the plan (fewer launches)."""
+    launch = _kernels()
+    if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
+        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius, groups=True)
+    slot = merge_plan_op(metric, offsets, grid_h, grid_w, r, released, match_radius)
+    return (slot, *reference.merge_groups(slot, metric.shape[1] - r, (grid_h // 2) * (grid_w // 2)))
+
+
+@merge_plan_groups_op.register_fake
+def _(metric, offsets, grid_h, grid_w, r, released, match_radius=0):
+    b, n = metric.shape[:2]
+    return (metric.new_empty(b, n, dtype=torch.int64), metric.new_empty(b, n, dtype=torch.int32),
+            metric.new_empty(b, (grid_h // 2) * (grid_w // 2) + 1, dtype=torch.int32))
 
 
 @torch.library.custom_op("bigain::merge_groups", mutates_args=())
@@ -154,14 +177,21 @@ def gated_merge(
     Returns ``(merged, slot, groups)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with
     plan reuse, :func:`token_merge` in later blocks) needs. With ``serves_more`` (the plan will
     merge other tensors too: plan reuse, ``merge_crossattn``/``merge_mlp``) ``groups`` is its
-    :func:`merge_groups`, built before this merge so that it is one gather as well (None off the
-    kernels); else None, and the kernels merge as ``launch.MERGE_PATH`` says.
+    :func:`merge_groups`, built with the plan so that this merge is one gather as well (None off
+    the kernels); else None. On the kernels the plan builds its groups whenever the merge gathers
+    (``serves_more``, or ``launch.MERGE_PATH == "groups"``, the default): its select counts them.
     ``match_radius``: :attr:`BiGainConfig.match_radius`.
     """
     if _exporting():
         from ..export.onnx_ops import emit_gated_merge
 
         return (*emit_gated_merge(x, metric, grid_h, grid_w, r, anchor, match_radius), None)
+    # read while tracing: Dynamo guards the setting, so a compiled model retraces when it changes
+    if _kernels().available(x) and (serves_more or _kernels().merge_path() == "groups"):
+        offsets = anchor_offsets(metric, grid_h, grid_w, anchor)
+        slot, *groups = merge_plan_groups_op(metric, offsets, grid_h, grid_w, r, anchor == "released", match_radius)
+        merged = token_merge(x, slot, grid_h, grid_w, r, tuple(groups))
+        return merged, slot, tuple(groups) if serves_more else None
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
     groups = merge_groups(x, slot, grid_h, grid_w, r) if serves_more else None
     return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups
