@@ -352,8 +352,10 @@ UNMERGE_IN_GRAPH = True
 # rounds of one run (bench_unet.py --variant, H100, session 22) the whole DiT-XL/2 with the
 # per-block plan ran 35.17 vs 35.33 ms and 35.83 vs 35.95 ms with groups vs atomics (two
 # processes; session 20's opposite result came from two runs whose plain moved 1.5%).
-# (A plan that serves several merges builds its groups anyway and passes them to every merge,
-# its first included: library.gated_merge(serves_more=True); this setting is not read then.)
+# library.gated_merge reads it (while Dynamo traces, so a compiled model is guarded on it): with
+# "groups" the plan builds its groups itself (bigain::merge_plan_groups, counted by the select);
+# a plan that serves several merges (serves_more) always does. :func:`merge` reads it for a merge
+# handed a bare slot map.
 MERGE_PATHS = ("atomic", "groups")
 MERGE_PATH = "groups"
 

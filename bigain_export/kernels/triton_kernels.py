@@ -15,9 +15,12 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    with ``match_radius = R > 0`` the same kernels scan only the window rows within R of a tile's
    sources and mask every anchor outside a source's (2R+1)^2 windows (O(N R) work);
 5. ``radix_hist_kernel`` x 4, ``tie_count_kernel``, ``source_slots_kernel``: a radix select (8-bit
-   digits of the float's order-preserving bits, histograms over all programs) of the r-th largest
-   similarity; sources above it, and the first ties by token index, merge (a stable descending
-   sort's choice); per-chunk counts give every kept source its rank without a global scan.
+   digits of the float's order-preserving bits, or 11-bit in 3 passes; histograms over all
+   programs) of the r-th largest similarity; sources above it, and the first ties by token index,
+   merge (a stable descending sort's choice); per-chunk counts give every kept source its rank
+   without a global scan. With one similarity split the similarity kernel adds the first
+   digit's histogram itself, and ``unit_rows_kernel`` zeroes the histograms (``launch.PLAN_FUSION``);
+   a plan that builds its merge groups has the select count them.
    Up to ``launch.SMALL_SELECT`` sources ``small_select_kernel`` does all of step 5 in one program
    per sample (a sort of (similarity, index) keys in registers): one launch instead of six and a
    memset, which is what a plan of few tokens costs on the host (DiT-XL/2 at 512 px: 0.12 ms of GPU
@@ -26,9 +29,9 @@ The plan of a gated merge never sorts and never materialises the ``[Ns, Nd]`` si
    launch; ``launch.select_path``).
 
 ``merge_kernel`` + ``finish_merge_kernel`` are the segment mean (kept sources copied, anchors
-accumulated in float32 with atomics); where one plan serves several merges (plan reuse, a block
-plan shared with the cross-attention or MLP) ``group_*_kernel`` build its rows' token groups once
-and ``grouped_merge_kernel`` is the mean as one gather launch; ``gather_rows_kernel`` the unmerge
+accumulated in float32 with atomics); ``group_*_kernel`` build a plan's token groups once (the
+select's counts, or ``group_count_kernel`` from a slot map) and ``grouped_merge_kernel`` is the
+mean as one gather launch (the default); ``gather_rows_kernel`` the unmerge
 and ``kv_pool_kernel`` IE-KVD in one pass. Everything agrees with :mod:`bigain_export.ops.reference` up to float
 summation order (the CPU tests run these kernels under Triton's interpreter).
 """
