@@ -34,7 +34,7 @@ from bigain_export.ops import reference as ref  # noqa: E402
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import capture_graph, cuda_median_ms, launch_settings  # noqa: E402
+from bench_unet import capture_graph, cuda_loop_ms, cuda_median_ms, launch_settings  # noqa: E402
 
 SHAPES = {  # name: (batch, grid side, channels, heads)
     "sd2-512": (2, 64, 320, 5),
@@ -120,9 +120,20 @@ def bench_shape(name: str, dtype: torch.dtype, local_only: bool = False) -> list
         if name in ("sd2-1024", "dit-xl2-512", "builtin-dit", "builtin-unet"):
             rows.extend(plan_breakdown(name, x, metric, side, 0.7))
         rows.extend(variant_paths(name, x, metric, side, 0.7))
+        rows.extend(fusion_paths(name, x, metric, side, 0.7))
         rows.extend(select_paths(name, metric, side, 0.7))
         rows.extend(anchor_paths(name, metric, side, 0.7))
     return rows
+
+
+def launch_rows(name: str, dtype: torch.dtype) -> list[dict]:
+    """``--launches-only``: :func:`fusion_paths` at ratio 0.7 on this shape's random inputs."""
+    b, side, c, _ = SHAPES[name]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(b, side * side, c, device="cuda", dtype=dtype, generator=g)
+    metric = torch.randn(b, side * side, c, device="cuda", dtype=dtype, generator=g)
+    with torch.inference_mode():
+        return fusion_paths(name, x, metric, side, 0.7)
 
 
 def select_paths(name, metric, side, ratio) -> list[dict]:
@@ -240,6 +251,47 @@ def local_match_paths(name, x, metric, side, ratio) -> list[dict]:
     return out
 
 
+# launch.py settings that change how many launches a plan makes (the first is the code before
+# session 23), compared by fusion_paths
+PLAN_LAUNCHES = {"as before": dict(PLAN_FUSION=False, RADIX_BITS=8), "fused": dict(PLAN_FUSION=True, RADIX_BITS=8),
+                 "fused, 11-bit digits": dict(PLAN_FUSION=True, RADIX_BITS=11)}
+
+
+def fusion_paths(name, x, metric, side, ratio, rounds: int = 7) -> list[dict]:
+    """The plan's launch settings (:data:`PLAN_LAUNCHES`) as CUDA graphs replayed back to back
+    (the kernels and the gaps between them, as in a compiled model's graph), per match_radius 0
+    and 1: a per-block plan's path (plan with groups, merge, unmerge) and a call's worth of a
+    plan reused by 5 blocks (plan with groups, 5 merges, 5 unmerges). Each graph is captured
+    under its setting; the settings alternate over ``rounds`` (median), so that clock drift
+    falls on all of them."""
+    n = metric.shape[1]
+    r = BiGainConfig(ratio=ratio).merged_count(n, side, side)
+
+    def reused(radius):
+        merged, slot, groups = library.gated_merge(x, metric, side, side, r, "window", radius, serves_more=True)
+        outs = [library.token_unmerge(merged, slot)]
+        for _ in range(4):
+            outs.append(library.token_unmerge(library.token_merge(x, slot, side, side, r, groups), slot))
+        return outs
+
+    def per_block(radius):
+        merged, slot, _ = library.gated_merge(x, metric, side, side, r, "window", radius)
+        return library.token_unmerge(merged, slot)
+
+    graphs = {}
+    for label, settings in PLAN_LAUNCHES.items():
+        with launch_settings(**settings):
+            for radius in (0, 1):
+                graphs[(label, f"path {ratio} radius {radius}")] = capture_graph(lambda: per_block(radius))
+                graphs[(label, f"reused plan x5 {ratio} radius {radius}")] = capture_graph(lambda: reused(radius))
+    times = {key: [] for key in graphs}
+    for _ in range(rounds):
+        for key, graph in graphs.items():
+            times[key].append(cuda_loop_ms(graph.replay, 5, 50))
+    return [dict(shape=name, what=f"{what} [{label}], CUDA graph loop", ms=round(sorted(ms)[len(ms) // 2], 4),
+                 spread=round(max(ms) - min(ms), 4)) for (label, what), ms in times.items()]
+
+
 def tile_ms(timer, fn, config) -> float:
     """``timer(fn)``, or NaN (said on stdout) for a tile shape that does not fit the GPU."""
     try:
@@ -294,6 +346,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results"))
     parser.add_argument("--local-only", action="store_true",
                         help="attention, the merge path at ratio 0.5/0.7 and the match_radius rows only")
+    parser.add_argument("--launches-only", action="store_true",
+                        help="only the plan's launch settings (PLAN_LAUNCHES) as CUDA graphs, alternating rounds")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -302,7 +356,10 @@ def main() -> None:
                 date=time.strftime("%Y-%m-%d"), dtype="bf16", timing="CUDA events, median of 50 after 5 warm-up")
     for name in args.shapes:
         t0 = time.time()
-        rows.extend(bench_shape(name, torch.bfloat16, args.local_only))
+        if args.launches_only:
+            rows.extend(launch_rows(name, torch.bfloat16))
+        else:
+            rows.extend(bench_shape(name, torch.bfloat16, args.local_only))
         print(f"[{name}] {time.time() - t0:.0f} s", flush=True)
         write(args.out, meta, rows)  # after every shape: a run cut short keeps what it measured
     print((args.out / "bench_kernels.md").read_text())
