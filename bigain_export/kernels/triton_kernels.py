@@ -377,7 +377,8 @@ def _count_groups(counts_ptr, b, NUM_DST, dst, merged, COUNT: tl.constexpr):
     """With COUNT: each merged source adds 1 to its anchor's group count (``counts [B, NUM_DST + 1]``,
     zeroed beforehand; ``group_starts_kernel(SELF=True)`` adds the anchor itself)."""
     if COUNT:
-        take = tl.where(merged, 1, 0) != 0  # (a fresh int1: the interpreter's atomics refuse some masks)
+        take = tl.where(merged, 1, 0) != 0  # a fresh int1: Triton's interpreter (3.9) refused `merged` itself
+        # as an atomic's mask ("mask has unsupported dtype")
         tl.atomic_add(counts_ptr + b * (NUM_DST + 1) + dst, 1, mask=take, sem="relaxed")
 
 
