@@ -345,6 +345,9 @@ def parse_kernel_settings(pairs: list[str]) -> dict:
             value = int(text) if text.isdigit() else None  # every integer constant there is a size or bound
             if value is None:
                 raise ValueError(f"--kernel-setting {pair!r}: {name} takes an integer >= 0")
+            allowed = getattr(launch, name + "_ALLOWED", None)  # RADIX_BITS -> RADIX_BITS_ALLOWED
+            if allowed is not None and value not in allowed:
+                raise ValueError(f"--kernel-setting {pair!r}: {name} takes one of {', '.join(map(str, allowed))}")
         else:
             allowed = getattr(launch, name + "S", None)  # SPLIT_RULE -> SPLIT_RULES
             if allowed is not None and text not in allowed:

@@ -50,7 +50,9 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
                                            (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer >= 0"),
                                            (["--kernel-setting", "RES_BLOCK_M=-64"], "RES_BLOCK_M takes an integer >= 0"),
                                            (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE"),
-                                           (["--variant", "MERGE_PATH=scatter"], "MERGE_PATH takes one of atomic, groups")])
+                                           (["--variant", "MERGE_PATH=scatter"], "MERGE_PATH takes one of atomic, groups"),
+                                           (["--variant", "RADIX_BITS=16"], "RADIX_BITS takes one of 8, 11"),
+                                           (["--variant", "PLAN_FUSION=yes"], "PLAN_FUSION takes True or False")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
                           timeout=120)
