@@ -459,13 +459,11 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(library.merge_plan_op, (metric, torch.zeros(1, 3, 4, dtype=torch.long), h, w, r, False))
     slot = library.merge_plan_op(metric, None, h, w, r, False)
     torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12))
-    torch.library.opcheck(library.merge_groups_op, (slot, n - r, 12))
     torch.library.opcheck(library.merge_plan_groups_op, (metric, None, h, w, r, False))
     slot_again, *groups = library.merge_plan_groups_op(metric, None, h, w, r, False, 1)
     assert torch.equal(slot_again, library.merge_plan_op(metric, None, h, w, r, False, 1))
     assert all(torch.equal(a, b) for a, b in zip(groups, ref.merge_groups(slot_again, n - r, 12)))
-    members, starts = library.merge_groups_op(slot, n - r, 12)
-    torch.library.opcheck(library.token_merge_op, (x, slot, n - r, 12, members, starts))
+    torch.library.opcheck(library.token_merge_op, (x, slot_again, n - r, 12, *groups))
     torch.library.opcheck(library.token_unmerge_op, (x[:, : n - r].contiguous(), slot))
     torch.library.opcheck(library.kv_pool_op, (x, torch.tensor([0.9]), h, w, 2))
 
@@ -637,7 +635,7 @@ def test_gpu_merge_unmerge_and_kv_pool_match_reference(h, w, c, dtype, merge_pat
     tol = dict(rtol=ulp, atol=ulp)
     merged = library.token_merge_op(x, slot, n - r, nd)
     torch.testing.assert_close(merged, ref.merge(x.float(), slot, n - r).to(dtype), **tol)
-    members, starts = library.merge_groups_op(slot, n - r, nd)  # the merge of a reused plan
+    members, starts = launch.merge_groups(slot, n - r, nd)  # a reused plan's groups
     torch.testing.assert_close(library.token_merge_op(x, slot, n - r, nd, members, starts), merged, **tol)
     assert torch.equal(starts, ref.merge_groups(slot, n - r, nd)[1])
     assert torch.equal(library.token_unmerge(merged, slot), ref.unmerge(merged, slot))

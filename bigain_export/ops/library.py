@@ -5,12 +5,11 @@
 * ``token_unmerge(y, slot)``: one gather;
 * ``kv_pool(x, alpha, ...)``: IE-KVD.
 
-Six custom ops (``torch.library``, one schema each, with fake implementations so
+Five custom ops (``torch.library``, one schema each, with fake implementations so
 ``torch.compile(fullgraph=True)`` traces them as opaque nodes with static shapes) hold the work:
 ``bigain::merge_plan``, ``bigain::token_merge``, ``bigain::token_unmerge``, ``bigain::kv_pool``,
-``bigain::merge_groups`` (a plan's rows as token groups, for a merge by gathering) and
-``bigain::merge_plan_groups`` (the plan with its groups, which the plan's select counts: the
-kernel path of :func:`gated_merge`).
+and ``bigain::merge_plan_groups`` (the plan with its rows as token groups, which the plan's
+select counts, for merges by gathering: the kernel path of :func:`gated_merge`).
 Each runs the Triton kernels of :mod:`bigain_export.kernels` when the tensor can take them (CUDA,
 Triton installed) and :mod:`bigain_export.ops.reference` otherwise; both write the same canonical
 slot map.
@@ -73,8 +72,9 @@ def merge_plan_groups_op(
     metric: torch.Tensor, offsets: Optional[torch.Tensor], grid_h: int, grid_w: int, r: int, released: bool,
     match_radius: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(slot, members, starts)``: :func:`merge_plan_op` and :func:`merge_groups_op` of its slot
-    map in one op, so that the kernels count the groups inside the plan (fewer launches)."""
+    """``(slot, members, starts)``: :func:`merge_plan_op` with the slot map's rows as token groups
+    (``members [B, N]``, ``starts [B, num_dst + 1]`` int32, :func:`reference.merge_groups`; the
+    kernels count them inside the plan: fewer launches)."""
     launch = _kernels()
     if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
         return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius, groups=True)
@@ -89,26 +89,11 @@ def _(metric, offsets, grid_h, grid_w, r, released, match_radius=0):
             metric.new_empty(b, (grid_h // 2) * (grid_w // 2) + 1, dtype=torch.int32))
 
 
-@torch.library.custom_op("bigain::merge_groups", mutates_args=())
-def merge_groups_op(slot: torch.Tensor, num_out: int, num_dst: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(members [B, N], starts [B, num_dst + 1])`` int32: the slot map's rows as token groups
-    (:func:`reference.merge_groups`), built once for a plan that serves several merges."""
-    if _kernels().runs_on(slot.device):
-        return _kernels().merge_groups(slot, num_out, num_dst)
-    return reference.merge_groups(slot, num_out, num_dst)
-
-
-@merge_groups_op.register_fake
-def _(slot, num_out, num_dst):
-    return (slot.new_empty(slot.shape, dtype=torch.int32),
-            slot.new_empty(slot.shape[0], num_dst + 1, dtype=torch.int32))
-
-
 @torch.library.custom_op("bigain::token_merge", mutates_args=())
 def token_merge_op(x: torch.Tensor, slot: torch.Tensor, num_out: int, num_dst: int,
                    members: Optional[torch.Tensor] = None, starts: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Segment mean ``[B, N, C]`` -> ``[B, num_out, C]``; the last ``num_dst`` rows are anchors.
-    ``members``/``starts`` (:func:`merge_groups_op` of this slot map) let the kernel gather."""
+    ``members``/``starts`` (this slot map's groups, :func:`merge_plan_groups_op`) let the kernel gather."""
     launch = _kernels()
     if launch.available(x):
         if members is not None and starts is not None:
@@ -176,9 +161,9 @@ def gated_merge(
 
     Returns ``(merged, slot, groups)``; ``slot [B, N]`` is what :func:`token_unmerge` (and, with
     plan reuse, :func:`token_merge` in later blocks) needs. With ``serves_more`` (the plan will
-    merge other tensors too: plan reuse, ``merge_crossattn``/``merge_mlp``) ``groups`` is its
-    :func:`merge_groups`, built with the plan so that this merge is one gather as well (None off
-    the kernels); else None. On the kernels the plan builds its groups whenever the merge gathers
+    merge other tensors too: plan reuse, ``merge_crossattn``/``merge_mlp``) ``groups`` is its rows
+    as token groups (:func:`merge_plan_groups_op`, None off the kernels), for merges by gathering;
+    else None. On the kernels the plan builds its groups whenever the merge gathers
     (``serves_more``, or ``launch.MERGE_PATH == "groups"``, the default): its select counts them.
     ``match_radius``: :attr:`BiGainConfig.match_radius`.
     """
@@ -192,26 +177,15 @@ def gated_merge(
         slot, *groups = merge_plan_groups_op(metric, offsets, grid_h, grid_w, r, anchor == "released", match_radius)
         merged = token_merge(x, slot, grid_h, grid_w, r, tuple(groups))
         return merged, slot, tuple(groups) if serves_more else None
+    # off the kernels (the reference merges by the slot map), or MERGE_PATH="atomic"
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
-    groups = merge_groups(x, slot, grid_h, grid_w, r) if serves_more else None
-    return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups
-
-
-def merge_groups(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int,
-                 r: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The groups of a plan, for :func:`token_merge` of tensors like ``x``: built where the kernels
-    run ``x`` (a merge is then one gather launch; :func:`gated_merge` builds them for its own
-    merge, and a plan that merges several tensors keeps them); None elsewhere (the reference
-    merges by the slot map; an export has TokenMerge nodes)."""
-    if _exporting() or not _kernels().available(x):
-        return None
-    return merge_groups_op(slot, x.shape[1] - r, (grid_h // 2) * (grid_w // 2))
+    return token_merge(x, slot, grid_h, grid_w, r), slot, None
 
 
 def token_merge(x: torch.Tensor, slot: torch.Tensor, grid_h: int, grid_w: int, r: int,
                 groups: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """``[B, N, C]`` -> ``[B, N - r, C]`` by a slot map from :func:`gated_merge` / :func:`merge_plan`
-    (``groups``: its :func:`merge_groups`, the same result by a gather)."""
+    (``groups``: its groups from :func:`gated_merge`, the same result by a gather)."""
     num_out = x.shape[1] - r
     if _exporting():
         from ..export.onnx_ops import emit_token_merge

@@ -100,7 +100,7 @@ class BlockPlan:
 
     def __init__(self) -> None:
         self.slot: torch.Tensor | None = None
-        self.groups: tuple[torch.Tensor, torch.Tensor] | None = None  # library.merge_groups of slot
+        self.groups: tuple[torch.Tensor, torch.Tensor] | None = None  # slot's token groups (library.gated_merge)
         self.grid: tuple[int, int] = (0, 0)
         self.r = -1  # -1: not set in this call; 0: nothing merged (identity)
 
