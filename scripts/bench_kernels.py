@@ -78,14 +78,20 @@ def kernel_path(x, metric, h, w, r):
     return library.token_unmerge(merged, slot)
 
 
+def random_inputs(name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, metric)`` ``[B, N, C]`` of a shape, seeded: every run times the same tokens."""
+    b, side, c, _ = SHAPES[name]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(b, side * side, c, device="cuda", dtype=dtype, generator=g)
+    return x, torch.randn(b, side * side, c, device="cuda", dtype=dtype, generator=g)
+
+
 def bench_shape(name: str, dtype: torch.dtype, local_only: bool = False) -> list[dict]:
     """Every row of one shape; ``local_only``: attention, the merge path at 0.5 / 0.7 (no compiled
     rows) and the match_radius rows (``--local-only``)."""
-    b, side, c, heads = SHAPES[name]
+    _, side, c, heads = SHAPES[name]
     n = side * side
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(b, n, c, device="cuda", dtype=dtype, generator=g)
-    metric = torch.randn(b, n, c, device="cuda", dtype=dtype, generator=g)
+    x, metric = random_inputs(name, dtype)
     attn = Attention(c, heads).to("cuda", dtype).eval()
     rows = []
     add = lambda what, ms, **extra: rows.append(dict(shape=name, what=what, ms=round(ms, 4), **extra))  # noqa: E731
@@ -128,12 +134,9 @@ def bench_shape(name: str, dtype: torch.dtype, local_only: bool = False) -> list
 
 def launch_rows(name: str, dtype: torch.dtype) -> list[dict]:
     """``--launches-only``: :func:`fusion_paths` at ratio 0.7 on this shape's random inputs."""
-    b, side, c, _ = SHAPES[name]
-    g = torch.Generator(device="cuda").manual_seed(0)
-    x = torch.randn(b, side * side, c, device="cuda", dtype=dtype, generator=g)
-    metric = torch.randn(b, side * side, c, device="cuda", dtype=dtype, generator=g)
+    x, metric = random_inputs(name, dtype)
     with torch.inference_mode():
-        return fusion_paths(name, x, metric, side, 0.7)
+        return fusion_paths(name, x, metric, SHAPES[name][1], 0.7)
 
 
 def select_paths(name, metric, side, ratio) -> list[dict]:

@@ -229,7 +229,8 @@ def merge_plan(metric: torch.Tensor, offsets: torch.Tensor | None, grid_h: int, 
     hist_len = b * passes * (1 << bits) if path == "radix" else 0
     counters_len = hist_len + (b * (num_dst + 1) if groups else 0)
     fused = PLAN_FUSION
-    counters = (torch.empty if fused else torch.zeros)(max(counters_len, 1), dtype=torch.int32, device=device)
+    zero_now = not fused and counters_len > 0  # a memset launch (fused: unit_rows_kernel zeroes them)
+    counters = (torch.zeros if zero_now else torch.empty)(max(counters_len, 1), dtype=torch.int32, device=device)
     # 1. anchors per window and the top-row prefix counts that place every source without a scan
     window_offsets = torch.empty(b, num_dst, dtype=torch.int32, device=device)
     top = torch.empty(b, hs, ws + 1, dtype=torch.int32, device=device)

@@ -323,10 +323,17 @@ def _has_prefix(key, prefix, p: tl.constexpr, BITS: tl.constexpr, PASSES: tl.con
 
 
 @triton.jit
+def _digit_histogram(key, match, p: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
+    """``[2^(BITS+1)]``: the histogram of digit p of the keys ``match`` selects in its first
+    2^BITS bins (the others count the keys left out)."""
+    digit = tl.where(match, _digit(key, p, BITS, PASSES), 1 << BITS).to(tl.int32)
+    return tl.histogram(digit, 2 << BITS)
+
+
+@triton.jit
 def _add_digit_histogram(hist_ptr, b, key, match, p: tl.constexpr, BITS: tl.constexpr, PASSES: tl.constexpr):
     """Adds the histogram of digit p of the keys ``match`` selects to pass p's global one."""
-    digit = tl.where(match, _digit(key, p, BITS, PASSES), 1 << BITS).to(tl.int32)  # 2^BITS: not counted
-    hist = tl.histogram(digit, 2 << BITS)
+    hist = _digit_histogram(key, match, p, BITS, PASSES)
     bins = tl.arange(0, 2 << BITS)
     tl.atomic_add(hist_ptr + (b * PASSES + p) * (1 << BITS) + bins, hist, mask=(bins < (1 << BITS)) & (hist > 0),
                   sem="relaxed")
@@ -467,8 +474,7 @@ def one_program_select_kernel(sim_ptr, idx_ptr, src_tok_ptr, slot_ptr, groups_pt
             else:
                 key = _order_key(tl.load(sims + s, mask=ok, other=0.0))
                 match = ok & _has_prefix(key, prefix, p, BITS, PASSES)
-            digit = tl.where(match, _digit(key, p, BITS, PASSES), 1 << BITS).to(tl.int32)
-            hist += tl.histogram(digit, 2 << BITS)
+            hist += _digit_histogram(key, match, p, BITS, PASSES)
         if p == 0:
             tl.debug_barrier()  # the joined splits, written above, are read back by other threads
         chosen, need = _choose_digit(tl.where(bins < (1 << BITS), hist, 0), bins, need)

@@ -43,6 +43,11 @@ def _kernels():
     return launch
 
 
+def _plans_on_kernels(metric: torch.Tensor, grid_h: int, grid_w: int) -> bool:
+    """Whether a plan of ``metric`` runs the kernels (they need at least one 2x2 window)."""
+    return _kernels().available(metric) and grid_h >= 2 and grid_w >= 2
+
+
 # --------------------------------------------------------------------------- custom ops
 @torch.library.custom_op("bigain::merge_plan", mutates_args=())
 def merge_plan_op(
@@ -52,9 +57,8 @@ def merge_plan_op(
     """Slot map ``[B, N]`` int64. ``offsets [B|1, H/2, W/2]``: given anchors (ToMe); ``None``: the
     Laplacian gate (``released`` picks the official code's grouping). ``match_radius``: see
     :attr:`BiGainConfig.match_radius` (0: every anchor)."""
-    launch = _kernels()
-    if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
-        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius)
+    if _plans_on_kernels(metric, grid_h, grid_w):
+        return _kernels().merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius)
     if offsets is None:
         score = reference.laplacian_score(metric, grid_h, grid_w)
         offsets = reference.window_offsets(score, grid_h, grid_w, "released" if released else "window")
@@ -75,9 +79,8 @@ def merge_plan_groups_op(
     """``(slot, members, starts)``: :func:`merge_plan_op` with the slot map's rows as token groups
     (``members [B, N]``, ``starts [B, num_dst + 1]`` int32, :func:`reference.merge_groups`; the
     kernels count them inside the plan: fewer launches)."""
-    launch = _kernels()
-    if launch.available(metric) and grid_h >= 2 and grid_w >= 2:
-        return launch.merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius, groups=True)
+    if _plans_on_kernels(metric, grid_h, grid_w):
+        return _kernels().merge_plan(metric, offsets, grid_h, grid_w, r, released, match_radius, groups=True)
     slot = merge_plan_op(metric, offsets, grid_h, grid_w, r, released, match_radius)
     return (slot, *reference.merge_groups(slot, metric.shape[1] - r, (grid_h // 2) * (grid_w // 2)))
 
@@ -174,9 +177,10 @@ def gated_merge(
     # read while tracing: Dynamo guards the setting, so a compiled model retraces when it changes
     if _kernels().available(x) and (serves_more or _kernels().merge_path() == "groups"):
         offsets = anchor_offsets(metric, grid_h, grid_w, anchor)
-        slot, *groups = merge_plan_groups_op(metric, offsets, grid_h, grid_w, r, anchor == "released", match_radius)
-        merged = token_merge(x, slot, grid_h, grid_w, r, tuple(groups))
-        return merged, slot, tuple(groups) if serves_more else None
+        slot, members, starts = merge_plan_groups_op(metric, offsets, grid_h, grid_w, r, anchor == "released",
+                                                     match_radius)
+        groups = (members, starts)
+        return token_merge(x, slot, grid_h, grid_w, r, groups), slot, groups if serves_more else None
     # off the kernels (the reference merges by the slot map), or MERGE_PATH="atomic"
     slot = merge_plan(metric, grid_h, grid_w, r, anchor, match_radius)
     return token_merge(x, slot, grid_h, grid_w, r), slot, None
