@@ -466,3 +466,42 @@ def test_profile_unet_refuses_a_bad_method_in_one_line_before_any_model(label, s
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert says in result.stderr.strip().splitlines()[-1]
+
+
+def _bench_file(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    path = folder / "bench_unet.json"
+    path.write_text(json.dumps({"meta": {"card": "card", "date": "2026-12-06"}, "rows": rows}))
+    return path
+
+
+def test_share_over_processes_takes_the_median_of_one_configuration_per_process(tmp_path, capsys):
+    import share_over_processes as sop
+
+    method = "bigain-merge r=0.7 radius=1 plan-reuse"
+    row = dict(res=768, mode="cudagraphs", method=method, error=None, loop_speedup=1.17, loop_ceiling=1.19)
+    for i, share in enumerate([0.85, 0.95, 0.88]):
+        _bench_file(tmp_path / f"s{i}", [dict(row, method="plain", loop_gain_share=None),
+                                         dict(row, loop_gain_share=share),
+                                         dict(row, method=method + " @PLAN_FUSION=False", loop_gain_share=0.1),
+                                         dict(row, res=1024, loop_gain_share=0.2)])
+    _bench_file(tmp_path / "failed", [dict(row, error="OOM", loop_gain_share=0.0)])
+    plot = tmp_path / "share.png"
+    assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--target", "0.9", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "over 3 processes: 0.88 [0.85-0.95]; 1 of 3 at or above 0.9" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    # a variant counts only when asked, as its own row
+    rows = sop.gather(sop.process_files([tmp_path]), 768, method, "cudagraphs", variants=True)
+    assert sorted(r["loop_gain_share"] for r in rows) == [0.1, 0.1, 0.1, 0.85, 0.88, 0.95]
+    # nothing recorded: a failing exit, not a median of nothing
+    assert sop.main([str(tmp_path), "--res", "512", "--method", method]) == 1
+
+
+@pytest.mark.parametrize("argv, says", [(["--target", "90"], "--target 90.0: must be in (0, 1]"),
+                                        (["--plot", "share.svg"], "--plot share.svg: must end in .png")])
+def test_share_over_processes_refuses_bad_flags_in_one_line(tmp_path, argv, says):
+    cmd = [sys.executable, str(SCRIPTS / "share_over_processes.py"), str(tmp_path), "--res", "768", "--method", "m",
+           *argv]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 2 and says in result.stderr

@@ -1,0 +1,143 @@
+"""One configuration's share of the ceiling's gain over every recorded ``bench_unet.py`` process.
+
+Whole-model times move by 1-2% between processes (each compiles anew) while the rounds of one
+process agree to ~0.3%, so issue 11's verdict on a target is the median over processes, not one
+run. This gathers the rows from the recorded raw files instead of copying numbers by hand:
+
+    python scripts/share_over_processes.py docs/bench/2026-12-06-h100-session2[1-4] --res 768 \\
+        --method "bigain-merge r=0.7 radius=1 plan-reuse" --target 0.9 --plot share.png
+
+Each ``bench_unet.json`` is one process; a row with a variant mark (``METHOD @NAME=VALUE``) counts
+only with ``--variants`` (its process is then counted once per row). Prints a Markdown table, the
+median and how many processes reach the target; ``--plot`` writes a PNG of the shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+TIMINGS = ("loop", "call")  # loop: calls back to back (a sampler); call: one call after a sync
+
+
+def share_key(timing: str) -> str:
+    return "loop_gain_share" if timing == "loop" else "gain_share"
+
+
+def process_files(roots: list[Path]) -> list[Path]:
+    """Every ``bench_unet.json`` under ``roots`` (files named directly are taken as they are)."""
+    files: list[Path] = []
+    for root in roots:
+        if root.is_file():
+            files.append(root)
+        elif root.is_dir():
+            files.extend(sorted(root.rglob("bench_unet.json")))
+        else:
+            raise SystemExit(f"{root}: no such file or folder")
+    return files
+
+
+def rows_of(path: Path, res: int, method: str, mode: str, variants: bool) -> list[dict]:
+    """The rows of one process's file for ``method`` (and its variants if asked)."""
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or "rows" not in data:
+        raise SystemExit(f"{path}: not a bench_unet.py result (no 'rows')")
+    meta = data.get("meta", {})
+    found = []
+    for row in data["rows"]:
+        name = row.get("method", "")
+        base = name.split(" @", 1)[0]
+        if row.get("res") != res or row.get("mode") != mode or base != method or row.get("error"):
+            continue
+        if name != base and not variants:
+            continue
+        found.append(dict(row, file=str(path), card=meta.get("card", "?"), date=meta.get("date", "?")))
+    return found
+
+
+def gather(files: list[Path], res: int, method: str, mode: str, variants: bool) -> list[dict]:
+    """The configuration's rows of every file, in file order."""
+    return [row for path in files for row in rows_of(path, res, method, mode, variants)]
+
+
+def summary(rows: list[dict], timing: str, target: float | None) -> dict:
+    shares = [r[share_key(timing)] for r in rows if r.get(share_key(timing)) is not None]
+    if not shares:
+        return {"processes": 0}
+    result = {"processes": len(shares), "median": round(statistics.median(shares), 3),
+              "min": min(shares), "max": max(shares)}
+    if target is not None:
+        result["at_target"] = sum(s >= target for s in shares)
+        result["target"] = target
+    return result
+
+
+def markdown(rows: list[dict], timing: str, stats: dict) -> str:
+    prefix = "loop_" if timing == "loop" else ""
+    lines = ["| file | card | method | speedup | ceiling | share |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['file']} | {r['card']} | {r['method']} | {r.get(prefix + 'speedup')} "
+                     f"| {r.get(prefix + 'ceiling')} | {r.get(share_key(timing))} |")
+    if stats["processes"]:
+        text = (f"median share ({timing} timing) over {stats['processes']} processes: {stats['median']} "
+                f"[{stats['min']}-{stats['max']}]")
+        if "target" in stats:
+            text += f"; {stats['at_target']} of {stats['processes']} at or above {stats['target']}"
+        lines += ["", text]
+    else:
+        lines += ["", "no process recorded this configuration"]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], timing: str, stats: dict, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shares = [r.get(share_key(timing)) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(range(len(shares)), shares, "o", label="process")
+    if stats.get("processes"):
+        ax.axhline(stats["median"], color="C1", label=f"median {stats['median']}")
+    if "target" in stats:
+        ax.axhline(stats["target"], color="C3", linestyle="--", label=f"target {stats['target']}")
+    ax.set_xlabel("process (file order)")
+    ax.set_ylabel(f"share of the ceiling's gain ({timing})")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)  # no half-written PNG under the final name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="bench_unet.json files or folders holding them")
+    parser.add_argument("--res", type=int, required=True)
+    parser.add_argument("--method", required=True, help="the method as bench_unet.py names it, without a variant")
+    parser.add_argument("--mode", default="cudagraphs", choices=["eager", "compile", "cudagraphs"])
+    parser.add_argument("--timing", default="loop", choices=TIMINGS)
+    parser.add_argument("--variants", action="store_true", help="count the method's @NAME=VALUE rows too")
+    parser.add_argument("--target", type=float, default=None, help="e.g. 0.9: count the processes reaching it")
+    parser.add_argument("--plot", type=Path, default=None, help="write the shares as a PNG here")
+    args = parser.parse_args(argv)
+    if args.target is not None and not 0 < args.target <= 1:
+        parser.error(f"--target {args.target}: must be in (0, 1]")
+    if args.plot is not None and args.plot.suffix != ".png":
+        parser.error(f"--plot {args.plot}: must end in .png")
+    rows = gather(process_files(args.paths), args.res, args.method, args.mode, args.variants)
+    stats = summary(rows, args.timing, args.target)
+    print(markdown(rows, args.timing, stats))
+    if args.plot is not None and rows:
+        plot(rows, args.timing, stats, f"{args.method}, {args.res} px, {args.mode}", args.plot)
+    return 0 if stats["processes"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
