@@ -42,7 +42,10 @@ def process_files(roots: list[Path]) -> list[Path]:
 
 def rows_of(path: Path, res: int, method: str, mode: str, variants: bool) -> list[dict]:
     """The rows of one process's file for ``method`` (and its variants if asked)."""
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{path}: not readable as JSON ({error})") from None
     if not isinstance(data, dict) or "rows" not in data:
         raise SystemExit(f"{path}: not a bench_unet.py result (no 'rows')")
     meta = data.get("meta", {})

@@ -496,6 +496,10 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
     assert sorted(r["loop_gain_share"] for r in rows) == [0.1, 0.1, 0.1, 0.85, 0.88, 0.95]
     # nothing recorded: a failing exit, not a median of nothing
     assert sop.main([str(tmp_path), "--res", "512", "--method", method]) == 1
+    # a truncated file stops the count with its name, not a traceback or a silently smaller median
+    (tmp_path / "s1" / "bench_unet.json").write_text('{"rows": [')
+    with pytest.raises(SystemExit, match="s1/bench_unet.json: not readable as JSON"):
+        sop.main([str(tmp_path), "--res", "768", "--method", method])
 
 
 @pytest.mark.parametrize("argv, says", [(["--target", "90"], "--target 90.0: must be in (0, 1]"),
