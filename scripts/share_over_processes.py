@@ -40,8 +40,9 @@ def process_files(roots: list[Path]) -> list[Path]:
     return files
 
 
-def rows_of(path: Path, res: int, method: str, mode: str, variants: bool) -> list[dict]:
-    """The rows of one process's file for ``method`` (and its variants if asked)."""
+def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: bool) -> list[dict]:
+    """The rows of one process's file for ``method`` on ``model`` (and its variants if asked); the
+    first results, from before the DiT was benchmarked, name no model: they are SD2's."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -49,6 +50,8 @@ def rows_of(path: Path, res: int, method: str, mode: str, variants: bool) -> lis
     if not isinstance(data, dict) or "rows" not in data:
         raise SystemExit(f"{path}: not a bench_unet.py result (no 'rows')")
     meta = data.get("meta", {})
+    if meta.get("model", "sd2") != model:
+        return []
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
@@ -57,13 +60,13 @@ def rows_of(path: Path, res: int, method: str, mode: str, variants: bool) -> lis
             continue
         if name != base and not variants:
             continue
-        found.append(dict(row, file=str(path), card=meta.get("card", "?"), date=meta.get("date", "?")))
+        found.append(dict(row, file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?")))
     return found
 
 
-def gather(files: list[Path], res: int, method: str, mode: str, variants: bool) -> list[dict]:
+def gather(files: list[Path], model: str, res: int, method: str, mode: str, variants: bool) -> list[dict]:
     """The configuration's rows of every file, in file order."""
-    return [row for path in files for row in rows_of(path, res, method, mode, variants)]
+    return [row for path in files for row in rows_of(path, model, res, method, mode, variants)]
 
 
 def summary(rows: list[dict], timing: str, target: float | None) -> dict:
@@ -80,9 +83,9 @@ def summary(rows: list[dict], timing: str, target: float | None) -> dict:
 
 def markdown(rows: list[dict], timing: str, stats: dict) -> str:
     prefix = "loop_" if timing == "loop" else ""
-    lines = ["| file | card | method | speedup | ceiling | share |", "|---|---|---|---|---|---|"]
+    lines = ["| file | card | batch | method | speedup | ceiling | share |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['file']} | {r['card']} | {r['method']} | {r.get(prefix + 'speedup')} "
+        lines.append(f"| {r['file']} | {r['card']} | {r['batch']} | {r['method']} | {r.get(prefix + 'speedup')} "
                      f"| {r.get(prefix + 'ceiling')} | {r.get(share_key(timing))} |")
     if stats["processes"]:
         text = (f"median share ({timing} timing) over {stats['processes']} processes: {stats['median']} "
@@ -122,6 +125,7 @@ def plot(rows: list[dict], timing: str, stats: dict, title: str, path: Path) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="bench_unet.json files or folders holding them")
+    parser.add_argument("--model", default="sd2", choices=("sd2", "dit-xl2"))
     parser.add_argument("--res", type=int, required=True)
     parser.add_argument("--method", required=True, help="the method as bench_unet.py names it, without a variant")
     parser.add_argument("--mode", default="cudagraphs", choices=["eager", "compile", "cudagraphs"])
@@ -134,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--target {args.target}: must be in (0, 1]")
     if args.plot is not None and args.plot.suffix != ".png":
         parser.error(f"--plot {args.plot}: must end in .png")
-    rows = gather(process_files(args.paths), args.res, args.method, args.mode, args.variants)
+    rows = gather(process_files(args.paths), args.model, args.res, args.method, args.mode, args.variants)
     stats = summary(rows, args.timing, args.target)
     print(markdown(rows, args.timing, stats))
     if args.plot is not None and rows:
-        plot(rows, args.timing, stats, f"{args.method}, {args.res} px, {args.mode}", args.plot)
+        plot(rows, args.timing, stats, f"{args.model}: {args.method}, {args.res} px, {args.mode}", args.plot)
     return 0 if stats["processes"] else 1
 
 

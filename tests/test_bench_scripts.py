@@ -468,10 +468,10 @@ def test_profile_unet_refuses_a_bad_method_in_one_line_before_any_model(label, s
     assert says in result.stderr.strip().splitlines()[-1]
 
 
-def _bench_file(folder: Path, rows: list[dict]) -> Path:
+def _bench_file(folder: Path, rows: list[dict], model: str = "sd2") -> Path:
     folder.mkdir(parents=True)
     path = folder / "bench_unet.json"
-    path.write_text(json.dumps({"meta": {"card": "card", "date": "2026-12-06"}, "rows": rows}))
+    path.write_text(json.dumps({"meta": {"card": "card", "model": model, "batch": 2}, "rows": rows}))
     return path
 
 
@@ -486,13 +486,14 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
                                          dict(row, method=method + " @PLAN_FUSION=False", loop_gain_share=0.1),
                                          dict(row, res=1024, loop_gain_share=0.2)])
     _bench_file(tmp_path / "failed", [dict(row, error="OOM", loop_gain_share=0.0)])
+    _bench_file(tmp_path / "dit", [dict(row, loop_gain_share=0.3)], model="dit-xl2")  # another model: not counted
     plot = tmp_path / "share.png"
     assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--target", "0.9", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "over 3 processes: 0.88 [0.85-0.95]; 1 of 3 at or above 0.9" in out
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # a variant counts only when asked, as its own row
-    rows = sop.gather(sop.process_files([tmp_path]), 768, method, "cudagraphs", variants=True)
+    rows = sop.gather(sop.process_files([tmp_path]), "sd2", 768, method, "cudagraphs", variants=True)
     assert sorted(r["loop_gain_share"] for r in rows) == [0.1, 0.1, 0.1, 0.85, 0.88, 0.95]
     # nothing recorded: a failing exit, not a median of nothing
     assert sop.main([str(tmp_path), "--res", "512", "--method", method]) == 1
