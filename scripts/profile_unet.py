@@ -71,6 +71,10 @@ def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[s
                   f"{p['loop_ms']:.3f}); graph replay {s['graph_ms']:.3f} ms (plain {p['graph_ms']:.3f}); "
                   f"GPU kernel time {s['gpu_ms']:.3f} ms "
                   f"(plain {p['gpu_ms']:.3f}); kernels per call {s['kernels']:.0f} (plain {p['kernels']:.0f})", "",
+                  # a loop's time outside kernels: gaps between kernels and host time the GPU waits
+                  # for; kernel rows below cannot show a difference here
+                  f"idle in a loop (loop - kernel time) {s['loop_ms'] - s['gpu_ms']:.3f} ms "
+                  f"(plain {p['loop_ms'] - p['gpu_ms']:.3f})", "",
                   "| kernel | calls | us | plain calls | plain us | delta us |", "|---|---|---|---|---|---|"]
         keys = set(table) | set(plain)
         deltas = {k: table.get(k, {}).get("us", 0.0) - plain.get(k, {}).get("us", 0.0) for k in keys}

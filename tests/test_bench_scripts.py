@@ -446,10 +446,11 @@ def test_profile_diff_pairs_inductor_kernels_numbered_differently_in_two_graphs(
              "sdpa_kernel": {"calls": 32, "us": 2940.0}}
     merged = {"triton_poi_fused_convolution_silu_64": {"calls": 20, "us": 421.5},
               "sdpa_kernel": {"calls": 32, "us": 873.0}, "merge_kernel_7": {"calls": 5, "us": 50.0}}
-    summary = {name: {"ms": 1.0, "loop_ms": 1.0, "graph_ms": 1.0, "gpu_ms": 1.0, "kernels": 1.0}
-               for name in ("plain", "merged")}
-    rows = [line for line in profile_unet.diff_markdown(768, "cudagraphs", {"plain": plain, "merged": merged},
-                                                         summary).splitlines() if line.startswith("| `")]
+    summary = {name: {"ms": 1.0, "loop_ms": loop, "graph_ms": 1.0, "gpu_ms": 1.0, "kernels": 1.0}
+               for name, loop in (("plain", 1.5), ("merged", 1.25))}
+    text = profile_unet.diff_markdown(768, "cudagraphs", {"plain": plain, "merged": merged}, summary)
+    assert "idle in a loop (loop - kernel time) 0.250 ms (plain 0.500)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert rows[0].startswith("| `sdpa_kernel` | 32 | 873.0 | 32 | 2940.0 | -2067.0")
     assert "| `triton_poi_fused_convolution_silu` | 20 | 421.5 | 20 | 420.0 | +1.5 |" in rows
     # only Inductor's names lose their number: a kernel of ours keeps its name
