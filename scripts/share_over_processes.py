@@ -15,16 +15,26 @@ median and how many processes reach the target; ``--plot`` writes a PNG of the s
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
 from pathlib import Path
 
-TIMINGS = ("loop", "call")  # loop: calls back to back (a sampler); call: one call after a sync
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_unet import base_name  # noqa: E402  (the one reader of a "METHOD @NAME=VALUE" label)
+
+from bigain_export.validate.atomic import atomic_write  # noqa: E402
+
+# bench_unet.py's field prefix of each timing: loop = calls back to back (a sampler), call = one
+# call after a sync
+PREFIXES = {"loop": "loop_", "call": ""}
 
 
-def share_key(timing: str) -> str:
-    return "loop_gain_share" if timing == "loop" else "gain_share"
+def shares_of(rows: list[dict], timing: str) -> list[float]:
+    """The rows' shares of the ceiling's gain, leaving out rows without one (no ceiling above 1)."""
+    key = PREFIXES[timing] + "gain_share"
+    return [r[key] for r in rows if r.get(key) is not None]
 
 
 def process_files(roots: list[Path]) -> list[Path]:
@@ -55,7 +65,7 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
-        base = name.split(" @", 1)[0]
+        base = base_name(name)
         if row.get("res") != res or row.get("mode") != mode or base != method or row.get("error"):
             continue
         if name != base and not variants:
@@ -70,7 +80,7 @@ def gather(files: list[Path], model: str, res: int, method: str, mode: str, vari
 
 
 def summary(rows: list[dict], timing: str, target: float | None) -> dict:
-    shares = [r[share_key(timing)] for r in rows if r.get(share_key(timing)) is not None]
+    shares = shares_of(rows, timing)
     if not shares:
         return {"processes": 0}
     result = {"processes": len(shares), "median": round(statistics.median(shares), 3),
@@ -82,11 +92,11 @@ def summary(rows: list[dict], timing: str, target: float | None) -> dict:
 
 
 def markdown(rows: list[dict], timing: str, stats: dict) -> str:
-    prefix = "loop_" if timing == "loop" else ""
+    prefix = PREFIXES[timing]
     lines = ["| file | card | batch | method | speedup | ceiling | share |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['file']} | {r['card']} | {r['batch']} | {r['method']} | {r.get(prefix + 'speedup')} "
-                     f"| {r.get(prefix + 'ceiling')} | {r.get(share_key(timing))} |")
+                     f"| {r.get(prefix + 'ceiling')} | {r.get(prefix + 'gain_share')} |")
     if stats["processes"]:
         text = (f"median share ({timing} timing) over {stats['processes']} processes: {stats['median']} "
                 f"[{stats['min']}-{stats['max']}]")
@@ -99,13 +109,13 @@ def markdown(rows: list[dict], timing: str, stats: dict) -> str:
 
 
 def plot(rows: list[dict], timing: str, stats: dict, title: str, path: Path) -> None:
-    import matplotlib
+    """The shares (as :func:`summary` counts them) against the median and target, as a PNG written
+    atomically (a bare Figure, as the validation reports draw theirs: no pyplot state)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    shares = [r.get(share_key(timing)) for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    shares = shares_of(rows, timing)
+    fig = Figure(figsize=(7, 3.2))
+    ax = fig.subplots()
     ax.plot(range(len(shares)), shares, "o", label="process")
     if stats.get("processes"):
         ax.axhline(stats["median"], color="C1", label=f"median {stats['median']}")
@@ -116,10 +126,9 @@ def plot(rows: list[dict], timing: str, stats: dict, title: str, path: Path) -> 
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)  # no half-written PNG under the final name
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--res", type=int, required=True)
     parser.add_argument("--method", required=True, help="the method as bench_unet.py names it, without a variant")
     parser.add_argument("--mode", default="cudagraphs", choices=["eager", "compile", "cudagraphs"])
-    parser.add_argument("--timing", default="loop", choices=TIMINGS)
+    parser.add_argument("--timing", default="loop", choices=list(PREFIXES))
     parser.add_argument("--variants", action="store_true", help="count the method's @NAME=VALUE rows too")
     parser.add_argument("--target", type=float, default=None, help="e.g. 0.9: count the processes reaching it")
     parser.add_argument("--plot", type=Path, default=None, help="write the shares as a PNG here")
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = gather(process_files(args.paths), args.model, args.res, args.method, args.mode, args.variants)
     stats = summary(rows, args.timing, args.target)
     print(markdown(rows, args.timing, stats))
-    if args.plot is not None and rows:
+    if args.plot is not None and stats["processes"]:
         plot(rows, args.timing, stats, f"{args.model}: {args.method}, {args.res} px, {args.mode}", args.plot)
     return 0 if stats["processes"] else 1
 
