@@ -104,15 +104,17 @@ def cuda_median_ms(fn, warmup: int, iters: int) -> float:
 LOOP_REPEATS = 5
 
 
-def cuda_loop_ms(fn, warmup: int, iters: int) -> float:
+def cuda_loop_ms(fn, warmup: int, iters: int, calls: int = 0) -> float:
     """Time per call of calls issued back to back, as a sampling loop issues its denoiser calls
     (nothing waits for the GPU between steps): the host prepares a call while the GPU runs the one
-    before, so this is max(host, GPU) per call. Median over LOOP_REPEATS loops of iters calls
-    (at least 3 each)."""
+    before, so this is max(host, GPU) per call. Median over LOOP_REPEATS loops of ``calls`` calls
+    (0: iters / LOOP_REPEATS, at least 3). A loop starts on an idle GPU, so the first call's host
+    time is in it, shared by the loop's calls: a short loop charges a model's host time more
+    than a sampler's 25-50 steps do."""
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    calls = max(3, iters // LOOP_REPEATS)
+    calls = calls or max(3, iters // LOOP_REPEATS)
     times = []
     for _ in range(LOOP_REPEATS):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -370,6 +372,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--loop-calls", type=int, default=0,
+                        help="calls per loop of the loop timing (0: iters / 5, at least 3); a loop starts on an "
+                        "idle GPU, so its first call's host time is shared by these calls (a sampler: 25-50)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="with R > 1, every method of a mode stays compiled (its own copy of the model) and "
                         "is timed R times more, interleaved; ms and speedup are the medians of those rounds "
@@ -387,6 +392,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
+    if args.loop_calls < 0:
+        parser.error(f"--loop-calls {args.loop_calls}: must be 0 (iters / 5) or a number of calls")
     if args.iters < 1 or args.warmup < 0:
         parser.error(f"--iters {args.iters} --warmup {args.warmup}: need iters >= 1 and warmup >= 0")
     try:
@@ -424,6 +431,7 @@ def main() -> None:
         triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
+        loop_calls=args.loop_calls or max(3, args.iters // LOOP_REPEATS),
         kernel_settings=settings, variant=args.variant,
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
@@ -437,7 +445,7 @@ def _timings(bench: Bench, model, args) -> tuple[float, float]:
     """(per-call latency, per-call time in a loop) of ``model``, in ms."""
     with torch.inference_mode():
         call = cuda_median_ms(lambda: bench.call(model), args.warmup, args.iters)
-        loop = cuda_loop_ms(lambda: bench.call(model), args.warmup, args.iters)
+        loop = cuda_loop_ms(lambda: bench.call(model), args.warmup, args.iters, args.loop_calls)
     return call, loop
 
 

@@ -114,7 +114,9 @@ def _host_ms(fn, warmup, iters):
 
 def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypatch):
     monkeypatch.setattr(bench_unet, "cuda_median_ms", _host_ms)
-    monkeypatch.setattr(bench_unet, "cuda_loop_ms", _host_ms)
+    loop_calls = []
+    monkeypatch.setattr(bench_unet, "cuda_loop_ms",
+                        lambda fn, warmup, iters, calls: (loop_calls.append(calls), _host_ms(fn, warmup, iters))[1])
     timers = []
     monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: (timers.append(a[5:]), 0.0)[1])
     model = tiny_unet()
@@ -123,7 +125,7 @@ def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypat
     patched = []
     real_patch = bench_unet.patch
     monkeypatch.setattr(bench_unet, "patch", lambda m, method: (patched.append((m, method)), real_patch(m, method)))
-    args = SimpleNamespace(rounds=3, warmup=0, iters=1)
+    args = SimpleNamespace(rounds=3, warmup=0, iters=1, loop_calls=50)
     names = ["plain", "bigain-merge r=0.7"]
     rows = bench_unet.time_group(bench, 16, "eager", names, args, {n: 0 for n in names}, {})
     by_name = {row["method"]: row for row in rows}
@@ -134,6 +136,7 @@ def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypat
     assert "ceiling" in merged and "loop_ceiling" in merged and merged["loop_ms"] > 0
     assert merged["loop_speedup_min"] <= merged["loop_speedup"] <= merged["loop_speedup_max"]
     assert timers == [(), (bench_unet.graph_ms,)]  # the loop's ceiling: attention kernels alone
+    assert loop_calls == [50] * 6  # --loop-calls reaches every loop timing (2 methods x 3 timings)
     assert "loop share" in bench_unet.markdown_table(rows)
     # each method was patched onto its own copy; the benchmark's own model never was
     assert [method for _, method in patched] == [None, bench_unet.METHODS["bigain-merge r=0.7"]]
@@ -148,7 +151,7 @@ def test_a_group_whose_every_method_failed_is_rows_with_errors(monkeypatch):
     sample, t, context = unet_inputs()
     bench = SimpleNamespace(model=tiny_unet(), call=lambda m: m(sample, t, context).sample)
     names = ["plain", "bigain-merge r=0.7"]
-    rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=3, warmup=0, iters=1),
+    rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=3, warmup=0, iters=1, loop_calls=0),
                                  {n: 0 for n in names}, {})
     assert [row["method"] for row in rows] == names
     assert all(row["error"].startswith("ZeroDivisionError") and math.isnan(row["ms"]) for row in rows)
@@ -161,7 +164,7 @@ def test_a_variant_is_timed_in_the_same_rounds_under_its_launch_settings(monkeyp
 
     seen = []
 
-    def timed(fn, warmup, iters):
+    def timed(fn, warmup, iters, calls=0):
         seen.append(launch.MERGE_PATH)
         return _host_ms(fn, warmup, iters)
 
@@ -173,7 +176,7 @@ def test_a_variant_is_timed_in_the_same_rounds_under_its_launch_settings(monkeyp
     names = bench_unet.with_variants(["plain", "tomesd r=0.5", "bigain-merge r=0.7"], ["MERGE_PATH=atomic"])
     assert names == ["plain", "tomesd r=0.5", "bigain-merge r=0.7", "bigain-merge r=0.7 @MERGE_PATH=atomic"]
     names = [names[0], names[2], names[3]]
-    rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=2, warmup=0, iters=1),
+    rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=2, warmup=0, iters=1, loop_calls=0),
                                  {n: 0 for n in names}, {})
     # 3 labels x (call, loop) x (first timing + 1 round): the variant's 4 timings under "atomic"
     assert seen.count("atomic") == 4 and seen.count("groups") == 8 and launch.MERGE_PATH == "groups"

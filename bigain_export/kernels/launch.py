@@ -331,7 +331,7 @@ def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
     b, num_in, c = y.shape
     n = slot.shape[1]
     out = torch.empty(b, n, c, dtype=y.dtype, device=y.device)
-    block_c = 128 if c > 64 else 64
+    block_c = merge_channels(c)  # as the merges: 320 channels as 5 x 64, no half-masked block
     k.gather_rows_kernel[(_cdiv(n, 32), _cdiv(c, block_c), b)](y, slot, out, n, c, num_in, BLOCK_T=32, BLOCK_C=block_c)
     return out
 
