@@ -1,10 +1,11 @@
 """Session 25 probe: is the loop timing's idle time (loop - kernel time, ~0.6 ms a call at 768 px)
 the first call's host time shared by a short loop, or GPU idle in every call?
 
-Per model (plain, merge 0.7 + radius 1 + plan reuse; SD2 768 px, batch 2, CUDA graphs): the loop
-time per call for loops of 4..50 calls (3 interleaved rounds), the host time per call of 25
-calls launched without waiting, and the kernel time per call from the profiler.
-Run from the repository root: python3 docs/bench/2026-12-06-gpu-session25/loop_length.py OUT.json
+Per model (plain and one BiGain method, CUDA graphs): the loop time per call for loops of 4..50
+calls (3 interleaved rounds), the host time per call of 25 calls launched without waiting, and
+the kernel time per call from the profiler.
+Run from the repository root:
+python3 docs/bench/2026-12-06-gpu-session25/loop_length.py OUT.json [sd2|dit-xl2 RES BATCH METHOD]
 """
 import json
 import statistics
@@ -19,13 +20,15 @@ from bench_unet import METHODS, Bench, cuda_loop_ms, patch  # noqa: E402
 from profile_unet import CALLS, kernel_table  # noqa: E402
 
 LENGTHS = (4, 6, 12, 25, 50)
-NAMES = ("plain", "bigain-merge r=0.7 radius=1 plan-reuse")
+MODEL, RES, BATCH, METHOD = (sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]) if len(sys.argv) > 2 else (
+    "sd2", 768, 2, "bigain-merge r=0.7 radius=1 plan-reuse")
+NAMES = ("plain", METHOD)
 
 
 def main() -> None:
     import copy
 
-    bench = Bench("sd2", 768, 2)
+    bench = Bench(MODEL, RES, BATCH)
     models = {}
     for name in NAMES:
         model = copy.deepcopy(bench.model)
@@ -60,7 +63,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             table = kernel_table(prof)
             kernels[name] = sum(r["us"] for k, r in table.items() if not k.startswith("## Call")) / 1000
-    result = dict(card=torch.cuda.get_device_name(), torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
+    result = dict(model=MODEL, res=RES, batch=BATCH, card=torch.cuda.get_device_name(), torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
                   host_ms_per_call=host, kernel_ms_per_call=kernels,
                   loop_ms={name: {n: statistics.median(v) for n, v in d.items()} for name, d in loops.items()},
                   loop_ms_rounds=loops)
