@@ -70,7 +70,10 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
             continue
         if name != base and not variants:
             continue
-        found.append(dict(row, file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?")))
+        # calls per loop of the loop timing: recorded since session 25, iters / 5 before
+        loop_calls = meta.get("loop_calls") or max(3, int(meta.get("iters", 30)) // 5)
+        found.append(dict(row, file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
+                          loop_calls=loop_calls))
     return found
 
 
@@ -93,9 +96,11 @@ def summary(rows: list[dict], timing: str, target: float | None) -> dict:
 
 def markdown(rows: list[dict], timing: str, stats: dict) -> str:
     prefix = PREFIXES[timing]
-    lines = ["| file | card | batch | method | speedup | ceiling | share |", "|---|---|---|---|---|---|---|"]
+    lines = ["| file | card | batch | loop calls | method | speedup | ceiling | share |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['file']} | {r['card']} | {r['batch']} | {r['method']} | {r.get(prefix + 'speedup')} "
+        lines.append(f"| {r['file']} | {r['card']} | {r['batch']} | {r['loop_calls']} | {r['method']} | "
+                     f"{r.get(prefix + 'speedup')} "
                      f"| {r.get(prefix + 'ceiling')} | {r.get(prefix + 'gain_share')} |")
     if stats["processes"]:
         text = (f"median share ({timing} timing) over {stats['processes']} processes: {stats['median']} "

@@ -472,10 +472,10 @@ def test_profile_unet_refuses_a_bad_method_in_one_line_before_any_model(label, s
     assert says in result.stderr.strip().splitlines()[-1]
 
 
-def _bench_file(folder: Path, rows: list[dict], model: str = "sd2") -> Path:
+def _bench_file(folder: Path, rows: list[dict], model: str = "sd2", **meta) -> Path:
     folder.mkdir(parents=True)
     path = folder / "bench_unet.json"
-    path.write_text(json.dumps({"meta": {"card": "card", "model": model, "batch": 2}, "rows": rows}))
+    path.write_text(json.dumps({"meta": {"card": "card", "model": model, "batch": 2, **meta}, "rows": rows}))
     return path
 
 
@@ -488,13 +488,16 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
         _bench_file(tmp_path / f"s{i}", [dict(row, method="plain", loop_gain_share=None),
                                          dict(row, loop_gain_share=share),
                                          dict(row, method=method + " @PLAN_FUSION=False", loop_gain_share=0.1),
-                                         dict(row, res=1024, loop_gain_share=0.2)])
+                                         dict(row, res=1024, loop_gain_share=0.2)],
+                    **({"loop_calls": 50} if i == 2 else {}))
     _bench_file(tmp_path / "failed", [dict(row, error="OOM", loop_gain_share=0.0)])
     _bench_file(tmp_path / "dit", [dict(row, loop_gain_share=0.3)], model="dit-xl2")  # another model: not counted
     plot = tmp_path / "share.png"
     assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--target", "0.9", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "over 3 processes: 0.88 [0.85-0.95]; 1 of 3 at or above 0.9" in out
+    # each process's loop length: recorded, or iters / 5 (30 / 5) for files from before session 25
+    assert out.count("| card | 2 | 6 |") == 2 and out.count("| card | 2 | 50 |") == 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # a variant counts only when asked, as its own row
     rows = sop.gather(sop.process_files([tmp_path]), "sd2", 768, method, "cudagraphs", variants=True)
