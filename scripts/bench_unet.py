@@ -65,6 +65,9 @@ DIT_XL2 = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out
 merge = lambda ratio, **kw: BiGainConfig.preset("bigain-merge", ratio=ratio, **kw)  # noqa: E731
 METHODS = {
     "plain": None,
+    # a second compiled copy of plain in the same rounds: its speedup over plain (ideally 1.0) is
+    # the spread between two compiles of one model, the floor under every other ratio of the run
+    "plain-copy": None,
     "tomesd r=0.5": ("tomesd", 0.5),
     "tomesd r=0.7": ("tomesd", 0.7),
     "bigain-merge r=0.5": merge(0.5),

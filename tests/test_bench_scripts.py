@@ -146,6 +146,20 @@ def test_a_group_is_timed_in_interleaved_rounds_on_copies_of_the_model(monkeypat
     assert patch_info(model) is None
 
 
+def test_a_second_compile_of_plain_is_timed_as_a_control(monkeypatch):
+    """plain-copy: its own copy of the uncompressed model, with a speedup over plain and no share."""
+    monkeypatch.setattr(bench_unet, "cuda_median_ms", _host_ms)
+    monkeypatch.setattr(bench_unet, "cuda_loop_ms", lambda fn, warmup, iters, calls: _host_ms(fn, warmup, iters))
+    monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 1 / 0)  # a control has no ceiling
+    sample, t, context = unet_inputs()
+    bench = SimpleNamespace(model=tiny_unet(), call=lambda m: m(sample, t, context).sample)
+    rows = bench_unet.time_group(bench, 16, "eager", ["plain", "plain-copy"],
+                                 SimpleNamespace(rounds=2, warmup=0, iters=1, loop_calls=0), {"plain": 0, "plain-copy": 0}, {})
+    copy = rows[1]
+    assert copy["method"] == "plain-copy" and copy["error"] is None and copy["loop_speedup"] > 0
+    assert copy.get("loop_gain_share") is None and copy.get("loop_ceiling") is None
+
+
 def test_a_group_whose_every_method_failed_is_rows_with_errors(monkeypatch):
     monkeypatch.setattr(bench_unet, "_timings", lambda *a: 1 / 0)
     sample, t, context = unet_inputs()
