@@ -8,7 +8,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > /tmp/r/card.t
 python3 -c "import torch,triton,diffusers;print(torch.__version__,torch.version.cuda,triton.__version__,diffusers.__version__)" >> /tmp/r/card.txt
 pack() { tar -C /tmp -czf /tmp/s25c.tgz r && mv /tmp/s25c.tgz $OUT/s25c.tgz; }
 s=$(date +%s)
-timeout ${DIT_LIMIT:-360} python3 scripts/bench_unet.py --model dit-xl2 --res 512 --batch 16 --modes cudagraphs --rounds 3 \
+timeout ${DIT_LIMIT:-340} python3 scripts/bench_unet.py --model dit-xl2 --res 512 --batch 16 --modes cudagraphs --rounds 3 \
   --eager-only --loop-calls 50 --methods plain plain-copy "bigain-merge r=0.7" --out /tmp/r/dit-l50 > /tmp/r/dit-l50.log 2>&1
 echo "bench rc=$? $(( $(date +%s) - s )) s"; grep "set up\|loop" /tmp/r/dit-l50.log | cut -c1-250 | tail -8
 pack
