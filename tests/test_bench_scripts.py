@@ -45,6 +45,7 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
 
 @pytest.mark.parametrize("argv, message", [(["--rounds", "0"], "--rounds 0: must be at least 1"),
                                            (["--iters", "0"], "need iters >= 1 and warmup >= 0"),
+                                           (["--loop-calls", "-1"], "--loop-calls -1: must be 0 (iters / 5)"),
                                            (["--eager-only", "tomesd r=0.9"], "'tomesd r=0.9' is not a method"),
                                            (["--kernel-setting", "SPLIT_RULE=rows"], "SPLIT_RULE takes one of fill, waves"),
                                            (["--kernel-setting", "RES_BLOCK_M=big"], "RES_BLOCK_M takes an integer >= 0"),
