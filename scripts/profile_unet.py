@@ -56,6 +56,41 @@ def by_family(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
     return families
 
 
+# What a kernel does, coarsely, for the by-kind rows of the diff: merging changes attention,
+# the projections, its own kernels and the glue around them; the convolutions and group norms do
+# the same work in every model, so their delta is the drift between two compiles and the order
+# they ran in (session 25: +11 to +90 us a call, as much as the whole merge path).
+KINDS = ("attention (SDPA)", "BiGain kernels", "convolutions, group norms, SiLU", "GEMMs",
+         "other Inductor kernels (norms, adds, GELU)", "memsets and copies", "other")
+
+
+def kernel_kind(name: str) -> str:
+    """One of :data:`KINDS` for a kernel's name."""
+    lower = name.lower()
+    if any(key in lower for key in ("sdpa", "flash", "fmha")):
+        return KINDS[0]
+    if re.fullmatch(r"[a-z0-9_]+_kernel", name):  # ours (bigain_export.kernels.triton_kernels)
+        return KINDS[1]
+    if "layer_norm" not in lower and any(key in lower for key in ("fprop", "convolution", "group_norm", "silu")):
+        return KINDS[2]
+    if any(key in lower for key in ("nvjet", "gemm", "cublas", "cutlass")):
+        return KINDS[3]
+    if name.startswith("triton_"):
+        return KINDS[4]
+    if "memset" in lower or "memcpy" in lower:
+        return KINDS[5]
+    return KINDS[6]
+
+
+def by_kind(table: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Microseconds a call per :data:`KINDS` entry (the graph-replay rows left out)."""
+    kinds = dict.fromkeys(KINDS, 0.0)
+    for name, row in table.items():
+        if not name.startswith("## Call"):
+            kinds[kernel_kind(name)] += row["us"]
+    return kinds
+
+
 def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[str, dict]) -> str:
     """Per method: kernel families (:func:`kernel_family`) whose time changed against plain,
     largest change first."""
@@ -75,7 +110,11 @@ def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[s
                   # for; kernel rows below cannot show a difference here
                   f"idle in a loop (loop - kernel time) {s['loop_ms'] - s['gpu_ms']:.3f} ms "
                   f"(plain {p['loop_ms'] - p['gpu_ms']:.3f})", "",
-                  "| kernel | calls | us | plain calls | plain us | delta us |", "|---|---|---|---|---|---|"]
+                  "| kind | us | plain us | delta us |", "|---|---|---|---|"]
+        mine, theirs = by_kind(kernels[name]), by_kind(kernels["plain"])
+        lines += [f"| {kind} | {mine[kind]:.1f} | {theirs[kind]:.1f} | {mine[kind] - theirs[kind]:+.1f} |"
+                  for kind in KINDS if mine[kind] or theirs[kind]]
+        lines += ["", "| kernel | calls | us | plain calls | plain us | delta us |", "|---|---|---|---|---|---|"]
         keys = set(table) | set(plain)
         deltas = {k: table.get(k, {}).get("us", 0.0) - plain.get(k, {}).get("us", 0.0) for k in keys}
         for key in sorted(keys, key=lambda k: -abs(deltas[k]))[:40]:

@@ -474,6 +474,26 @@ def test_profile_diff_pairs_inductor_kernels_numbered_differently_in_two_graphs(
     # only Inductor's names lose their number: a kernel of ours keeps its name
     assert "| `merge_kernel_7` | 5 | 50.0 | 0 | 0.0 | +50.0 |" in rows
     assert len(rows) == 3
+    # and by kind: the convolution's drift apart from what merging changed
+    assert "| attention (SDPA) | 873.0 | 2940.0 | -2067.0 |" in text
+    assert "| convolutions, group norms, SiLU | 421.5 | 420.0 | +1.5 |" in text
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7", "attention (SDPA)"),
+    ("grouped_merge_kernel", "BiGain kernels"),
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc", "convolutions, group norms, SiLU"),
+    ("triton_per_fused_add_convolution_div_native_group_norm_silu_43", "convolutions, group norms, SiLU"),
+    ("nvjet_sm90_tst_64x256_64x5_1x2_h_bz_TNN", "GEMMs"),
+    ("triton_red_fused__unsafe_view_add_div_expand_gather_native_layer_norm_unsqueeze_view_16",
+     "other Inductor kernels (norms, adds, GELU)"),
+    ("Memset (Device)", "memsets and copies"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>", "other"),
+])
+def test_profile_kernels_are_sorted_into_kinds(name, kind):
+    import profile_unet
+
+    assert profile_unet.kernel_kind(name) == kind
 
 
 @pytest.mark.parametrize("label, says", [
