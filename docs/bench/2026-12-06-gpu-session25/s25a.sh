@@ -2,12 +2,8 @@
 # Session 25 call 1: the four patched-model GPU tests on the fused plan and the merge/unmerge kernel
 # tests (unmerge now uses the merges' channel block), then a 768 px profile of plain, merge 0.7 +
 # radius 1 + plan reuse, and the same with the custom-op unmerge (UNMERGE_IN_GRAPH=False).
-set -u; mkdir -p /tmp/r
-for w in .device/mini/*.whl; do python3 -m zipfile -e $w /tmp/site; done
-export PYTHONPATH=/tmp/site:$PWD TORCH_LOGS=-all
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > /tmp/r/card.txt 2>&1 || true
-python3 -c "import torch,triton,diffusers;print(torch.__version__,torch.version.cuda,triton.__version__,diffusers.__version__)" >> /tmp/r/card.txt
-pack() { tar -C /tmp -czf /tmp/s25a.tgz r && mv /tmp/s25a.tgz $OUT/s25a.tgz; }
+set -u
+. scripts/device/bench_env.sh s25a  # (inline set-up lines when it ran; the same commands)
 s=$(date +%s)
 timeout 200 python3 -m pytest -q -m gpu tests/test_kernels.py -k "patched_models or merge_unmerge" > /tmp/r/gpu-tests.log 2>&1
 echo "gpu tests rc=$? $(( $(date +%s) - s )) s"; tail -2 /tmp/r/gpu-tests.log; grep -E "^FAILED|Error" /tmp/r/gpu-tests.log | head -5; pack

@@ -2,12 +2,8 @@
 # Session 25 call 2: the loop-length probe (is the loop's idle time the first call's host time?),
 # then SD2 768 px merge 0.7 + radius 1 + plan reuse against plain in one bench_unet process with
 # loops of 50 calls (a sampler's length) and 3 rounds.
-set -u; mkdir -p /tmp/r
-for w in .device/mini/*.whl; do python3 -m zipfile -e $w /tmp/site; done
-export PYTHONPATH=/tmp/site:$PWD TORCH_LOGS=-all
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > /tmp/r/card.txt 2>&1 || true
-python3 -c "import torch,triton,diffusers;print(torch.__version__,torch.version.cuda,triton.__version__,diffusers.__version__)" >> /tmp/r/card.txt
-pack() { tar -C /tmp -czf /tmp/s25b.tgz r && mv /tmp/s25b.tgz $OUT/s25b.tgz; }
+set -u
+. scripts/device/bench_env.sh s25b  # (inline set-up lines when it ran; the same commands)
 s=$(date +%s)
 timeout 200 python3 docs/bench/2026-12-06-gpu-session25/loop_length.py /tmp/r/loop_length.json > /tmp/r/loop_length.log 2>&1
 echo "probe rc=$? $(( $(date +%s) - s )) s"; tail -8 /tmp/r/loop_length.log; pack
