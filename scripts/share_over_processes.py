@@ -9,7 +9,9 @@ run. This gathers the rows from the recorded raw files instead of copying number
 
 Each ``bench_unet.json`` is one process; a row with a variant mark (``METHOD @NAME=VALUE``) counts
 only with ``--variants`` (its process is then counted once per row). Prints a Markdown table, the
-median and how many processes reach the target; ``--plot`` writes a PNG of the shares.
+median and how many processes reach the target; ``--plot`` writes a PNG of the shares. Where a
+process also timed ``plain-copy`` (a second compile of plain), its speedup over plain stands
+beside the share: how far two compiles of one model differ in that process.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     meta = data.get("meta", {})
     if meta.get("model", "sd2") != model:
         return []
+    # the process's floor: plain-copy (a second compile of plain, bench_unet.py) against plain, if timed
+    copies = [r for r in data["rows"] if r.get("method") == "plain-copy" and r.get("res") == res
+              and r.get("mode") == mode and not r.get("error")]
+    floor = {prefix + "copy_speedup": copies[0].get(prefix + "speedup") for prefix in PREFIXES.values()} if copies else {}
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
@@ -73,7 +79,7 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
         # calls per loop of the loop timing: recorded since session 25, iters / 5 before
         loop_calls = meta.get("loop_calls") or max(3, int(meta.get("iters", 30)) // 5)
         found.append(dict(row, file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
-                          loop_calls=loop_calls))
+                          loop_calls=loop_calls, **floor))
     return found
 
 
@@ -96,12 +102,13 @@ def summary(rows: list[dict], timing: str, target: float | None) -> dict:
 
 def markdown(rows: list[dict], timing: str, stats: dict) -> str:
     prefix = PREFIXES[timing]
-    lines = ["| file | card | batch | loop calls | method | speedup | ceiling | share |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| file | card | batch | loop calls | method | speedup | ceiling | share | plain-copy speedup |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['file']} | {r['card']} | {r['batch']} | {r['loop_calls']} | {r['method']} | "
                      f"{r.get(prefix + 'speedup')} "
-                     f"| {r.get(prefix + 'ceiling')} | {r.get(prefix + 'gain_share')} |")
+                     f"| {r.get(prefix + 'ceiling')} | {r.get(prefix + 'gain_share')} "
+                     f"| {r.get(prefix + 'copy_speedup', '-')} |")
     if stats["processes"]:
         text = (f"median share ({timing} timing) over {stats['processes']} processes: {stats['median']} "
                 f"[{stats['min']}-{stats['max']}]")

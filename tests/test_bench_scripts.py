@@ -523,7 +523,8 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
         _bench_file(tmp_path / f"s{i}", [dict(row, method="plain", loop_gain_share=None),
                                          dict(row, loop_gain_share=share),
                                          dict(row, method=method + " @PLAN_FUSION=False", loop_gain_share=0.1),
-                                         dict(row, res=1024, loop_gain_share=0.2)],
+                                         dict(row, res=1024, loop_gain_share=0.2)]
+                    + ([dict(row, method="plain-copy", loop_speedup=0.994, loop_ceiling=None)] if i == 2 else []),
                     **({"loop_calls": 50} if i == 2 else {}))
     _bench_file(tmp_path / "failed", [dict(row, error="OOM", loop_gain_share=0.0)])
     _bench_file(tmp_path / "dit", [dict(row, loop_gain_share=0.3)], model="dit-xl2")  # another model: not counted
@@ -533,6 +534,8 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
     assert "over 3 processes: 0.88 [0.85-0.95]; 1 of 3 at or above 0.9" in out
     # each process's loop length: recorded, or iters / 5 (30 / 5) for files from before session 25
     assert out.count("| card | 2 | 6 |") == 2 and out.count("| card | 2 | 50 |") == 1
+    # and the floor where the process timed a second compile of plain (s2 did), '-' where not
+    assert out.count("| 0.88 | 0.994 |") == 1 and out.count("| 0.85 | - |") == 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
     # a variant counts only when asked, as its own row
     rows = sop.gather(sop.process_files([tmp_path]), "sd2", 768, method, "cudagraphs", variants=True)
