@@ -107,6 +107,12 @@ def cuda_median_ms(fn, warmup: int, iters: int) -> float:
 LOOP_REPEATS = 5
 
 
+def loop_length(iters: int, calls: int = 0) -> int:
+    """Calls per loop of :func:`cuda_loop_ms`: ``calls``, or with 0 iters / LOOP_REPEATS (at
+    least 3), the only rule before ``--loop-calls`` (recorded results without ``loop_calls``)."""
+    return calls or max(3, iters // LOOP_REPEATS)
+
+
 def cuda_loop_ms(fn, warmup: int, iters: int, calls: int = 0) -> float:
     """Time per call of calls issued back to back, as a sampling loop issues its denoiser calls
     (nothing waits for the GPU between steps): the host prepares a call while the GPU runs the one
@@ -117,7 +123,7 @@ def cuda_loop_ms(fn, warmup: int, iters: int, calls: int = 0) -> float:
     for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    calls = calls or max(3, iters // LOOP_REPEATS)
+    calls = loop_length(iters, calls)
     times = []
     for _ in range(LOOP_REPEATS):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -434,7 +440,7 @@ def main() -> None:
         triton=__import__("triton").__version__, diffusers=__import__("diffusers").__version__,
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
-        loop_calls=args.loop_calls or max(3, args.iters // LOOP_REPEATS),
+        loop_calls=loop_length(args.iters, args.loop_calls),
         kernel_settings=settings, variant=args.variant,
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))

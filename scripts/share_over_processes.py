@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import base_name  # noqa: E402  (the one reader of a "METHOD @NAME=VALUE" label)
+from bench_unet import base_name, loop_length  # noqa: E402  (base_name: the one reader of a "METHOD @NAME=VALUE" label)
 
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -68,6 +68,8 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     copies = [r for r in data["rows"] if r.get("method") == "plain-copy" and r.get("res") == res
               and r.get("mode") == mode and not r.get("error")]
     floor = {prefix + "copy_speedup": copies[0].get(prefix + "speedup") for prefix in PREFIXES.values()} if copies else {}
+    process = dict(file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
+                   loop_calls=loop_length(int(meta.get("iters", 30)), meta.get("loop_calls", 0)), **floor)
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
@@ -76,10 +78,7 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
             continue
         if name != base and not variants:
             continue
-        # calls per loop of the loop timing: recorded since session 25, iters / 5 before
-        loop_calls = meta.get("loop_calls") or max(3, int(meta.get("iters", 30)) // 5)
-        found.append(dict(row, file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
-                          loop_calls=loop_calls, **floor))
+        found.append(dict(row, **process))
     return found
 
 

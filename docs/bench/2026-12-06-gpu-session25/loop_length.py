@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, "scripts")
 from bench_unet import METHODS, Bench, cuda_loop_ms, patch  # noqa: E402
-from profile_unet import CALLS, kernel_table  # noqa: E402
+from profile_unet import CALLS, by_kind, kernel_table  # noqa: E402
 
 LENGTHS = (4, 6, 12, 25, 50)
 MODEL, RES, BATCH, METHOD = (sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]) if len(sys.argv) > 2 else (
@@ -61,8 +61,7 @@ def main() -> None:
                 for _ in range(CALLS):  # kernel_table: per call of CALLS
                     bench.call(models[name])
                 torch.cuda.synchronize()
-            table = kernel_table(prof)
-            kernels[name] = sum(r["us"] for k, r in table.items() if not k.startswith("## Call")) / 1000
+            kernels[name] = sum(by_kind(kernel_table(prof)).values()) / 1000
     result = dict(model=MODEL, res=RES, batch=BATCH, card=torch.cuda.get_device_name(), torch=torch.__version__, date=time.strftime("%Y-%m-%d"),
                   host_ms_per_call=host, kernel_ms_per_call=kernels,
                   loop_ms={name: {n: statistics.median(v) for n, v in d.items()} for name, d in loops.items()},
