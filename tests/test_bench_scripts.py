@@ -4,10 +4,13 @@ tiny UNet and a host clock in place of CUDA events."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -159,6 +162,51 @@ def test_a_second_compile_of_plain_is_timed_as_a_control(monkeypatch):
     copy = rows[1]
     assert copy["method"] == "plain-copy" and copy["error"] is None and copy["loop_speedup"] > 0
     assert copy.get("loop_gain_share") is None and copy.get("loop_ceiling") is None
+
+
+def test_plain_copy_compiles_in_a_fresh_inductor_cache(monkeypatch, tmp_path):
+    """The control's kernels are generated (and autotuned) anew, not reloaded from plain's cache."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "shared"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the fresh cache's directory goes
+    cache_dirs = []
+    monkeypatch.setattr(bench_unet, "_timings", lambda bench, model, args: (
+        cache_dirs.append(os.environ["TORCHINDUCTOR_CACHE_DIR"]), (1.0, 1.0))[1])
+    sample, t, context = unet_inputs()
+    bench = SimpleNamespace(model=tiny_unet(), call=lambda m: m(sample, t, context).sample)
+    bench_unet.time_group(bench, 16, "eager", ["plain", "plain-copy"],
+                          SimpleNamespace(rounds=1, warmup=0, iters=1, loop_calls=0), {"plain": 0, "plain-copy": 0}, {})
+    plain_dir, copy_dir = cache_dirs
+    assert plain_dir == str(tmp_path / "shared") and copy_dir != plain_dir
+    assert Path(copy_dir).parent == tmp_path and Path(copy_dir).is_dir()  # kept: its kernels stay loadable
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == plain_dir  # restored after the copy
+
+
+def test_a_copy_behind_its_own_frame_is_compiled_again():
+    """Dynamo reuses one copy's graph for a second copy of the same model; OwnFrame gets it its own."""
+    from torch._dynamo.utils import counters
+
+    model, x = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()), torch.randn(2, 8)
+    torch._dynamo.reset()
+    graphs = lambda: counters["stats"]["unique_graphs"]  # noqa: E731
+    start = graphs()
+    torch.compile(copy.deepcopy(model), backend="eager")(x)
+    torch.compile(copy.deepcopy(model), backend="eager")(x)
+    assert graphs() - start == 1  # the second copy ran the first one's graph
+    for tag in ("plain-copy", "plain-copy 2"):  # each wrapper a class of its own
+        own = bench_unet.OwnFrame.around(copy.deepcopy(model), tag)
+        assert torch.equal(torch.compile(own, backend="eager")(x), model(x))
+    assert graphs() - start == 3
+
+
+def test_plain_copy_alone_is_compiled_behind_its_own_frame(monkeypatch):
+    compiled = {}
+    monkeypatch.setattr(bench_unet, "_timings", lambda bench, model, args: (1.0, 1.0))
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: compiled.setdefault(len(compiled), model))
+    sample, t, context = unet_inputs()
+    bench = SimpleNamespace(model=tiny_unet(), call=None)
+    bench_unet.time_group(bench, 16, "compile", ["plain", "plain-copy"],
+                          SimpleNamespace(rounds=1, warmup=0, iters=1, loop_calls=0), {"plain": 0, "plain-copy": 0}, {})
+    assert not isinstance(compiled[0], bench_unet.OwnFrame) and isinstance(compiled[1], bench_unet.OwnFrame)
 
 
 def test_a_group_whose_every_method_failed_is_rows_with_errors(monkeypatch):
