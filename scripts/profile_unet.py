@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import (METHODS, VARIANT_MARK, Bench, base_name, cuda_loop_ms, cuda_median_ms, launch_settings,  # noqa: E402
-                        method_of, patch, variant_of)
+from bench_unet import (METHODS, VARIANT_MARK, Bench, base_name, compile_cache, cuda_loop_ms, cuda_median_ms,  # noqa: E402
+                        launch_settings, method_of, patch, variant_of)
 
 CALLS = 5  # profiled model calls per method
 
@@ -154,7 +154,8 @@ def main() -> None:
         patch(bench.model, method_of(name))
         torch._dynamo.reset()
         model = torch.compile(bench.model, mode="reduce-overhead" if args.mode == "cudagraphs" else None)
-        with torch.inference_mode(), launch_settings(**variant_of(name)):
+        # plain-copy: compiled in a fresh Inductor cache, its kernels generated and autotuned anew
+        with torch.inference_mode(), launch_settings(**variant_of(name)), compile_cache(fresh=name == "plain-copy"):
             ms = cuda_median_ms(lambda: bench.call(model), 5, 20)
             loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20)
             torch.cuda.synchronize()
