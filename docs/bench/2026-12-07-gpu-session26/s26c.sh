@@ -1,5 +1,5 @@
 #!/bin/bash
-# Session 26, s26a.sh reordered for a budget down to ~600 s: the SD2 768 px run first (plain,
+# Session 26 call 1 (never got a machine; the next session's first call): the SD2 768 px run first (plain,
 # plain-copy compiled anew in a fresh Inductor cache, merge 0.7 + radius 1 + plan reuse; 50-call
 # loops), then the unmerge block probe if time is left.
 set -u
