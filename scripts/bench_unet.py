@@ -443,6 +443,8 @@ def main() -> None:
     unknown = [name for name in args.eager_only if name not in METHODS]
     if unknown:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
+    if not torch.cuda.is_available():  # after the flags' own errors, before any model is built
+        parser.error("needs a CUDA GPU and none is visible (torch.cuda.is_available() is False)")
     args.out.mkdir(parents=True, exist_ok=True)
     # one compiled copy per method of a group: more cache entries of one forward than Dynamo's default 8
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.methods))

@@ -145,6 +145,8 @@ def main() -> None:
             variant_of(label)
         except ValueError as error:
             parser.error(f"--methods {label!r}: {error}")
+    if not torch.cuda.is_available():  # after the flags' own errors, before any model is built
+        parser.error("needs a CUDA GPU and none is visible (torch.cuda.is_available() is False)")
     from torch.profiler import ProfilerActivity, profile
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -555,6 +555,17 @@ def test_profile_unet_refuses_a_bad_method_in_one_line_before_any_model(label, s
     assert says in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("script", ["bench_unet.py", "profile_unet.py"])
+def test_gpu_benchmarks_refuse_a_machine_without_cuda_in_one_line(script, tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # no GPU visible, whatever the machine has
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), "--res", "64", "--methods", "plain", "plain-copy",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith("error: needs a CUDA GPU and none is visible "
+                                                        "(torch.cuda.is_available() is False)")
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 def _bench_file(folder: Path, rows: list[dict], model: str = "sd2", **meta) -> Path:
     folder.mkdir(parents=True)
     path = folder / "bench_unet.json"
