@@ -63,12 +63,13 @@ DIT_XL2 = dict(num_attention_heads=16, attention_head_dim=72, in_channels=4, out
                sample_size=64, patch_size=2, num_embeds_ada_norm=1000, norm_type="ada_norm_zero")
 
 merge = lambda ratio, **kw: BiGainConfig.preset("bigain-merge", ratio=ratio, **kw)  # noqa: E731
+# a second compiled copy of plain in the same rounds, compiled in a fresh Inductor cache (so its
+# kernels are generated and autotuned anew, not reloaded from plain's): its speedup over plain
+# (ideally 1.0) is the spread between two compiles of one model, the floor under the run's ratios
+CONTROL = "plain-copy"
 METHODS = {
     "plain": None,
-    # a second compiled copy of plain in the same rounds, compiled in a fresh Inductor cache (so its
-    # kernels are generated and autotuned anew, not reloaded from plain's): its speedup over plain
-    # (ideally 1.0) is the spread between two compiles of one model, the floor under the run's ratios
-    "plain-copy": None,
+    CONTROL: None,
     "tomesd r=0.5": ("tomesd", 0.5),
     "tomesd r=0.7": ("tomesd", 0.7),
     "bigain-merge r=0.5": merge(0.5),
@@ -290,6 +291,13 @@ def apply_kernel_settings(pairs: list[str]) -> dict:
     return settings
 
 
+def require_cuda(parser: argparse.ArgumentParser) -> None:
+    """The GPU benchmarks' one-line refusal on a machine without CUDA: call it after the flags'
+    own checks, before any model is built or folder written."""
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU and none is visible (torch.cuda.is_available() is False)")
+
+
 class OwnFrame(torch.nn.Module):
     """A model behind a wrapper class of its own. Dynamo guards a compiled graph on the model's
     structure and class, not its identity: a second copy of one model compiled as it is reuses the
@@ -315,7 +323,7 @@ def compile_cache(fresh: bool):
     if not fresh:
         return contextlib.nullcontext()
     from torch._inductor import utils
-    fresh_cache = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # renamed in torch 2.9
+    fresh_cache = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # the older name
     return fresh_cache(delete=False)
 
 
@@ -443,8 +451,7 @@ def main() -> None:
     unknown = [name for name in args.eager_only if name not in METHODS]
     if unknown:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
-    if not torch.cuda.is_available():  # after the flags' own errors, before any model is built
-        parser.error("needs a CUDA GPU and none is visible (torch.cuda.is_available() is False)")
+    require_cuda(parser)
     args.out.mkdir(parents=True, exist_ok=True)
     # one compiled copy per method of a group: more cache entries of one forward than Dynamo's default 8
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.methods))
@@ -528,12 +535,12 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
         model = copy.deepcopy(bench.model)
         patch(model, method_of(name))
         if mode in ("compile", "cudagraphs"):
-            if name == "plain-copy":
+            if name == CONTROL:
                 model = OwnFrame.around(model, name)  # else Dynamo reuses plain's compiled graph for it
             model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         t0 = time.time()
         try:
-            with launch_settings(**variant_of(name)), compile_cache(fresh=name == "plain-copy"):
+            with launch_settings(**variant_of(name)), compile_cache(fresh=name == CONTROL):
                 call, loop = _timings(bench, model, args)  # traced, compiled, captured and timed once
             times[name], loops[name] = [call], [loop]
             models[name] = model

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import (METHODS, VARIANT_MARK, Bench, base_name, compile_cache, cuda_loop_ms, cuda_median_ms,  # noqa: E402
-                        launch_settings, method_of, patch, variant_of)
+from bench_unet import (CONTROL, METHODS, VARIANT_MARK, Bench, base_name, compile_cache, cuda_loop_ms,  # noqa: E402
+                        cuda_median_ms, launch_settings, method_of, patch, require_cuda, variant_of)
 
 CALLS = 5  # profiled model calls per method
 
@@ -145,8 +145,7 @@ def main() -> None:
             variant_of(label)
         except ValueError as error:
             parser.error(f"--methods {label!r}: {error}")
-    if not torch.cuda.is_available():  # after the flags' own errors, before any model is built
-        parser.error("needs a CUDA GPU and none is visible (torch.cuda.is_available() is False)")
+    require_cuda(parser)
     from torch.profiler import ProfilerActivity, profile
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +156,7 @@ def main() -> None:
         torch._dynamo.reset()
         model = torch.compile(bench.model, mode="reduce-overhead" if args.mode == "cudagraphs" else None)
         # plain-copy: compiled in a fresh Inductor cache, its kernels generated and autotuned anew
-        with torch.inference_mode(), launch_settings(**variant_of(name)), compile_cache(fresh=name == "plain-copy"):
+        with torch.inference_mode(), launch_settings(**variant_of(name)), compile_cache(fresh=name == CONTROL):
             ms = cuda_median_ms(lambda: bench.call(model), 5, 20)
             loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20)
             torch.cuda.synchronize()

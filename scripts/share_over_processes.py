@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import base_name, loop_length  # noqa: E402  (base_name: the one reader of a "METHOD @NAME=VALUE" label)
+from bench_unet import CONTROL, base_name, loop_length  # noqa: E402  (base_name: the one reader of a "METHOD @NAME=VALUE" label)
 
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -65,7 +65,7 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     if meta.get("model", "sd2") != model:
         return []
     # the process's floor: plain-copy (a second compile of plain, bench_unet.py) against plain, if timed
-    copies = [r for r in data["rows"] if r.get("method") == "plain-copy" and r.get("res") == res
+    copies = [r for r in data["rows"] if r.get("method") == CONTROL and r.get("res") == res
               and r.get("mode") == mode and not r.get("error")]
     floor = {prefix + "copy_speedup": copies[0].get(prefix + "speedup") for prefix in PREFIXES.values()} if copies else {}
     process = dict(file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
