@@ -100,6 +100,45 @@ def test_the_spec_must_match_the_graph(engine_copy):
         load_engine(engine_copy)
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("config", {**CONFIG.to_dict(), "ratio": 0.6}, r"config says 'bigain-merge r=0.6.*', but model.onnx was built with 'bigain-merge r=0.5"),
+    ("model_sha256", "0" * 64, r"model_sha256 says '0000.*, but model.onnx was built with '[0-9a-f]"),
+    ("model", "builtin:fmnist-dit", r"model says 'builtin:fmnist-dit', but model.onnx was built with 'micro-dit'"),
+    ("backend", "ort-cuda", r"backend says 'ort-cuda', but model.onnx was built with 'ort-cpu'"),
+    ("custom_nodes", {"GatedMerge": 1, "TokenUnmerge": 1}, r"custom_nodes says .*, but model.onnx was built with"),
+])
+def test_a_manifest_edited_after_the_build_disagrees_with_its_graph(engine_copy, field, value, said):
+    """The graph records what it was built as; a hand-edited (still valid) manifest is refused, naming the field."""
+    _edit_manifest(engine_copy, **{field: value})
+    with pytest.raises(EngineError, match=r"manifest.json: " + said + r".*edited after the build or belongs to another engine"):
+        load_engine(engine_copy)
+
+
+def test_a_graph_without_a_build_record_is_refused(engine_copy):
+    import onnx
+
+    model = onnx.load(str(engine_copy / "model.onnx"))
+    del model.metadata_props[:]
+    onnx.save_model(model, str(engine_copy / "model.onnx"))
+    _edit_manifest(engine_copy, files={"model.onnx": file_sha256(engine_copy / "model.onnx"),
+                                       "config.json": file_sha256(engine_copy / "config.json")})
+    with pytest.raises(EngineError, match=r"model.onnx: carries no readable build record \('bigain.build' metadata\); rebuild"):
+        load_engine(engine_copy)
+
+
+def test_another_engines_manifest_beside_this_graph_is_refused(built, tmp_path):
+    """Two engines of one model differing only in config: swapping manifests (hashes rewritten) is caught."""
+    other, _ = build_engine(built[0], BiGainConfig.preset("bigain-merge", ratio=0.7), tmp_path / "other",
+                            backend="ort-cpu", batch=2, drift_feeds_count=1)
+    path = tmp_path / "engine"
+    shutil.copytree(built[1].path, path)
+    manifest = json.loads((other.path / "manifest.json").read_text())
+    manifest["files"] = {name: file_sha256(path / name) for name in manifest["files"]}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineError, match=r"config says 'bigain-merge r=0.7.*built with 'bigain-merge r=0.5"):
+        load_engine(path)
+
+
 # -- item 4 (engine side): an engine is checked against the model it is used with -----------
 
 

@@ -83,6 +83,6 @@ def run(args: argparse.Namespace) -> int:
     ]
     lines += [f"  {name:<22} sha256 {f['sha256'][:16]}…  {'verified' if f['verified'] else 'NOT VERIFIED'}"
               for name, f in files.items()]
-    lines.append("verified:   yes (files, hashes, graph I/O)" if problem is None else f"verified:   NO: {problem}")
+    lines.append("verified:   yes (files, hashes, graph I/O, build record)" if problem is None else f"verified:   NO: {problem}")
     print("\n".join(lines))
     return 0 if problem is None else 1

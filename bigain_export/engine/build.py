@@ -31,7 +31,8 @@ from ..config import BiGainConfig
 from ..errors import ConfigError, EngineError
 from ..export.onnx_export import export_onnx
 from ..export.spec import DenoiserSpec
-from .manifest import MANIFEST_NAME, ONNX_NAME, PLAN_NAME, Manifest, file_sha256, model_info, weights_sha256
+from .manifest import (MANIFEST_NAME, ONNX_NAME, PLAN_NAME, Manifest, file_sha256, model_info, stamp_build_record,
+                       weights_sha256)
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +221,14 @@ def build_engine(
         from .diffusers_modules import write_network_config
 
         write_network_config(denoiser, staging)
+        built = dict(
+            model=_model_spec(denoiser.name), model_sha256=weights_sha256(denoiser), config=config.to_dict(),
+            spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
+            opset=exported.opset, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
+            patched=exported.patched, ort_optimization=ort_optimization,
+        )
+        # The graph carries what it was built as, so a manifest edited later disagrees with it (manifest.py).
+        stamp_build_record(exported.path, built)
         if backend == "trt":
             from ..backends.trt import build_plan
 
@@ -227,12 +236,7 @@ def build_engine(
             build_plan(exported.path, staging / PLAN_NAME)
         # Every file the engine folder holds (model.onnx.data above 2 GB, the inlined copy) is hashed.
         files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        manifest = Manifest(
-            model=_model_spec(denoiser.name), model_sha256=weights_sha256(denoiser), config=config.to_dict(),
-            spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
-            opset=exported.opset, files=files, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
-            patched=exported.patched, ort_optimization=ort_optimization,
-        )
+        manifest = Manifest(**built, files=files)
         engine = Engine(staging, manifest)
         log.info("[%d/%d] measuring drift against the eager model on %s ...", steps, steps, backend)
         try:

@@ -9,6 +9,11 @@ for TensorRT, ``model.inlined.onnx`` when asked for) and ``manifest.json``. Load
   is a plain file name of a regular file inside the engine directory (no ``..``, no absolute
   paths, no links), nothing unlisted lies in the directory, and every hash matches;
 * the ``spec`` (batch, sample shape, precision) matches the ONNX graph's inputs and outputs;
+* what the manifest says was built (model, weights hash, config, spec, backend, opset, custom
+  nodes, patched blocks, ONNX Runtime optimizations) equals the build record that the build wrote
+  into ``model.onnx``'s metadata (``bigain.build``): that file is hashed, so a manifest edited after
+  the build, or copied beside another engine's files, disagrees with its own graph. (The manifest
+  is not a signature: whoever rewrites the graph, its record and every hash can forge an engine.)
 * on request, that it was built from the expected weights, config and model shapes.
 
 Each failure is one :class:`~bigain_export.errors.EngineError` line naming the file and the problem.
@@ -32,10 +37,14 @@ from ..errors import BigainError, EngineError
 from ..export.spec import DTYPES, DenoiserSpec
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3  # 3: model.onnx carries the build record (bigain.build)
 ONNX_NAME = "model.onnx"
 PLAN_NAME = "model.plan"
 BACKENDS = ("ort-cpu", "ort-cuda", "trt")
+BUILD_RECORD_KEY = "bigain.build"
+# The manifest's fields that the build also writes into model.onnx (``stamp_build_record``).
+RECORDED_FIELDS = ("model", "model_sha256", "config", "spec", "backend", "opset", "custom_nodes", "model_info",
+                   "patched", "ort_optimization")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_MANIFEST_BYTES = 16 << 20
 
@@ -298,6 +307,30 @@ class Manifest:
         for kind, w, g in zip(("inputs", "outputs"), want, got):
             if w != g:
                 raise EngineError(f"{path}: graph {kind} {_io_text(g)} do not match the manifest's spec {_io_text(w)}")
+        self._verify_build_record(Path(engine_dir), model)
+
+    def build_record(self) -> dict[str, Any]:
+        """What the build stamps into model.onnx: the manifest's :data:`RECORDED_FIELDS`, as JSON values."""
+        return json.loads(json.dumps({name: getattr(self, name) for name in RECORDED_FIELDS}))
+
+    def _verify_build_record(self, engine_dir: Path, model) -> None:
+        where = engine_dir / MANIFEST_NAME
+        props = {p.key: p.value for p in model.metadata_props}
+        try:
+            record = json.loads(props[BUILD_RECORD_KEY], parse_constant=_reject_constant)
+            if not isinstance(record, dict) or set(record) != set(RECORDED_FIELDS):
+                raise ValueError
+        except (KeyError, ValueError, RecursionError):
+            raise EngineError(f"{engine_dir / ONNX_NAME}: carries no readable build record ({BUILD_RECORD_KEY!r} "
+                              "metadata); rebuild the engine with 'bigain-export build'") from None
+        mine = self.build_record()
+        for name in RECORDED_FIELDS:
+            if mine[name] != record[name]:
+                said, built = _brief(mine[name]), _brief(record[name])
+                if name == "config":
+                    said, built = (_config_text(c) for c in (mine[name], record[name]))
+                raise EngineError(f"{where}: {name} says {said}, but {ONNX_NAME} was built with {built}: the manifest "
+                                  "was edited after the build or belongs to another engine; rebuild the engine")
 
     def verify_matches(self, engine_dir: Path, *, config: BiGainConfig | None = None, model_hash: str | None = None,
                        sample_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> None:
@@ -315,6 +348,23 @@ class Manifest:
                      "rounded weights: rebuild it)" if self.spec.get("precision") in ("fp16", "bf16") else "")
             raise EngineError(f"{where}: built from other weights (model sha256 {self.model_sha256[:12]}…, expected "
                               f"{model_hash[:12]}…){older}; allowed: the weights the engine was built from")
+
+
+def stamp_build_record(onnx_path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` (a manifest's :data:`RECORDED_FIELDS`) into the ONNX file's metadata, in
+    place and atomically; external weights stay where they are, untouched."""
+    import onnx
+
+    from ..export.onnx_export import save_model_atomically
+
+    if set(record) != set(RECORDED_FIELDS):
+        raise ValueError(f"a build record holds {RECORDED_FIELDS}, got {sorted(record)}")
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    kept = [p for p in model.metadata_props if p.key != BUILD_RECORD_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=BUILD_RECORD_KEY, value=json.dumps(record, sort_keys=True))
+    save_model_atomically(model, Path(onnx_path))
 
 
 def _all_tensors(model):
@@ -339,6 +389,13 @@ def _all_tensors(model):
     yield from from_graph(model.graph)
     for function in model.functions:
         yield from from_nodes(function.node)
+
+
+def _config_text(config: Any) -> str:
+    try:
+        return f"'{BiGainConfig.from_dict(config).describe()}'"
+    except Exception:  # noqa: BLE001  a record's config this tool cannot read: show it as it is
+        return _brief(config)
 
 
 def _io_text(values) -> str:
