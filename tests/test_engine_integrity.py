@@ -105,12 +105,23 @@ def test_the_spec_must_match_the_graph(engine_copy):
     ("model_sha256", "0" * 64, r"model_sha256 says '0000.*, but model.onnx was built with '[0-9a-f]"),
     ("model", "builtin:fmnist-dit", r"model says 'builtin:fmnist-dit', but model.onnx was built with 'micro-dit'"),
     ("backend", "ort-cuda", r"backend says 'ort-cuda', but model.onnx was built with 'ort-cpu'"),
-    ("custom_nodes", {"GatedMerge": 1, "TokenUnmerge": 1}, r"custom_nodes says .*, but model.onnx was built with"),
+    ("custom_nodes", {"GatedMerge": 1, "TokenUnmerge": 1}, r"custom_nodes.GatedMerge says 1, but model.onnx was built with 2"),
+    ("drift", None, r"drift says None, but model.onnx was built with \{"),
 ])
 def test_a_manifest_edited_after_the_build_disagrees_with_its_graph(engine_copy, field, value, said):
-    """The graph records what it was built as; a hand-edited (still valid) manifest is refused, naming the field."""
+    """The graph records what it was built as and its drift; a hand-edited (still valid) manifest is refused,
+    naming the field."""
     _edit_manifest(engine_copy, **{field: value})
     with pytest.raises(EngineError, match=r"manifest.json: " + said + r".*edited after the build or belongs to another engine"):
+        load_engine(engine_copy)
+
+
+def test_a_failed_drift_edited_into_a_pass_is_refused(engine_copy):
+    manifest = json.loads((engine_copy / "manifest.json").read_text())
+    drift = manifest["drift"]
+    assert drift["passed"] is True
+    _edit_manifest(engine_copy, drift={**drift, "tolerance": 1.0})  # a looser tolerance than measured with
+    with pytest.raises(EngineError, match=r"manifest.json: drift.tolerance says 1.0, but model.onnx was built with 0.0001"):
         load_engine(engine_copy)
 
 

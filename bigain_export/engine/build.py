@@ -221,22 +221,17 @@ def build_engine(
         from .diffusers_modules import write_network_config
 
         write_network_config(denoiser, staging)
-        built = dict(
-            model=_model_spec(denoiser.name), model_sha256=weights_sha256(denoiser), config=config.to_dict(),
-            spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
-            opset=exported.opset, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
-            patched=exported.patched, ort_optimization=ort_optimization,
-        )
-        # The graph carries what it was built as, so a manifest edited later disagrees with it (manifest.py).
-        stamp_build_record(exported.path, built)
         if backend == "trt":
             from ..backends.trt import build_plan
 
             log.info("[2/3] building the TensorRT plan ...")
             build_plan(exported.path, staging / PLAN_NAME)
-        # Every file the engine folder holds (model.onnx.data above 2 GB, the inlined copy) is hashed.
-        files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        manifest = Manifest(**built, files=files)
+        manifest = Manifest(
+            model=_model_spec(denoiser.name), model_sha256=weights_sha256(denoiser), config=config.to_dict(),
+            spec=DenoiserSpec.for_denoiser(denoiser, batch, precision).to_dict(), backend=backend,
+            opset=exported.opset, files={}, custom_nodes=exported.custom_nodes, model_info=model_info(denoiser),
+            patched=exported.patched, ort_optimization=ort_optimization,
+        )
         engine = Engine(staging, manifest)
         log.info("[%d/%d] measuring drift against the eager model on %s ...", steps, steps, backend)
         try:
@@ -250,6 +245,11 @@ def build_engine(
             reason = str(exc).replace(str(staging), str(out_dir))  # the staging folder is gone after the move
             log.warning("drift not measured: %s", reason)
             report, manifest.drift = None, {"measured": False, "reason": reason}
+        # The graph carries what it was built as and how far it drifted, so a manifest edited later
+        # disagrees with it (manifest.py); the plan, built before, does not read ONNX metadata.
+        stamp_build_record(exported.path, manifest.build_record())
+        # Every file the engine folder holds (model.onnx.data above 2 GB, the inlined copy) is hashed.
+        manifest.files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / MANIFEST_NAME).write_text(manifest.to_json())
         _move_into_place(staging, out_dir)
     except BaseException:

@@ -10,9 +10,10 @@ for TensorRT, ``model.inlined.onnx`` when asked for) and ``manifest.json``. Load
   paths, no links), nothing unlisted lies in the directory, and every hash matches;
 * the ``spec`` (batch, sample shape, precision) matches the ONNX graph's inputs and outputs;
 * what the manifest says was built (model, weights hash, config, spec, backend, opset, custom
-  nodes, patched blocks, ONNX Runtime optimizations) equals the build record that the build wrote
-  into ``model.onnx``'s metadata (``bigain.build``): that file is hashed, so a manifest edited after
-  the build, or copied beside another engine's files, disagrees with its own graph. (The manifest
+  nodes, patched blocks, ONNX Runtime optimizations) and the drift measured at build time equal
+  the build record that the build wrote into ``model.onnx``'s metadata (``bigain.build``): that
+  file is hashed, so a manifest edited after the build, or copied beside another engine's files,
+  disagrees with its own graph. (The manifest
   is not a signature: whoever rewrites the graph, its record and every hash can forge an engine.)
 * on request, that it was built from the expected weights, config and model shapes.
 
@@ -44,7 +45,7 @@ BACKENDS = ("ort-cpu", "ort-cuda", "trt")
 BUILD_RECORD_KEY = "bigain.build"
 # The manifest's fields that the build also writes into model.onnx (``stamp_build_record``).
 RECORDED_FIELDS = ("model", "model_sha256", "config", "spec", "backend", "opset", "custom_nodes", "model_info",
-                   "patched", "ort_optimization")
+                   "patched", "ort_optimization", "drift")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_MANIFEST_BYTES = 16 << 20
 
@@ -326,10 +327,11 @@ class Manifest:
         mine = self.build_record()
         for name in RECORDED_FIELDS:
             if mine[name] != record[name]:
-                said, built = _brief(mine[name]), _brief(record[name])
                 if name == "config":
-                    said, built = (_config_text(c) for c in (mine[name], record[name]))
-                raise EngineError(f"{where}: {name} says {said}, but {ONNX_NAME} was built with {built}: the manifest "
+                    where_, said, built = name, _config_text(mine[name]), _config_text(record[name])
+                else:
+                    where_, said, built = _first_difference(name, mine[name], record[name])
+                raise EngineError(f"{where}: {where_} says {said}, but {ONNX_NAME} was built with {built}: the manifest "
                                   "was edited after the build or belongs to another engine; rebuild the engine")
 
     def verify_matches(self, engine_dir: Path, *, config: BiGainConfig | None = None, model_hash: str | None = None,
@@ -389,6 +391,14 @@ def _all_tensors(model):
     yield from from_graph(model.graph)
     for function in model.functions:
         yield from from_nodes(function.node)
+
+
+def _first_difference(name: str, said: Any, built: Any) -> tuple[str, str, str]:
+    """The innermost key where two JSON values differ, as ``(dotted.name, said, built)`` briefs."""
+    while isinstance(said, dict) and isinstance(built, dict) and set(said) == set(built):
+        key = next(k for k in sorted(said) if said[k] != built[k])
+        name, said, built = f"{name}.{key}", said[key], built[key]
+    return name, _brief(said), _brief(built)
 
 
 def _config_text(config: Any) -> str:
