@@ -7,12 +7,15 @@ predict.
         --methods plain "bigain-merge r=0.7 radius=1 plan-reuse" --out results/
 
 Writes ``profile_<method>.txt`` (the profiler's table), ``profile_<res>_<mode>.json`` (every
-kernel: calls and GPU microseconds per model call, per method) and ``profile_diff_<res>_<mode>.md``.
+kernel: calls and GPU microseconds per model call, per method) and ``profile_diff_<res>_<mode>.md``;
+with ``--trace``, ``trace_<method>.json.gz`` (the profiled calls' CPU and GPU timeline, for
+chrome://tracing or Perfetto): where a loop of calls leaves the GPU idle.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import re
 import sys
@@ -23,9 +26,32 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import (CONTROL, METHODS, VARIANT_MARK, Bench, base_name, compile_cache, cuda_loop_ms,  # noqa: E402
-                        cuda_median_ms, launch_settings, method_of, patch, require_cuda, variant_of)
+                        cuda_median_ms, launch_settings, loop_length, method_of, patch, require_cuda, variant_of)
 
 CALLS = 5  # profiled model calls per method
+
+
+def write_trace(prof, path: Path) -> None:
+    """The profile's CPU and GPU timeline as a gzipped Chrome trace (the raw JSON is ~10x larger)."""
+    raw = path.with_name(f".{path.name}.json")
+    try:
+        prof.export_chrome_trace(str(raw))
+        with open(raw, "rb") as src, gzip.open(path, "wb") as dst:
+            dst.write(src.read())
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def host_issue_ms(fn, calls: int) -> float:
+    """Host time per call to issue ``calls`` calls back to back on an idle GPU (nothing waited
+    for): as long as the loop's time per call, the loop is bound by the host, not the GPU."""
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    issued = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return issued / calls * 1000
 
 
 def kernel_table(prof) -> dict[str, dict[str, float]]:
@@ -109,7 +135,10 @@ def diff_markdown(res: int, mode: str, kernels: dict[str, dict], summary: dict[s
                   # a loop's time outside kernels: gaps between kernels and host time the GPU waits
                   # for; kernel rows below cannot show a difference here
                   f"idle in a loop (loop - kernel time) {s['loop_ms'] - s['gpu_ms']:.3f} ms "
-                  f"(plain {p['loop_ms'] - p['gpu_ms']:.3f})", "",
+                  f"(plain {p['loop_ms'] - p['gpu_ms']:.3f})"
+                  # recorded since session 27: older JSONs have no host time
+                  + (f"; host time to issue a call {s['host_ms']:.3f} ms (plain {p['host_ms']:.3f})"
+                     if "host_ms" in s and "host_ms" in p else ""), "",
                   "| kind | us | plain us | delta us |", "|---|---|---|---|"]
         mine, theirs = by_kind(kernels[name]), by_kind(kernels["plain"])
         lines += [f"| {kind} | {mine[kind]:.1f} | {theirs[kind]:.1f} | {mine[kind] - theirs[kind]:+.1f} |"
@@ -135,8 +164,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["plain", "bigain-merge r=0.5"], metavar="METHOD",
                         help=f"names of bench_unet.METHODS, each optionally with '{VARIANT_MARK}NAME=VALUE[,...]' "
                              "(launch settings it is compiled and profiled under, as bench_unet.py --variant)")
+    parser.add_argument("--loop-calls", type=int, default=0,
+                        help="calls per loop of the loop timing (0: iters / 5, at least 3), as bench_unet.py's")
+    parser.add_argument("--trace", action="store_true",
+                        help="also write each method's profiled calls as a Chrome trace (trace_<method>.json.gz)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
+    if args.loop_calls < 0:
+        parser.error(f"--loop-calls {args.loop_calls}: must be 0 (iters / 5) or a number of calls")
     for label in args.methods:  # refused before any model is built
         if base_name(label) not in METHODS:
             parser.error(f"--methods: unknown method {base_name(label)!r}; allowed: {', '.join(METHODS)}, "
@@ -158,7 +193,8 @@ def main() -> None:
         # plain-copy: compiled in a fresh Inductor cache, its kernels generated and autotuned anew
         with torch.inference_mode(), launch_settings(**variant_of(name)), compile_cache(fresh=name == CONTROL):
             ms = cuda_median_ms(lambda: bench.call(model), 5, 20)
-            loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20)
+            loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20, args.loop_calls)
+            host_ms = host_issue_ms(lambda: bench.call(model), loop_length(20, args.loop_calls))
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -167,15 +203,20 @@ def main() -> None:
                 torch.cuda.synchronize()
             wall = (time.perf_counter() - t0) / CALLS * 1000
         kernels[name] = kernel_table(prof)
+        label = re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')
+        if args.trace:
+            write_trace(prof, args.out / f"trace_{label}.json.gz")
         # the CUDA graph's replay appears as one "## Call CompiledFxGraph" event over its kernels:
         # kept apart (it is not a kernel); the kernel sum (by_kind) leaves it out
         graph_us = sum(row["us"] for key, row in kernels[name].items() if key.startswith("## Call"))
         gpu = sum(by_kind(kernels[name]).values()) / 1000
-        summary[name] = {"ms": ms, "loop_ms": loop_ms, "graph_ms": graph_us / 1000, "wall_ms": wall, "gpu_ms": gpu,
-                         "kernels": sum(row["calls"] for row in kernels[name].values())}
+        summary[name] = {"ms": ms, "loop_ms": loop_ms, "host_ms": host_ms, "graph_ms": graph_us / 1000, "wall_ms": wall,
+                         "gpu_ms": gpu, "kernels": sum(row["calls"] for row in kernels[name].values()),
+                         "loop_calls": loop_length(20, args.loop_calls)}
         table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70)
-        (args.out / f"profile_{re.sub(r'[^A-Za-z0-9.-]+', '_', name).strip('_')}.txt").write_text(table)
-        print(f"== {name}: {ms:.2f} ms (one call), {loop_ms:.2f} ms (in a loop), profiled wall {wall:.2f} ms, "
+        (args.out / f"profile_{label}.txt").write_text(table)
+        print(f"== {name}: {ms:.2f} ms (one call), {loop_ms:.2f} ms (in a loop), host issues a call in {host_ms:.2f} ms, "
+              f"profiled wall {wall:.2f} ms, "
               f"graph replay {graph_us / 1000:.2f} ms, GPU kernel time {gpu:.2f} ms, "
               f"{summary[name]['kernels']:.0f} kernels a call")
         print("\n".join(table.splitlines()[:22]))

@@ -515,7 +515,11 @@ def test_profile_diff_pairs_inductor_kernels_numbered_differently_in_two_graphs(
     summary = {name: {"ms": 1.0, "loop_ms": loop, "graph_ms": 1.0, "gpu_ms": 1.0, "kernels": 1.0}
                for name, loop in (("plain", 1.5), ("merged", 1.25))}
     text = profile_unet.diff_markdown(768, "cudagraphs", {"plain": plain, "merged": merged}, summary)
-    assert "idle in a loop (loop - kernel time) 0.250 ms (plain 0.500)" in text
+    assert "idle in a loop (loop - kernel time) 0.250 ms (plain 0.500)\n" in text  # no host time recorded
+    summary["plain"]["host_ms"], summary["merged"]["host_ms"] = 0.8, 0.95
+    with_host = profile_unet.diff_markdown(768, "cudagraphs", {"plain": plain, "merged": merged}, summary)
+    assert "idle in a loop (loop - kernel time) 0.250 ms (plain 0.500); host time to issue a call 0.950 ms " \
+           "(plain 0.800)" in with_host
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert rows[0].startswith("| `sdpa_kernel` | 32 | 873.0 | 32 | 2940.0 | -2067.0")
     assert "| `triton_poi_fused_convolution_silu` | 20 | 421.5 | 20 | 420.0 | +1.5 |" in rows
@@ -542,6 +546,38 @@ def test_profile_kernels_are_sorted_into_kinds(name, kind):
     import profile_unet
 
     assert profile_unet.kernel_kind(name) == kind
+
+
+def test_host_issue_time_is_the_host_time_of_calls_issued_back_to_back(monkeypatch):
+    """profile_unet.host_issue_ms: per call, the host's time to issue the calls (a 2 ms host call
+    gives at least 2 ms), between two waits for the GPU."""
+    import profile_unet
+
+    waits, calls = [], []
+    monkeypatch.setattr(profile_unet.torch.cuda, "synchronize", lambda: waits.append(len(calls)))
+    ms = profile_unet.host_issue_ms(lambda: (calls.append(1), time.sleep(0.002)), 4)
+    assert ms >= 2.0 and len(calls) == 4 and waits == [0, 4]
+
+
+def test_a_profile_is_written_as_a_gzipped_chrome_trace(tmp_path):
+    import gzip
+
+    import profile_unet
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch.ones(8, 8).matmul(torch.ones(8, 8))
+    profile_unet.write_trace(prof, tmp_path / "trace_plain.json.gz")
+    events = json.loads(gzip.decompress((tmp_path / "trace_plain.json.gz").read_bytes()))["traceEvents"]
+    assert any("mm" in str(event.get("name", "")) for event in events)
+    assert [p.name for p in tmp_path.iterdir()] == ["trace_plain.json.gz"]  # the raw JSON is gone
+
+
+def test_profile_unet_refuses_a_negative_loop_length_in_one_line():
+    result = subprocess.run([sys.executable, str(SCRIPTS / "profile_unet.py"), "--loop-calls", "-1", "--trace"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("--loop-calls -1: must be 0 (iters / 5) or a number of calls")
 
 
 @pytest.mark.parametrize("label, says", [
