@@ -13,8 +13,8 @@ for TensorRT, ``model.inlined.onnx`` when asked for) and ``manifest.json``. Load
   nodes, patched blocks, ONNX Runtime optimizations) and the drift measured at build time equal
   the build record that the build wrote into ``model.onnx``'s metadata (``bigain.build``): that
   file is hashed, so a manifest edited after the build, or copied beside another engine's files,
-  disagrees with its own graph. (The manifest
-  is not a signature: whoever rewrites the graph, its record and every hash can forge an engine.)
+  disagrees with its own graph (the manifest is not a signature: whoever rewrites the graph, its
+  record and every hash can forge an engine);
 * on request, that it was built from the expected weights, config and model shapes.
 
 Each failure is one :class:`~bigain_export.errors.EngineError` line naming the file and the problem.
@@ -328,10 +328,10 @@ class Manifest:
         for name in RECORDED_FIELDS:
             if mine[name] != record[name]:
                 if name == "config":
-                    where_, said, built = name, _config_text(mine[name]), _config_text(record[name])
+                    field_name, said, built = name, _config_text(mine[name]), _config_text(record[name])
                 else:
-                    where_, said, built = _first_difference(name, mine[name], record[name])
-                raise EngineError(f"{where}: {where_} says {said}, but {ONNX_NAME} was built with {built}: the manifest "
+                    field_name, said, built = _first_difference(name, mine[name], record[name])
+                raise EngineError(f"{where}: {field_name} says {said}, but {ONNX_NAME} was built with {built}: the manifest "
                                   "was edited after the build or belongs to another engine; rebuild the engine")
 
     def verify_matches(self, engine_dir: Path, *, config: BiGainConfig | None = None, model_hash: str | None = None,
