@@ -44,7 +44,8 @@ def write_trace(prof, path: Path) -> None:
 
 def host_issue_ms(fn, calls: int) -> float:
     """Host time per call to issue ``calls`` calls back to back on an idle GPU (nothing waited
-    for): as long as the loop's time per call, the loop is bound by the host, not the GPU."""
+    for). Where it is as long as the loop's time per call, the host, not the GPU, bounds the loop
+    (a launch queue that fills would also hold the host back: 50 graph replays do not fill it)."""
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(calls):
