@@ -291,6 +291,18 @@ def apply_kernel_settings(pairs: list[str]) -> dict:
     return settings
 
 
+def add_loop_calls(parser: argparse.ArgumentParser) -> None:
+    """``--loop-calls``, the same flag in both GPU benchmarks; check it with :func:`check_loop_calls`."""
+    parser.add_argument("--loop-calls", type=int, default=0,
+                        help="calls per loop of the loop timing (0: iters / 5, at least 3); a loop starts on an "
+                        "idle GPU, so its first call's host time is shared by these calls (a sampler: 25-50)")
+
+
+def check_loop_calls(parser: argparse.ArgumentParser, calls: int) -> None:
+    if calls < 0:
+        parser.error(f"--loop-calls {calls}: must be 0 (iters / 5) or a number of calls")
+
+
 def require_cuda(parser: argparse.ArgumentParser) -> None:
     """The GPU benchmarks' one-line refusal on a machine without CUDA: call it after the flags'
     own checks, before any model is built or folder written."""
@@ -419,9 +431,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--loop-calls", type=int, default=0,
-                        help="calls per loop of the loop timing (0: iters / 5, at least 3); a loop starts on an "
-                        "idle GPU, so its first call's host time is shared by these calls (a sampler: 25-50)")
+    add_loop_calls(parser)
     parser.add_argument("--rounds", type=int, default=1,
                         help="with R > 1, every method of a mode stays compiled (its own copy of the model) and "
                         "is timed R times more, interleaved; ms and speedup are the medians of those rounds "
@@ -439,8 +449,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be at least 1")
-    if args.loop_calls < 0:
-        parser.error(f"--loop-calls {args.loop_calls}: must be 0 (iters / 5) or a number of calls")
+    check_loop_calls(parser, args.loop_calls)
     if args.iters < 1 or args.warmup < 0:
         parser.error(f"--iters {args.iters} --warmup {args.warmup}: need iters >= 1 and warmup >= 0")
     try:

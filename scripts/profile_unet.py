@@ -18,6 +18,7 @@ import argparse
 import gzip
 import json
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,8 +26,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import (CONTROL, METHODS, VARIANT_MARK, Bench, base_name, compile_cache, cuda_loop_ms,  # noqa: E402
-                        cuda_median_ms, launch_settings, loop_length, method_of, patch, require_cuda, variant_of)
+from bench_unet import (CONTROL, METHODS, VARIANT_MARK, Bench, add_loop_calls, base_name, check_loop_calls,  # noqa: E402
+                        compile_cache, cuda_loop_ms, cuda_median_ms, launch_settings, loop_length, method_of, patch,
+                        require_cuda, variant_of)
 
 CALLS = 5  # profiled model calls per method
 
@@ -37,7 +39,7 @@ def write_trace(prof, path: Path) -> None:
     try:
         prof.export_chrome_trace(str(raw))
         with open(raw, "rb") as src, gzip.open(path, "wb") as dst:
-            dst.write(src.read())
+            shutil.copyfileobj(src, dst)
     finally:
         raw.unlink(missing_ok=True)
 
@@ -165,14 +167,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["plain", "bigain-merge r=0.5"], metavar="METHOD",
                         help=f"names of bench_unet.METHODS, each optionally with '{VARIANT_MARK}NAME=VALUE[,...]' "
                              "(launch settings it is compiled and profiled under, as bench_unet.py --variant)")
-    parser.add_argument("--loop-calls", type=int, default=0,
-                        help="calls per loop of the loop timing (0: iters / 5, at least 3), as bench_unet.py's")
+    add_loop_calls(parser)
     parser.add_argument("--trace", action="store_true",
                         help="also write each method's profiled calls as a Chrome trace (trace_<method>.json.gz)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
-    if args.loop_calls < 0:
-        parser.error(f"--loop-calls {args.loop_calls}: must be 0 (iters / 5) or a number of calls")
+    check_loop_calls(parser, args.loop_calls)
     for label in args.methods:  # refused before any model is built
         if base_name(label) not in METHODS:
             parser.error(f"--methods: unknown method {base_name(label)!r}; allowed: {', '.join(METHODS)}, "
@@ -185,6 +185,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     args.out.mkdir(parents=True, exist_ok=True)
+    loop_calls = loop_length(20, args.loop_calls)  # the 20 timed calls' rule, as cuda_loop_ms below
     bench = Bench(args.model, args.res, args.batch)
     kernels, summary = {}, {}
     for name in args.methods:
@@ -194,8 +195,8 @@ def main() -> None:
         # plain-copy: compiled in a fresh Inductor cache, its kernels generated and autotuned anew
         with torch.inference_mode(), launch_settings(**variant_of(name)), compile_cache(fresh=name == CONTROL):
             ms = cuda_median_ms(lambda: bench.call(model), 5, 20)
-            loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20, args.loop_calls)
-            host_ms = host_issue_ms(lambda: bench.call(model), loop_length(20, args.loop_calls))
+            loop_ms = cuda_loop_ms(lambda: bench.call(model), 5, 20, loop_calls)
+            host_ms = host_issue_ms(lambda: bench.call(model), loop_calls)
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -213,7 +214,7 @@ def main() -> None:
         gpu = sum(by_kind(kernels[name]).values()) / 1000
         summary[name] = {"ms": ms, "loop_ms": loop_ms, "host_ms": host_ms, "graph_ms": graph_us / 1000, "wall_ms": wall,
                          "gpu_ms": gpu, "kernels": sum(row["calls"] for row in kernels[name].values()),
-                         "loop_calls": loop_length(20, args.loop_calls)}
+                         "loop_calls": loop_calls}
         table = prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70)
         (args.out / f"profile_{label}.txt").write_text(table)
         print(f"== {name}: {ms:.2f} ms (one call), {loop_ms:.2f} ms (in a loop), host issues a call in {host_ms:.2f} ms, "

@@ -247,7 +247,7 @@ def build_engine(
             report, manifest.drift = None, {"measured": False, "reason": reason}
         # The graph carries what it was built as and how far it drifted, so a manifest edited later
         # disagrees with it (manifest.py); the plan, built before, does not read ONNX metadata.
-        stamp_build_record(exported.path, manifest.build_record())
+        stamp_build_record(exported.path, manifest)
         # Every file the engine folder holds (model.onnx.data above 2 GB, the inlined copy) is hashed.
         manifest.files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / MANIFEST_NAME).write_text(manifest.to_json())

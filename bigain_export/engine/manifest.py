@@ -352,20 +352,19 @@ class Manifest:
                               f"{model_hash[:12]}…){older}; allowed: the weights the engine was built from")
 
 
-def stamp_build_record(onnx_path: Path, record: dict[str, Any]) -> None:
-    """Write ``record`` (a manifest's :data:`RECORDED_FIELDS`) into the ONNX file's metadata, in
-    place and atomically; external weights stay where they are, untouched."""
+def stamp_build_record(onnx_path: Path, manifest: Manifest) -> None:
+    """Write ``manifest``'s build record (:meth:`Manifest.build_record`) into the ONNX file's
+    metadata, replacing any earlier one, in place and atomically; external weights stay where
+    they are, untouched."""
     import onnx
 
     from ..export.onnx_export import save_model_atomically
 
-    if set(record) != set(RECORDED_FIELDS):
-        raise ValueError(f"a build record holds {RECORDED_FIELDS}, got {sorted(record)}")
     model = onnx.load(str(onnx_path), load_external_data=False)
     kept = [p for p in model.metadata_props if p.key != BUILD_RECORD_KEY]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
-    model.metadata_props.add(key=BUILD_RECORD_KEY, value=json.dumps(record, sort_keys=True))
+    model.metadata_props.add(key=BUILD_RECORD_KEY, value=json.dumps(manifest.build_record(), sort_keys=True))
     save_model_atomically(model, Path(onnx_path))
 
 
