@@ -339,6 +339,19 @@ def compile_cache(fresh: bool):
     return fresh_cache(delete=False)
 
 
+def inductor_settings() -> dict:
+    """The Inductor settings a timing depends on, for the meta, read after compiling.
+    ``filter_reduction_configs`` (``TORCHINDUCTOR_FORCE_FILTER_REDUCTION_CONFIGS=1``) picks each
+    reduction's configuration by heuristic instead of benchmarking several at its first call, so
+    two compiles of one kernel choose alike. ``deterministic`` does that and more, but
+    ``TORCHINDUCTOR_DETERMINISTIC=1`` does not survive torch.compile: Dynamo restores
+    ``torch.use_deterministic_algorithms`` after tracing, which resets it (torch 2.11-2.13)."""
+    from torch._inductor import config
+
+    return {"deterministic": bool(getattr(config, "deterministic", False)),
+            "filter_reduction_configs": bool(getattr(config.test_configs, "force_filter_reduction_configs", False))}
+
+
 @contextlib.contextmanager
 def launch_settings(**values):
     """The launch module's constants set to ``values`` inside the block, restored after (also
@@ -489,7 +502,7 @@ def main() -> None:
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
         loop_calls=loop_length(args.iters, args.loop_calls),
-        kernel_settings=settings, variant=args.variant,
+        kernel_settings=settings, variant=args.variant, inductor=inductor_settings(),
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)

@@ -650,3 +650,56 @@ def test_share_over_processes_refuses_bad_flags_in_one_line(tmp_path, argv, says
            *argv]
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 2 and says in result.stderr
+
+
+def _kernel_trace(path: Path, launches: list[tuple[str, tuple, float]], calls: int = 2) -> Path:
+    """A Chrome trace as profile_unet.py --trace writes it: ``launches`` once per call, in order."""
+    import gzip
+
+    events, ts = [{"cat": "cpu_op", "name": "## Call CompiledFxGraph x ##", "ts": 0, "dur": 1}], 0.0
+    for _ in range(calls):
+        for name, grid, us in launches:
+            events.append({"cat": "kernel", "name": name, "ts": ts, "dur": us, "args": {"grid": list(grid)}})
+            ts += us + 1
+    with gzip.open(path, "wt") as handle:
+        json.dump({"traceEvents": events}, handle)
+    return path
+
+
+def test_kernel_choices_lists_the_sites_two_compiles_launch_with_other_grids(tmp_path, capsys):
+    import kernel_choices
+
+    plain = [("triton_per_fused_group_norm_3", (720, 1, 1), 29.0), ("sm90_conv", (15, 8, 1), 60.0),
+             ("triton_poi_fused_silu_4", (10, 1, 1), 2.0), ("triton_per_fused_group_norm_5", (360, 1, 1), 8.0)]
+    # the patched graph: its kernels numbered differently, one more kernel, and one site (the
+    # first group norm) given XBLOCK 1 where plain's compile chose 32, and the silu's tie gone
+    merged = [("triton_per_fused_group_norm_4", (23040, 1, 1), 45.0), ("bigain_merge_kernel", (9, 1, 1), 7.0),
+              ("sm90_conv", (30, 4, 1), 61.0), ("triton_poi_fused_silu_6", (10, 1, 1), 2.0),
+              ("triton_per_fused_group_norm_7", (360, 1, 1), 8.5)]
+    a = _kernel_trace(tmp_path / "trace_plain.json.gz", plain)
+    b = _kernel_trace(tmp_path / "trace_bigain-merge_r_0.7.json.gz", merged)
+    result = kernel_choices.compare(kernel_choices.read_sites(a), kernel_choices.read_sites(b), calls=2)
+    assert result["paired"] == 3 and result["unpaired"] == ["bigain_merge_kernel"]
+    assert [(d["site_a"], d["site_b"]) for d in result["differing"]] == [
+        ("triton_per_fused_group_norm_3", "triton_per_fused_group_norm_4")]
+    assert result["differing"][0]["us_a"] == 29.0 and result["delta_us"] == 16.0  # per call, not per trace
+    # cuBLAS/cuDNN picks are compared only when asked
+    everything = kernel_choices.compare(kernel_choices.read_sites(a), kernel_choices.read_sites(b), 2, triton_only=False)
+    assert [d["site_a"] for d in everything["differing"]] == ["triton_per_fused_group_norm_3", "sm90_conv"]
+    out_md = tmp_path / "choices.md"
+    kernel_choices.main([str(a), str(b), "--calls", "2", "--out", str(out_md)])
+    text = capsys.readouterr().out
+    assert text == out_md.read_text()
+    assert text.startswith("1 of 3 paired kernel sites launch with different grids; at those sites "
+                           "bigain-merge_r_0.7 takes +16.0 us a call against plain")
+    assert "| 720x1x1 | 23040x1x1 | 29.0 | 45.0 | +16.0 |" in text
+
+
+def test_kernel_choices_refuses_what_is_not_a_kernel_trace_in_one_line(tmp_path):
+    (tmp_path / "cut.json.gz").write_bytes(b"\x1f\x8b\x08")
+    (tmp_path / "cpu.json").write_text(json.dumps({"traceEvents": [{"cat": "cpu_op", "name": "x", "ts": 0}]}))
+    for name, says in (("cut.json.gz", "not a readable Chrome trace"), ("cpu.json", "no GPU kernels in this trace")):
+        cmd = [sys.executable, str(SCRIPTS / "kernel_choices.py"), str(tmp_path / name), str(tmp_path / name)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"{tmp_path / name}: {says}")
