@@ -13,7 +13,9 @@ launches in a call all use one grid, and a different grid for the same site mean
 block size (XBLOCK), so a different configuration. Sites pair by name with the number stripped, in
 the order they first ran: two compiles of one graph number them alike, and a patched graph's sites
 still pair where each name occurs equally often in both (the rest are listed as unpaired). Prints
-a Markdown table of the sites whose grids differ, with each one's time a call in both traces.
+a Markdown table of the sites whose grids differ, with each one's time a call in both traces, and
+splits the difference in GPU kernel time a call: at those sites (the compiles' picks), at sites
+launched alike, and in the rest (for a patched model against plain: what patching changed).
 """
 
 from __future__ import annotations
@@ -76,21 +78,29 @@ def pair_sites(a: OrderedDict, b: OrderedDict) -> tuple[list[tuple[str, str]], l
 
 
 def compare(a: OrderedDict, b: OrderedDict, calls: int, triton_only: bool = True) -> dict:
-    """Sites launched with different grids, each with its microseconds a call in ``a`` and ``b``,
-    and the totals over paired sites (largest difference first)."""
+    """Sites launched with different grids, each with its microseconds a call in ``a`` and ``b``
+    (largest difference first), and where the kernel time of ``b`` differs from ``a``'s a call:
+    ``delta_us`` at those sites (the compiles' picks), ``same_grid_us`` at paired sites launched
+    alike (clocks, caches), ``unpaired_us`` at kernels only one graph has or has more often (the
+    graphs' own difference: for a patched model, what patching adds and removes)."""
     pairs, unpaired = pair_sites(a, b)
-    if triton_only:
-        pairs = [(x, y) for x, y in pairs if x.startswith("triton_")]
-    differing = []
-    for name_a, name_b in pairs:
+    compared = [(x, y) for x, y in pairs if x.startswith("triton_")] if triton_only else pairs
+    differing, same_grid = [], 0.0
+    for name_a, name_b in compared:
         site_a, site_b = a[name_a], b[name_b]
         if site_a["grids"] != site_b["grids"]:
             differing.append(dict(site_a=name_a, site_b=name_b, grids_a=sorted(site_a["grids"]),
                                   grids_b=sorted(site_b["grids"]), launches=site_a["launches"] / calls,
                                   us_a=site_a["us"] / calls, us_b=site_b["us"] / calls))
+        else:
+            same_grid += (site_b["us"] - site_a["us"]) / calls
     differing.sort(key=lambda d: -abs(d["us_b"] - d["us_a"]))
-    return dict(paired=len(pairs), differing=differing, unpaired=unpaired,
-                delta_us=sum(d["us_b"] - d["us_a"] for d in differing))
+    delta = sum(d["us_b"] - d["us_a"] for d in differing)
+    total_a, total_b = (sum(site["us"] for site in sites.values()) / calls for sites in (a, b))
+    return dict(paired=len(compared), differing=differing, unpaired=unpaired, delta_us=delta,
+                same_grid_us=same_grid, total_us_a=total_a, total_us_b=total_b,
+                # the rest: unpaired kernels, and (without --all-kernels) paired non-Inductor ones
+                unpaired_us=total_b - total_a - delta - same_grid)
 
 
 def trace_label(path: Path) -> str:
@@ -100,10 +110,14 @@ def trace_label(path: Path) -> str:
 
 
 def markdown(result: dict, label_a: str, label_b: str, top: int) -> str:
-    lines = [f"{len(result['differing'])} of {result['paired']} "
-             f"paired kernel sites launch with different grids; at those sites {label_b} takes "
-             f"{result['delta_us']:+.1f} us a call against {label_a}"
+    kinds = "kernels not paired or not compared" if result["unpaired"] else "kernels not compared"
+    lines = [f"{len(result['differing'])} of {result['paired']} paired kernel sites launch with different grids; "
+             f"at those sites {label_b} takes {result['delta_us']:+.1f} us a call against {label_a}"
              + (f"; unpaired kernel names: {len(result['unpaired'])}" if result["unpaired"] else ""), "",
+             f"GPU kernel time a call: {label_a} {result['total_us_a']:.1f} us, {label_b} {result['total_us_b']:.1f} us "
+             f"({result['total_us_b'] - result['total_us_a']:+.1f}): {result['delta_us']:+.1f} at sites launched "
+             f"with other grids, {result['same_grid_us']:+.1f} at sites launched alike, "
+             f"{result['unpaired_us']:+.1f} in {kinds}", "",
              f"| site ({label_a}) | launches a call | grid {label_a} | grid {label_b} | us {label_a} | us {label_b} "
              "| delta us |",
              "|---|---|---|---|---|---|---|"]

@@ -683,6 +683,10 @@ def test_kernel_choices_lists_the_sites_two_compiles_launch_with_other_grids(tmp
     assert [(d["site_a"], d["site_b"]) for d in result["differing"]] == [
         ("triton_per_fused_group_norm_3", "triton_per_fused_group_norm_4")]
     assert result["differing"][0]["us_a"] == 29.0 and result["delta_us"] == 16.0  # per call, not per trace
+    # the kernel time's difference split: the picks (+16), sites launched alike (+0.5: the second
+    # group norm), and the rest (the merge kernel +7, the cuBLAS/cuDNN kernel not compared +1)
+    assert (result["total_us_a"], result["total_us_b"]) == (99.0, 123.5)
+    assert result["same_grid_us"] == 0.5 and result["unpaired_us"] == 8.0
     # cuBLAS/cuDNN picks are compared only when asked
     everything = kernel_choices.compare(kernel_choices.read_sites(a), kernel_choices.read_sites(b), 2, triton_only=False)
     assert [d["site_a"] for d in everything["differing"]] == ["triton_per_fused_group_norm_3", "sm90_conv"]
@@ -693,6 +697,8 @@ def test_kernel_choices_lists_the_sites_two_compiles_launch_with_other_grids(tmp
     assert text.startswith("1 of 3 paired kernel sites launch with different grids; at those sites "
                            "bigain-merge_r_0.7 takes +16.0 us a call against plain")
     assert "| 720x1x1 | 23040x1x1 | 29.0 | 45.0 | +16.0 |" in text
+    assert ("GPU kernel time a call: plain 99.0 us, bigain-merge_r_0.7 123.5 us (+24.5): +16.0 at sites launched "
+            "with other grids, +0.5 at sites launched alike, +8.0 in kernels not paired or not compared") in text
 
 
 def test_kernel_choices_refuses_what_is_not_a_kernel_trace_in_one_line(tmp_path):
