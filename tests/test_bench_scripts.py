@@ -709,3 +709,18 @@ def test_kernel_choices_refuses_what_is_not_a_kernel_trace_in_one_line(tmp_path)
         result = subprocess.run(cmd, capture_output=True, text=True)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"{tmp_path / name}: {says}")
+
+
+def test_the_meta_records_inductor_settings_as_compiled_not_as_asked():
+    # TORCHINDUCTOR_DETERMINISTIC=1 is undone by Dynamo when it restores use_deterministic_algorithms
+    # after tracing (torch 2.11-2.13): the meta must say what compiled, and docs/development.md's
+    # pitfall holds while this does; the reduction filter survives
+    code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import bench_unet; "
+            "before = bench_unet.inductor_settings(); torch.compile(lambda x: (x * 2).sum(0))(torch.ones(8, 8)); "
+            "print(before, bench_unet.inductor_settings())")
+    env = dict(os.environ, TORCHINDUCTOR_DETERMINISTIC="1", TORCHINDUCTOR_FORCE_FILTER_REDUCTION_CONFIGS="1")
+    done = subprocess.run([sys.executable, "-c", code, str(SCRIPTS)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == (
+        "{'deterministic': True, 'filter_reduction_configs': True} "
+        "{'deterministic': False, 'filter_reduction_configs': True}")
