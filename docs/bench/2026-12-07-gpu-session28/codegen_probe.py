@@ -35,7 +35,10 @@ def init_spy(self, *a, **k):
         pass
 simd.SIMDKernel.__init__ = init_spy
 import os
-FORM = os.environ.get("UNMERGE_FORM", "gather")
+FORM = os.environ.get("UNMERGE_FORM", "gather")  # gather (the library's), index, select, or op (the custom op)
+if FORM == "op":
+    from bigain_export.kernels import launch
+    launch.UNMERGE_IN_GRAPH = False
 import bigain_export.ops.reference as refmod
 if FORM == "index":
     refmod.unmerge = lambda y, slot: y[torch.arange(y.shape[0], device=y.device)[:, None], slot]
