@@ -468,14 +468,16 @@ def test_custom_ops_pass_opcheck():
     torch.library.opcheck(library.kv_pool_op, (x, torch.tensor([0.9]), h, w, 2))
 
 
-@pytest.mark.parametrize("in_graph", [True, False])
-def test_compiled_unmerge_is_a_gather_inductor_can_fuse(monkeypatch, in_graph):
+@pytest.mark.parametrize("in_graph, realize", [(True, False), (True, True), (False, False)])
+def test_compiled_unmerge_is_a_gather_inductor_can_fuse(monkeypatch, in_graph, realize):
     """Under torch.compile the unmerge is traced as a plain gather (launch.UNMERGE_IN_GRAPH), so
-    Inductor can fuse it into its consumer; switched off, the custom op stays in the graph. Same
-    values either way, eager and compiled."""
+    Inductor can fuse it into its consumer; switched off, the custom op stays in the graph; with
+    launch.UNMERGE_REALIZE the gather is followed by Inductor's realisation prim. Same values every
+    way, eager and compiled."""
     from bigain_export.kernels import launch
 
     monkeypatch.setattr(launch, "UNMERGE_IN_GRAPH", in_graph)
+    monkeypatch.setattr(launch, "UNMERGE_REALIZE", realize)
     h, w, n = 6, 8, 48
     r = BiGainConfig(ratio=0.5).merged_count(n, h, w)
     x = _tokens(2, n, 8, seed=7)
@@ -493,6 +495,22 @@ def test_compiled_unmerge_is_a_gather_inductor_can_fuse(monkeypatch, in_graph):
     got = torch.compile(step, fullgraph=True, backend=capture)(x[:, : n - r], slot)
     assert torch.equal(got, step(x[:, : n - r], slot))
     assert (torch.ops.bigain.token_unmerge.default in seen) is not in_graph, seen
+    assert (torch.ops.prims.inductor_force_stride_order.default in seen) is realize, seen
+    if realize:  # and Inductor itself lowers it (on the CPU: its C++ backend) to the same values
+        torch._dynamo.reset()
+        assert torch.equal(torch.compile(step, fullgraph=True)(x[:, : n - r], slot), step(x[:, : n - r], slot))
+        # torch.export (graphs for other runtimes) keeps the plain gather: the prim is Inductor's own
+        exported = torch.export.export(_Step(step), (x[:, : n - r], slot))
+        assert torch.ops.prims.inductor_force_stride_order.default not in [n.target for n in exported.graph.nodes]
+
+
+class _Step(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
 
 
 def test_float64_and_the_reference_switch_stay_on_the_reference(monkeypatch):
@@ -739,3 +757,31 @@ def test_gpu_patched_models_agree_with_the_reference_path(kind, config, monkeypa
         monkeypatch.setenv("BIGAIN_KERNELS", "reference")
         reference = call().float()
     assert (kernels - reference).abs().mean() <= 2e-2 * reference.abs().mean()
+
+
+@gpu
+@needs_cuda
+def test_gpu_compiled_unet_with_the_realised_unmerge_agrees_with_the_default(monkeypatch):
+    """launch.UNMERGE_REALIZE only changes where Inductor stores the unmerged rows: the tiny UNet,
+    merged with a reused plan, compiled with it and without it, agrees to bf16 rounding."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tiny import tiny_unet, unet_inputs
+
+    from bigain_export import apply_bigain
+    from bigain_export.kernels import launch
+
+    model = tiny_unet(sample_size=32).to("cuda", torch.bfloat16)
+    apply_bigain(model, BiGainConfig.preset("bigain-merge", ratio=0.7, plan_reuse=True, match_radius=1))
+    sample, t, context = (a.to("cuda") for a in unet_inputs(size=32))
+    outputs = []
+    for realize in (False, True):
+        monkeypatch.setattr(launch, "UNMERGE_REALIZE", realize)
+        torch._dynamo.reset()
+        compiled = torch.compile(model, fullgraph=True)
+        with torch.no_grad():
+            outputs.append(compiled(sample.bfloat16(), t, context.bfloat16()).sample.float())
+    default, realised = outputs
+    assert (realised - default).abs().mean() <= 1e-2 * default.abs().mean()

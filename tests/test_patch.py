@@ -177,7 +177,11 @@ def test_compile_fullgraph_has_no_graph_breaks_and_no_recompiles(config):
         assert counter.frame_count == 1, f"recompiled {counter.frame_count - 1} times across timesteps"
 
 
-def test_inductor_compiled_matches_eager():
+@pytest.mark.parametrize("realize", [False, True], ids=["unmerge-inlined", "unmerge-realized"])
+def test_inductor_compiled_matches_eager(monkeypatch, realize):
+    from bigain_export.kernels import launch
+
+    monkeypatch.setattr(launch, "UNMERGE_REALIZE", realize)  # the opt-in realisation lowers alike
     dit = tiny_dit(num_layers=4)
     apply_bigain(dit, BiGainConfig.preset("bigain-both", ratio=0.5, dit_blocks=(1, 2)))
     inputs = dit_inputs()

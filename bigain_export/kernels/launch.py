@@ -343,6 +343,15 @@ def unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
 # False keeps the custom op in graphs too (benchmarks: --kernel-setting UNMERGE_IN_GRAPH=False).
 UNMERGE_IN_GRAPH = True
 
+# The norm that reads the in-graph unmerge's rows sees a gathered (indirect) read, so Inductor gives
+# its reduction the hint DEFAULT and, for more than 64 channels, a looped three-pass kernel that
+# gathers three times (session 28, SD2 768 px: 24.9 vs 11.3 us a launch, +68 us a call). True
+# realises the gathered rows with their own strides (prims.inductor_force_stride_order): Inductor
+# writes them once, from inside the norm's kernel, which stays persistent (seen in the generated
+# code on the CPU: docs/bench/2026-12-07-gpu-session28/codegen_probe.py). Off until timed on a GPU
+# (benchmarks: --variant UNMERGE_REALIZE=True).
+UNMERGE_REALIZE = False
+
 
 # How a merge without prebuilt groups runs. "groups" (default): the slot map's token groups
 # (merge_groups: a count, a scan and a fill over the int slot map) and one gather per output row,

@@ -206,8 +206,18 @@ def token_unmerge(y: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
 
         return emit_token_unmerge(y, slot)
     if torch.compiler.is_compiling() and _kernels().UNMERGE_IN_GRAPH:
-        return reference.unmerge(y, slot)  # Inductor fuses the gather into what reads it
+        out = reference.unmerge(y, slot)  # Inductor fuses the gather into what reads it
+        # Inductor's prim; a torch.export graph (for other runtimes) keeps the plain gather
+        return _realized(out) if _kernels().UNMERGE_REALIZE and not torch.compiler.is_exporting() else out
     return token_unmerge_op(y, slot)
+
+
+def _realized(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as it is, but a buffer Inductor stores once with ``x``'s strides instead of an
+    expression it recomputes inside each consumer (launch.UNMERGE_REALIZE says why)."""
+    import torch._inductor.inductor_prims  # noqa: F401  (registers prims.inductor_force_stride_order)
+
+    return torch.ops.prims.inductor_force_stride_order.default(x, x.stride())
 
 
 def kv_pool(

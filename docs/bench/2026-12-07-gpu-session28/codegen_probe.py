@@ -42,6 +42,10 @@ if FORM == "op":
 import bigain_export.ops.reference as refmod
 if FORM == "index":
     refmod.unmerge = lambda y, slot: y[torch.arange(y.shape[0], device=y.device)[:, None], slot]
+elif FORM == "force":  # the gather, then realised with its own strides (one pointwise kernel writes it)
+    import torch._inductor.inductor_prims  # noqa: F401  (registers prims.inductor_force_stride_order)
+    _gather = refmod.unmerge
+    refmod.unmerge = lambda y, slot: torch.ops.prims.inductor_force_stride_order(_gather(y, slot), _gather(y, slot).stride())
 elif FORM == "select":
     refmod.unmerge = lambda y, slot: torch.index_select(y.reshape(-1, y.shape[-1]), 0, (slot + torch.arange(y.shape[0], device=y.device)[:, None] * y.shape[1]).reshape(-1)).reshape(slot.shape[0], slot.shape[1], y.shape[-1])
 from bench_unet import METHODS, patch, SD2_BASE_UNET
