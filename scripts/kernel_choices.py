@@ -29,9 +29,9 @@ from collections import OrderedDict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bigain_export.validate.atomic import atomic_write  # noqa: E402
+from profile_unet import kernel_family  # noqa: E402  (an Inductor kernel's name without its number)
 
-NUMBER = re.compile(r"_\d+$")  # Inductor's kernel index, which shifts when a graph gains kernels
+from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
 
 def read_sites(path: Path) -> "OrderedDict[str, dict]":
@@ -63,7 +63,7 @@ def pair_sites(a: OrderedDict, b: OrderedDict) -> tuple[list[tuple[str, str]], l
     def by_base(sites):
         groups: OrderedDict[str, list[str]] = OrderedDict()
         for name in sites:
-            groups.setdefault(NUMBER.sub("", name), []).append(name)
+            groups.setdefault(kernel_family(name), []).append(name)
         return groups
 
     groups_a, groups_b = by_base(a), by_base(b)

@@ -46,8 +46,9 @@ def write_trace(prof, path: Path) -> None:
 
 def host_issue_ms(fn, calls: int) -> float:
     """Host time per call to issue ``calls`` calls back to back on an idle GPU (nothing waited
-    for). Where it is as long as the loop's time per call, the host, not the GPU, bounds the loop
-    (a launch queue that fills would also hold the host back: 50 graph replays do not fill it)."""
+    for). Well below the loop's time per call, the GPU bounds the loop; near it, the host may, or
+    a launch queue that filled held the host back: at SD2 768 px, 50 graph replays did (session 28:
+    issue time 83% of the loop's, the host waiting on the GPU)."""
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(calls):
