@@ -371,13 +371,12 @@ def launch_settings(**values):
 VARIANT_MARK = " @"  # "bigain-merge r=0.7 @MERGE_PATH=groups": a method timed under --variant
 
 
-def with_variants(names: list[str], variant: list[str]) -> list[str]:
-    """``names`` plus, with ``--variant`` pairs, every BiGain method again as a labelled variant
-    (plain, tomesd and the variant share one group and its rounds: A/B ratios from one run)."""
-    if not variant:
-        return names
-    mark = VARIANT_MARK + ",".join(variant)
-    return names + [name + mark for name in names if isinstance(METHODS[name], BiGainConfig)]
+def with_variants(names: list[str], variants: list[list[str]]) -> list[str]:
+    """``names`` plus, for each ``--variant`` (a list of pairs), every BiGain method again as a
+    labelled variant (plain, tomesd and the variants share one group and its rounds: A/B ratios
+    from one run)."""
+    marks = [VARIANT_MARK + ",".join(pairs) for pairs in variants]
+    return names + [name + mark for mark in marks for name in names if isinstance(METHODS[name], BiGainConfig)]
 
 
 def base_name(label: str) -> str:
@@ -454,10 +453,11 @@ def main() -> None:
                         help="set a tuning constant of bigain_export.kernels.launch for this run, e.g. "
                         "SPLIT_RULE=fill RES_BLOCK_N=32 (recorded in the meta): whole-model runs of a "
                         "kernel variant without a code change")
-    parser.add_argument("--variant", nargs="+", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME=VALUE",
                         help="also time every BiGain method with these launch constants set (labelled "
                         "'METHOD @NAME=VALUE'), in the same rounds as the rest: an A/B of a kernel setting "
-                        "from one run, where --kernel-setting needs two runs whose plain differ")
+                        "from one run, where --kernel-setting needs two runs whose plain differ; repeat "
+                        "--variant for several variants in one run")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args()
     if args.rounds < 1:
@@ -467,7 +467,8 @@ def main() -> None:
         parser.error(f"--iters {args.iters} --warmup {args.warmup}: need iters >= 1 and warmup >= 0")
     try:
         settings = apply_kernel_settings(args.kernel_setting)
-        parse_kernel_settings(args.variant)
+        for pairs in args.variant:
+            parse_kernel_settings(pairs)
     except ValueError as exc:
         parser.error(str(exc).replace("--kernel-setting", "--kernel-setting/--variant"))
     unknown = [name for name in args.eager_only if name not in METHODS]

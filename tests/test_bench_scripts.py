@@ -56,7 +56,9 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
                                            (["--kernel-setting", "BLOCK=4"], "'BLOCK=4': expected NAME=VALUE"),
                                            (["--variant", "MERGE_PATH=scatter"], "MERGE_PATH takes one of atomic, groups"),
                                            (["--variant", "RADIX_BITS=16"], "RADIX_BITS takes one of 8, 11"),
-                                           (["--variant", "PLAN_FUSION=yes"], "PLAN_FUSION takes True or False")])
+                                           (["--variant", "PLAN_FUSION=yes"], "PLAN_FUSION takes True or False"),
+                                           (["--variant", "UNMERGE_REALIZE=True", "--variant", "PLAN_FUSION=yes"],
+                                            "PLAN_FUSION takes True or False")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
                           timeout=120)
@@ -236,8 +238,13 @@ def test_a_variant_is_timed_in_the_same_rounds_under_its_launch_settings(monkeyp
     monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 0.0)
     sample, t, context = unet_inputs()
     bench = SimpleNamespace(model=tiny_unet(), call=lambda m: m(sample, t, context).sample)
-    names = bench_unet.with_variants(["plain", "tomesd r=0.5", "bigain-merge r=0.7"], ["MERGE_PATH=atomic"])
+    names = bench_unet.with_variants(["plain", "tomesd r=0.5", "bigain-merge r=0.7"], [["MERGE_PATH=atomic"]])
     assert names == ["plain", "tomesd r=0.5", "bigain-merge r=0.7", "bigain-merge r=0.7 @MERGE_PATH=atomic"]
+    # --variant repeated: one labelled copy of each BiGain method per variant, pairs joined by commas
+    assert bench_unet.with_variants(["plain", "bigain-merge r=0.7"],
+                                    [["UNMERGE_IN_GRAPH=False"], ["UNMERGE_REALIZE=True", "MERGE_PATH=atomic"]]) == [
+        "plain", "bigain-merge r=0.7", "bigain-merge r=0.7 @UNMERGE_IN_GRAPH=False",
+        "bigain-merge r=0.7 @UNMERGE_REALIZE=True,MERGE_PATH=atomic"]
     names = [names[0], names[2], names[3]]
     rows = bench_unet.time_group(bench, 16, "eager", names, SimpleNamespace(rounds=2, warmup=0, iters=1, loop_calls=0),
                                  {n: 0 for n in names}, {})
