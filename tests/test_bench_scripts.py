@@ -58,7 +58,9 @@ def test_timing_groups_put_plain_first_and_eager_only_methods_in_eager():
                                            (["--variant", "RADIX_BITS=16"], "RADIX_BITS takes one of 8, 11"),
                                            (["--variant", "PLAN_FUSION=yes"], "PLAN_FUSION takes True or False"),
                                            (["--variant", "UNMERGE_REALIZE=True", "--variant", "PLAN_FUSION=yes"],
-                                            "PLAN_FUSION takes True or False")])
+                                            "PLAN_FUSION takes True or False"),
+                                           (["--variant", "UNMERGE_REALIZE=True", "--variant", "UNMERGE_REALIZE=True"],
+                                            "--variant 'UNMERGE_REALIZE=True' is given twice")])
 def test_bad_arguments_fail_in_one_line_before_any_work(argv, message):
     done = subprocess.run([sys.executable, str(SCRIPTS / "bench_unet.py"), *argv], capture_output=True, text=True,
                           timeout=120)
