@@ -469,10 +469,9 @@ def main() -> None:
         settings = apply_kernel_settings(args.kernel_setting)
         for pairs in args.variant:
             parse_kernel_settings(pairs)
-        marks = [",".join(pairs) for pairs in args.variant]
-        twice = next((mark for mark in marks if marks.count(mark) > 1), None)
+        twice = next((pairs for i, pairs in enumerate(args.variant) if pairs in args.variant[:i]), None)
         if twice:  # two copies would share one label and one compiled model
-            raise ValueError(f"--variant {twice.replace(',', ' ')!r} is given twice; give each variant once")
+            raise ValueError(f"--variant {' '.join(twice)!r} is given twice; give each variant once")
     except ValueError as exc:
         parser.error(str(exc).replace("--kernel-setting", "--kernel-setting/--variant"))
     unknown = [name for name in args.eager_only if name not in METHODS]
