@@ -339,6 +339,30 @@ def compile_cache(fresh: bool):
     return fresh_cache(delete=False)
 
 
+def inductor_cache_state() -> str:
+    """``"empty"`` when Inductor's cache directory holds nothing as the process starts (so every
+    kernel is generated and autotuned anew: the process is an independent draw of the picks that
+    move whole-model times), else ``"warm"`` (an earlier process's kernels and picks may be
+    reloaded, as session 28's p2 reloaded p1's). Read before anything compiles."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    folder = Path(cache_dir())
+    return "warm" if folder.is_dir() and any(folder.iterdir()) else "empty"
+
+
+def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
+    """sha256 (12 hex digits) of the package's Python files and this script under ``root``, by
+    path order: which code a process timed, since the GPU machine gets a copy of the working tree
+    without git. A checkout's own: ``python -c "import sys; sys.path[:0] = ['scripts'];
+    import bench_unet as b; print(b.code_digest())"``."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((root / "bigain_export").rglob("*.py")) + [root / "scripts" / "bench_unet.py"]:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
 def inductor_settings() -> dict:
     """The Inductor settings a timing depends on, for the meta, read after compiling.
     ``filter_reduction_configs`` (``TORCHINDUCTOR_FORCE_FILTER_REDUCTION_CONFIGS=1``) picks each
@@ -478,6 +502,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
     require_cuda(parser)
+    provenance = dict(code=code_digest(), inductor_cache=inductor_cache_state())  # before any compile
     args.out.mkdir(parents=True, exist_ok=True)
     # one compiled copy per method of a group: more cache entries of one forward than Dynamo's default 8
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.methods))
@@ -506,7 +531,7 @@ def main() -> None:
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
         loop_calls=loop_length(args.iters, args.loop_calls),
-        kernel_settings=settings, variant=args.variant, inductor=inductor_settings(),
+        kernel_settings=settings, variant=args.variant, inductor=inductor_settings(), **provenance,
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)

@@ -11,7 +11,9 @@ Each ``bench_unet.json`` is one process; a row with a variant mark (``METHOD @NA
 only with ``--variants`` (its process is then counted once per row). Prints a Markdown table, the
 median and how many processes reach the target; ``--plot`` writes a PNG of the shares. Where a
 process also timed ``plain-copy`` (a second compile of plain), its speedup over plain stands
-beside the share: how far two compiles of one model differ in that process.
+beside the share: how far two compiles of one model differ in that process. Since session 30 a
+process also records which code it timed (``code``, :func:`bench_unet.code_digest`) and whether it
+compiled in an empty Inductor cache (an independent draw) or a warm one; both are listed.
 """
 
 from __future__ import annotations
@@ -68,8 +70,11 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     copies = [r for r in data["rows"] if r.get("method") == CONTROL and r.get("res") == res
               and r.get("mode") == mode and not r.get("error")]
     floor = {prefix + "copy_speedup": copies[0].get(prefix + "speedup") for prefix in PREFIXES.values()} if copies else {}
+    # code: which code was timed; inductor_cache: "empty" (compiled anew) or "warm" (may reuse an
+    # earlier process's kernels and picks); both recorded since session 30, "-" before
     process = dict(file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
-                   loop_calls=loop_length(int(meta.get("iters", 30)), meta.get("loop_calls", 0)), **floor)
+                   loop_calls=loop_length(int(meta.get("iters", 30)), meta.get("loop_calls", 0)),
+                   code=meta.get("code", "-"), inductor_cache=meta.get("inductor_cache", "-"), **floor)
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
@@ -101,10 +106,12 @@ def summary(rows: list[dict], timing: str, target: float | None) -> dict:
 
 def markdown(rows: list[dict], timing: str, stats: dict) -> str:
     prefix = PREFIXES[timing]
-    lines = ["| file | card | batch | loop calls | method | speedup | ceiling | share | plain-copy speedup |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| file | card | code | Inductor cache | batch | loop calls | method | speedup | ceiling | share "
+             "| plain-copy speedup |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['file']} | {r['card']} | {r['batch']} | {r['loop_calls']} | {r['method']} | "
+        lines.append(f"| {r['file']} | {r['card']} | {r['code']} | {r['inductor_cache']} | {r['batch']} "
+                     f"| {r['loop_calls']} | {r['method']} | "
                      f"{r.get(prefix + 'speedup')} "
                      f"| {r.get(prefix + 'ceiling')} | {r.get(prefix + 'gain_share')} "
                      f"| {r.get(prefix + 'copy_speedup', '-')} |")

@@ -629,15 +629,16 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
                                          dict(row, method=method + " @PLAN_FUSION=False", loop_gain_share=0.1),
                                          dict(row, res=1024, loop_gain_share=0.2)]
                     + ([dict(row, method="plain-copy", loop_speedup=0.994, loop_ceiling=None)] if i == 2 else []),
-                    **({"loop_calls": 50} if i == 2 else {}))
+                    **({"loop_calls": 50, "code": "0123456789ab", "inductor_cache": "empty"} if i == 2 else {}))
     _bench_file(tmp_path / "failed", [dict(row, error="OOM", loop_gain_share=0.0)])
     _bench_file(tmp_path / "dit", [dict(row, loop_gain_share=0.3)], model="dit-xl2")  # another model: not counted
     plot = tmp_path / "share.png"
     assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--target", "0.9", "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
     assert "over 3 processes: 0.88 [0.85-0.95]; 1 of 3 at or above 0.9" in out
-    # each process's loop length: recorded, or iters / 5 (30 / 5) for files from before session 25
-    assert out.count("| card | 2 | 6 |") == 2 and out.count("| card | 2 | 50 |") == 1
+    # each process's loop length: recorded, or iters / 5 (30 / 5) for files from before session 25;
+    # the code it timed and its Inductor cache where recorded (since session 30), '-' before
+    assert out.count("| card | - | - | 2 | 6 |") == 2 and out.count("| card | 0123456789ab | empty | 2 | 50 |") == 1
     # and the floor where the process timed a second compile of plain (s2 did), '-' where not
     assert out.count("| 0.88 | 0.994 |") == 1 and out.count("| 0.85 | - |") == 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
@@ -718,6 +719,41 @@ def test_kernel_choices_refuses_what_is_not_a_kernel_trace_in_one_line(tmp_path)
         result = subprocess.run(cmd, capture_output=True, text=True)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"{tmp_path / name}: {says}")
+
+
+def test_the_code_digest_changes_with_any_package_file_or_the_script(tmp_path):
+    import bench_unet
+
+    (tmp_path / "bigain_export" / "kernels").mkdir(parents=True)
+    (tmp_path / "scripts").mkdir()
+    files = {"bigain_export/__init__.py": "", "bigain_export/kernels/launch.py": "UNMERGE_REALIZE = False\n",
+             "scripts/bench_unet.py": "print(1)\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "bigain_export" / "notes.txt").write_text("not code")
+    first = bench_unet.code_digest(tmp_path)
+    assert len(first) == 12 and first == bench_unet.code_digest(tmp_path)
+    (tmp_path / "bigain_export" / "notes.txt").write_text("changed, but not Python")
+    assert bench_unet.code_digest(tmp_path) == first
+    for name, text in files.items():
+        (tmp_path / name).write_text(text + "# edited\n")
+        assert bench_unet.code_digest(tmp_path) != first, name
+        (tmp_path / name).write_text(text)
+    (tmp_path / "bigain_export/kernels/launch.py").rename(tmp_path / "bigain_export/kernels/launch2.py")
+    assert bench_unet.code_digest(tmp_path) != first  # the same bytes under another name
+    # the digest of this checkout is what the meta records
+    assert len(bench_unet.code_digest()) == 12
+
+
+def test_the_inductor_cache_is_empty_until_something_is_written_to_it(tmp_path, monkeypatch):
+    import bench_unet
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "absent"))
+    assert bench_unet.inductor_cache_state() == "empty"
+    (tmp_path / "absent").mkdir(exist_ok=True)  # Inductor's cache_dir() makes it
+    assert bench_unet.inductor_cache_state() == "empty"
+    (tmp_path / "absent" / "fxgraph").mkdir()
+    assert bench_unet.inductor_cache_state() == "warm"
 
 
 def test_the_meta_records_inductor_settings_as_compiled_not_as_asked():
