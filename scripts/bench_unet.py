@@ -343,9 +343,12 @@ def inductor_cache_state() -> str:
     """``"empty"`` when Inductor's cache directory holds nothing as the process starts (so every
     kernel is generated and autotuned anew: the process is an independent draw of the picks that
     move whole-model times), else ``"warm"`` (an earlier process's kernels and picks may be
-    reloaded, as session 28's p2 reloaded p1's). Read before anything compiles."""
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
+    reloaded, as session 28's p2 reloaded p1's); ``"unknown"`` where torch has no such helper.
+    Read before anything compiles."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+    except ImportError:  # a torch that moved it: the provenance field must not stop a benchmark
+        return "unknown"
     folder = Path(cache_dir())
     return "warm" if folder.is_dir() and any(folder.iterdir()) else "empty"
 
