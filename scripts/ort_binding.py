@@ -1,47 +1,23 @@
-"""ONNX Runtime sessions bound to device buffers for timing (bench_ort, bench_ort_ops, profile_ort).
+"""ONNX Runtime sessions bound to device buffers, timed (bench_ort, bench_ort_ops, profile_ort,
+paired_engines).
 
-Inputs and outputs live on the device at fixed addresses (IO binding): no host copies inside a
-timing, and a session with ``enable_cuda_graph`` needs fixed addresses from its first run on (that
-run captures the graph). A timed call ends when its outputs are ready (``synchronize_outputs``).
+The binding itself is the package's (``bigain_export.backends.ort_binding``, which engines run with
+a CUDA graph use too): inputs and outputs at fixed device addresses, so there are no host copies
+inside a timing, and a session with ``enable_cuda_graph`` captures its graph at the first run.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-_NUMPY_OF = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-             "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+from bigain_export.backends.ort_binding import bind_on_device, bound_outputs, run_bound  # noqa: E402
 
-
-def bind_on_device(session, feeds: dict[str, np.ndarray], device: str):
-    """An IO binding of ``session`` with ``feeds`` copied to ``device`` ("cuda" or "cpu") once, and
-    its outputs preallocated there (where the graph declares static shapes)."""
-    import onnxruntime as ort
-
-    place = ("cuda", 0) if device == "cuda" else ("cpu", 0)
-    binding = session.io_binding()
-    for name, value in feeds.items():
-        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), *place))
-    for out in session.get_outputs():
-        if all(isinstance(d, int) for d in out.shape) and out.type in _NUMPY_OF:
-            buffer = ort.OrtValue.ortvalue_from_shape_and_type(list(out.shape), _NUMPY_OF[out.type], *place)
-            binding.bind_ortvalue_output(out.name, buffer)
-        else:  # a dynamic shape: ORT allocates (not at a fixed address)
-            binding.bind_output(out.name, place[0])
-    return binding
-
-
-def run_bound(session, binding) -> None:
-    session.run_with_iobinding(binding)
-    binding.synchronize_outputs()
-
-
-def bound_outputs(binding) -> list[np.ndarray]:
-    """The outputs of the last run, on the host."""
-    return [value.numpy() for value in binding.get_outputs()]
+__all__ = ["bind_on_device", "bound_outputs", "median_bound_ms", "run_bound"]
 
 
 def median_bound_ms(session, binding, warmup: int, iters: int) -> float:

@@ -141,6 +141,8 @@ def test_engine_module_refuses_another_pipeline(folders, engines):
         EngineTransformer(engines["sd"].path)
     with pytest.raises(EngineError, match="an engine of a DiTTransformer2DModel"):
         EngineUNet(engines["dit"].path)
+    with pytest.raises(EngineError, match="cuda_graph=True needs an 'ort-cuda' engine; this one runs on 'ort-cpu'"):
+        EngineTransformer(engines["dit"].path, cuda_graph=True)  # the CUDA-graph runner: ort-cuda engines only
     pipe = sd.pipeline
     pipe.unet = EngineUNet(engines["sdxl"].path)  # SDXL's engine in SD's pipeline: widths differ
     with pytest.raises(EngineError, match=r"input 'encoder_hidden_states' has shape \[2, 32, 16\]; this engine takes \[2, 32, 32\]"):

@@ -50,9 +50,11 @@ def cuda_provider_options(precision: str) -> dict[str, str]:
     return dict(ORT_CUDA_STRICT_FP32) if precision == "fp32" else dict(ORT_CUDA_HALF)
 
 
-def make_session(onnx_path: Path, backend: str, precision: str = "fp32"):
+def make_session(onnx_path: Path, backend: str, precision: str = "fp32", cuda_graph: bool = False):
     """An ONNX Runtime session on ``backend``: fp32 CUDA sessions run without TF32
-    (``precision.py``), fp16/bf16 ones with NHWC convolutions (``ORT_CUDA_HALF``)."""
+    (``precision.py``), fp16/bf16 ones with NHWC convolutions (``ORT_CUDA_HALF``); with
+    ``cuda_graph``, a CUDA session that captures its first run as a CUDA graph and replays it
+    (it must then run on bound buffers: :func:`make_ort_runner`)."""
     import onnxruntime as ort
 
     if backend not in PROVIDERS:
@@ -63,15 +65,32 @@ def make_session(onnx_path: Path, backend: str, precision: str = "fp32"):
     options.log_severity_level = 3
     providers = list(PROVIDERS[backend])
     if backend == "ort-cuda":
-        providers[0] = (providers[0], cuda_provider_options(precision))
+        provider_options = cuda_provider_options(precision)
+        if cuda_graph:
+            provider_options["enable_cuda_graph"] = "1"
+        providers[0] = (providers[0], provider_options)
     try:
         return ort.InferenceSession(str(onnx_path), sess_options=options, providers=providers)
     except Exception as exc:
         raise EngineError(f"{onnx_path}: ONNX Runtime cannot load it: {str(exc).strip().splitlines()[0][:300]}") from exc
 
 
-def make_ort_runner(onnx_path: Path, backend: str, name: str | None = None, precision: str = "fp32"):
-    """A Polygraphy OnnxrtRunner over our session (so our provider choice and errors apply)."""
+def make_ort_runner(onnx_path: Path, backend: str, name: str | None = None, precision: str = "fp32",
+                    cuda_graph: bool = False):
+    """A Polygraphy OnnxrtRunner over our session (so our provider choice and errors apply). With
+    ``cuda_graph`` (``ort-cuda`` only), the session replays one captured CUDA graph a call, on
+    inputs and outputs bound to fixed device buffers (``BoundOrtRunner``): in session 13 that took
+    the plain SD2 UNet engine from 1.21-1.32x to 1.15-1.25x of compiled PyTorch (fp16, NHWC, 1024 px;
+    docs/benchmarks.md), measured by bench_ort.py, not through this runner."""
+    if not isinstance(cuda_graph, bool):
+        raise EngineError(f"cuda_graph={cuda_graph!r} is not allowed; allowed: True or False")
+    if cuda_graph:
+        if backend != "ort-cuda":
+            raise EngineError(f"cuda_graph=True needs an 'ort-cuda' engine; this one runs on {backend!r}")
+        from .ort_bound_runner import BoundOrtRunner
+
+        return BoundOrtRunner(lambda: make_session(onnx_path, backend, precision, cuda_graph=True), device="cuda",
+                              name=name or f"{backend}+cuda-graph")
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     return OnnxrtRunner(lambda: make_session(onnx_path, backend, precision), name=name or backend)

@@ -51,17 +51,21 @@ class Engine:
     def spec(self) -> DenoiserSpec:
         return self.manifest.denoiser_spec
 
-    def runner(self, name: str | None = None):
-        """A Polygraphy runner (feed: sample/timestep/class_labels, output: eps)."""
+    def runner(self, name: str | None = None, *, cuda_graph: bool = False):
+        """A Polygraphy runner (feed: sample/timestep/class_labels, output: eps). ``cuda_graph``:
+        an ``ort-cuda`` engine replays one CUDA graph a call (``make_ort_runner``)."""
         backend = self.manifest.backend
         if backend == "trt":
+            if cuda_graph is not False:
+                raise EngineError(f"{self.path}: cuda_graph={cuda_graph!r} is for 'ort-cuda' engines; this one is "
+                                  "a TensorRT engine")
             from ..backends.trt import make_trt_runner
 
             return make_trt_runner(self.path / PLAN_NAME, name=name or f"engine:{backend}")
         from ..backends.ort import make_ort_runner
 
         return make_ort_runner(self.path / ONNX_NAME, backend, name=name or f"engine:{backend}",
-                               precision=self.spec.precision)
+                               precision=self.spec.precision, cuda_graph=cuda_graph)
 
 
 def load_engine(path: str | os.PathLike, *, config: BiGainConfig | None = None, model_hash: str | None = None,

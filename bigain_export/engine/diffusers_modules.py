@@ -16,6 +16,10 @@ repeated), so any ``num_images_per_prompt`` and guidance setting works. Timestep
 engine's int64 timesteps (DDIM, PNDM and SDXL's Euler with "leading" spacing use integer ones;
 fractional ones are rounded). Inputs of another model (another width, length, resolution)
 fail with one line naming the input and the shape this engine takes.
+
+``cuda_graph=True`` (``ort-cuda`` engines): the session captures its first call as a CUDA graph
+and replays it at every later call, on inputs and outputs bound to fixed device buffers
+(``backends/ort_bound_runner.py``). That saves the per-kernel launch cost of each step.
 """
 
 from __future__ import annotations
@@ -54,7 +58,8 @@ class _EngineModule(torch.nn.Module):
     network_classes: tuple[str, ...] = ()
     needs_text: bool = False
 
-    def __init__(self, engine: str | os.PathLike | Any, *, model: torch.nn.Module | None = None):
+    def __init__(self, engine: str | os.PathLike | Any, *, model: torch.nn.Module | None = None,
+                 cuda_graph: bool = False):
         super().__init__()
         from .build import Engine, load_engine
         from .manifest import model_sha256
@@ -83,7 +88,7 @@ class _EngineModule(torch.nn.Module):
 
         self.config = FrozenDict(self._config_view(raw))
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # carries .device through .to()
-        self._runner = engine.runner()
+        self._runner = engine.runner(cuda_graph=cuda_graph)
         self._runner.activate()
 
     def _config_view(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -154,8 +159,8 @@ class EngineUNet(_EngineModule):
     network_classes = ("UNet2DConditionModel",)
     needs_text = True
 
-    def __init__(self, engine, *, model: torch.nn.Module | None = None):
-        super().__init__(engine, model=model)
+    def __init__(self, engine, *, model: torch.nn.Module | None = None, cuda_graph: bool = False):
+        super().__init__(engine, model=model, cuda_graph=cuda_graph)
         if "text_embeds" in self.spec.condition_names:  # SDXL's pipeline checks the added embedding width
             width = int(self.config["projection_class_embeddings_input_dim"])
             self.add_embedding = SimpleNamespace(linear_1=SimpleNamespace(in_features=width))
