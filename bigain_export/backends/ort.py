@@ -40,8 +40,8 @@ def best_backend() -> str:
 # CUDA provider options of fp16/bf16 sessions: NHWC convolutions skip cuDNN's NCHW<->NHWC
 # transposes. SD2 UNet at 1024 px, fp16, onnxscript fusions, H200: 39.2 -> 33.9 ms plain and
 # 39.5 -> 34.4 ms with BiGain merging (docs/benchmarks.md, session 13). Not timed in fp32, where
-# the strict-fp32 options apply alone. (enable_cuda_graph saved ~2 ms more but needs every call
-# on fixed IO-bound buffers, which Polygraphy's runner does not use.)
+# the strict-fp32 options apply alone. enable_cuda_graph saved ~2 ms more; it needs every call on
+# fixed IO-bound buffers, so it is the opt-in cuda_graph of make_ort_runner (ort_bound_runner.py).
 ORT_CUDA_HALF = {"prefer_nhwc": "1"}
 
 
