@@ -67,6 +67,21 @@ def test_a_bound_session_refuses_a_feed_of_another_shape_type_or_name_in_one_lin
             assert (name in str(caught.value)), kind
 
 
+def test_a_bound_session_refuses_a_graph_with_a_dynamic_shape_in_one_line(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])])
+    path = tmp_path / "dynamic.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    runner = BoundOrtRunner(lambda: make_session(path, "ort-cpu"), device="cpu", name="b")
+    with pytest.raises(EngineError, match=r"^b: input 'x' is tensor\(float\) of shape \['batch', 3\]; a bound session "
+                                          r"needs static shapes"):
+        runner.activate()
+
+
 @pytest.mark.parametrize("call, says", [
     (lambda e: make_ort_runner(e.path / "model.onnx", "ort-cpu", cuda_graph=True),
      "cuda_graph=True needs an 'ort-cuda' engine; this one runs on 'ort-cpu'"),

@@ -30,12 +30,13 @@ class BoundOrtRunner(OnnxrtRunner):
 
     def activate_impl(self):
         super().activate_impl()
-        self._dtypes = {}
-        for node in self.sess.get_inputs():
-            if not all(isinstance(d, int) for d in node.shape) or node.type not in _NUMPY_OF:
-                raise EngineError(f"{self.name}: input {node.name!r} is {node.type} of shape {node.shape}; a bound "
-                                  "session needs static shapes and numeric types")
-            self._dtypes[node.name] = np.dtype(_NUMPY_OF[node.type])
+        # fixed addresses need fixed sizes: ORT would allocate a dynamic output anew at each run
+        for kind, nodes in (("input", self.sess.get_inputs()), ("output", self.sess.get_outputs())):
+            for node in nodes:
+                if not all(isinstance(d, int) for d in node.shape) or node.type not in _NUMPY_OF:
+                    raise EngineError(f"{self.name}: {kind} {node.name!r} is {node.type} of shape {node.shape}; a "
+                                      "bound session needs static shapes and numeric types")
+        self._dtypes = {node.name: np.dtype(_NUMPY_OF[node.type]) for node in self.sess.get_inputs()}
         zeros = {node.name: np.zeros(node.shape, self._dtypes[node.name]) for node in self.sess.get_inputs()}
         self._binding, self._inputs = bind_buffers(self.sess, zeros, self.device)
 
