@@ -8,12 +8,10 @@ run and replays it on the same addresses at every later run. A call ends when it
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-
 import numpy as np
 
-_NUMPY_OF = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+# ONNX Runtime's type names of the tensors a bound session holds, as numpy dtypes
+NUMPY_OF = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
 
 
@@ -33,8 +31,8 @@ def bind_buffers(session, feeds: dict[str, np.ndarray], device: str):
         inputs[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value), *place)
         binding.bind_ortvalue_input(name, inputs[name])
     for out in session.get_outputs():
-        if all(isinstance(d, int) for d in out.shape) and out.type in _NUMPY_OF:
-            buffer = ort.OrtValue.ortvalue_from_shape_and_type(list(out.shape), _NUMPY_OF[out.type], *place)
+        if all(isinstance(d, int) for d in out.shape) and out.type in NUMPY_OF:
+            buffer = ort.OrtValue.ortvalue_from_shape_and_type(list(out.shape), NUMPY_OF[out.type], *place)
             binding.bind_ortvalue_output(out.name, buffer)
         else:  # a dynamic shape: ORT allocates (not at a fixed address)
             binding.bind_output(out.name, place[0])

@@ -15,7 +15,7 @@ import numpy as np
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
 from ..errors import EngineError
-from .ort_binding import _NUMPY_OF, bind_buffers, bound_outputs, run_bound
+from .ort_binding import NUMPY_OF, bind_buffers, bound_outputs, run_bound
 
 
 class BoundOrtRunner(OnnxrtRunner):
@@ -33,10 +33,10 @@ class BoundOrtRunner(OnnxrtRunner):
         # fixed addresses need fixed sizes: ORT would allocate a dynamic output anew at each run
         for kind, nodes in (("input", self.sess.get_inputs()), ("output", self.sess.get_outputs())):
             for node in nodes:
-                if not all(isinstance(d, int) for d in node.shape) or node.type not in _NUMPY_OF:
+                if not all(isinstance(d, int) for d in node.shape) or node.type not in NUMPY_OF:
                     raise EngineError(f"{self.name}: {kind} {node.name!r} is {node.type} of shape {node.shape}; a "
                                       "bound session needs static shapes and numeric types")
-        self._dtypes = {node.name: np.dtype(_NUMPY_OF[node.type]) for node in self.sess.get_inputs()}
+        self._dtypes = {node.name: np.dtype(NUMPY_OF[node.type]) for node in self.sess.get_inputs()}
         zeros = {node.name: np.zeros(node.shape, self._dtypes[node.name]) for node in self.sess.get_inputs()}
         self._binding, self._inputs = bind_buffers(self.sess, zeros, self.device)
 
