@@ -16,7 +16,7 @@ from bigain_export.engine.build import EngineEpsFn, build_engine, clean_stale_st
 from bigain_export.engine.manifest import file_sha256
 from bigain_export.errors import ConfigError, EngineError
 from bigain_export.models.registry import tiny_random_denoiser
-from tiny import micro_dit
+from tiny import cpu_engine, micro_dit
 
 CONFIG = BiGainConfig.preset("bigain-merge")
 
@@ -24,9 +24,7 @@ CONFIG = BiGainConfig.preset("bigain-merge")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     denoiser = micro_dit()
-    engine, _ = build_engine(denoiser, CONFIG, tmp_path_factory.mktemp("e") / "engine", backend="ort-cpu", batch=2,
-                             drift_feeds_count=1)
-    return denoiser, engine
+    return denoiser, cpu_engine(denoiser, tmp_path_factory.mktemp("e") / "engine", CONFIG)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from bigain_export.backends.ort import make_ort_runner, make_session
 from bigain_export.backends.ort_bound_runner import BoundOrtRunner
 from bigain_export.engine.build import build_engine, drift_feeds
 from bigain_export.errors import EngineError
-from tiny import micro_dit
+from tiny import cpu_engine, micro_dit
 
 CONFIG = BiGainConfig.preset("bigain-merge")
 
@@ -31,9 +31,7 @@ def responsive_dit():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     denoiser = responsive_dit()
-    engine, _ = build_engine(denoiser, CONFIG, tmp_path_factory.mktemp("e") / "engine", backend="ort-cpu", batch=2,
-                             drift_feeds_count=1)
-    return denoiser, engine
+    return denoiser, cpu_engine(denoiser, tmp_path_factory.mktemp("e") / "engine", CONFIG)
 
 
 def test_a_bound_session_gives_what_the_plain_runner_gives_call_after_call(built):

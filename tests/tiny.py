@@ -34,6 +34,17 @@ def dit_inputs(batch: int = 2, size: int = 16, seed: int = 1):
                 timestep=torch.tensor([999, 10][:batch]), class_labels=torch.tensor([1, 7][:batch]))
 
 
+def cpu_engine(denoiser, folder, config=None):
+    """An ``ort-cpu`` engine of ``denoiser`` in ``folder``: batch 2 and one drift feed, the cheapest
+    build (``bigain-merge`` preset unless ``config`` is given)."""
+    from bigain_export import BiGainConfig
+    from bigain_export.engine.build import build_engine
+
+    engine, _ = build_engine(denoiser, config or BiGainConfig.preset("bigain-merge"), folder, backend="ort-cpu",
+                             batch=2, drift_feeds_count=1)
+    return engine
+
+
 def micro_dit(seed: int = 0, name: str = "micro-dit"):
     """3 blocks on 8x8 tokens: the cheapest DiT that BiGain still patches (blocks 1 and 2)."""
     from bigain_export.models import Denoiser
