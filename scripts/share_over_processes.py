@@ -7,6 +7,10 @@ run. This gathers the rows from the recorded raw files instead of copying number
     python scripts/share_over_processes.py docs/bench/2026-12-06-h100-session2[1-4] --res 768 \\
         --method "bigain-merge r=0.7 radius=1 plan-reuse" --target 0.9 --plot share.png
 
+``--cache-table FILE`` names the Inductor cache of processes recorded before the meta did
+(``docs/bench/inductor_cache_by_process.json``); with it, or with the meta's own field, the median
+is also given for each kind of process: compiled in an empty cache, or reloaded from a warm one.
+
 Each ``bench_unet.json`` is one process; a row with a variant mark (``METHOD @NAME=VALUE``) counts
 only with ``--variants`` (its process is then counted once per row). Prints a Markdown table, the
 median and how many processes reach the target; ``--plot`` writes a PNG of the shares. Where a
@@ -41,6 +45,25 @@ def shares_of(rows: list[dict], timing: str) -> list[float]:
     return [r[key] for r in rows if r.get(key) is not None]
 
 
+CACHE_KINDS = ("empty", "warm")  # as bench_unet.inductor_cache_state records them
+
+
+def read_cache_table(path: Path) -> dict[Path, str]:
+    """{resolved file: "empty" | "warm"} from a table ``{"processes": {file: kind}}`` whose files
+    are relative to the current folder (the repository root) or absolute."""
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SystemExit(f"{path}: not readable as JSON ({error})") from None
+    entries = table.get("processes") if isinstance(table, dict) else None
+    if not isinstance(entries, dict):
+        raise SystemExit(f"{path}: needs a 'processes' object mapping each bench_unet.json to its cache kind")
+    for name, kind in entries.items():
+        if kind not in CACHE_KINDS:
+            raise SystemExit(f"{path}: {name}: {kind!r} is not a cache kind; allowed: {', '.join(CACHE_KINDS)}")
+    return {Path(name).resolve(): kind for name, kind in entries.items()}
+
+
 def process_files(roots: list[Path]) -> list[Path]:
     """Every ``bench_unet.json`` under ``roots`` (files named directly are taken as they are)."""
     files: list[Path] = []
@@ -54,9 +77,11 @@ def process_files(roots: list[Path]) -> list[Path]:
     return files
 
 
-def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: bool) -> list[dict]:
+def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: bool,
+            caches: dict[Path, str] | None = None) -> list[dict]:
     """The rows of one process's file for ``method`` on ``model`` (and its variants if asked); the
-    first results, from before the DiT was benchmarked, name no model: they are SD2's."""
+    first results, from before the DiT was benchmarked, name no model: they are SD2's. The
+    process's cache kind comes from its meta, else from ``caches`` (:func:`read_cache_table`)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -72,9 +97,13 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     floor = {prefix + "copy_speedup": copies[0].get(prefix + "speedup") for prefix in PREFIXES.values()} if copies else {}
     # code: which code was timed; inductor_cache: "empty" (compiled anew) or "warm" (may reuse an
     # earlier process's kernels and picks); both recorded since session 30, "-" before
+    listed = (caches or {}).get(path.resolve())
+    cache = meta.get("inductor_cache", listed or "-")
+    if listed and cache != listed:
+        raise SystemExit(f"{path}: its meta says inductor_cache {cache!r}, the cache table {listed!r}")
     process = dict(file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
                    loop_calls=loop_length(int(meta.get("iters", 30)), meta.get("loop_calls", 0)),
-                   code=meta.get("code", "-"), inductor_cache=meta.get("inductor_cache", "-"), **floor)
+                   code=meta.get("code", "-"), inductor_cache=cache, **floor)
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
@@ -87,9 +116,10 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     return found
 
 
-def gather(files: list[Path], model: str, res: int, method: str, mode: str, variants: bool) -> list[dict]:
+def gather(files: list[Path], model: str, res: int, method: str, mode: str, variants: bool,
+           caches: dict[Path, str] | None = None) -> list[dict]:
     """The configuration's rows of every file, in file order."""
-    return [row for path in files for row in rows_of(path, model, res, method, mode, variants)]
+    return [row for path in files for row in rows_of(path, model, res, method, mode, variants, caches)]
 
 
 def summary(rows: list[dict], timing: str, target: float | None) -> dict:
@@ -104,7 +134,19 @@ def summary(rows: list[dict], timing: str, target: float | None) -> dict:
     return result
 
 
-def markdown(rows: list[dict], timing: str, stats: dict) -> str:
+def by_cache(rows: list[dict], timing: str, target: float | None) -> dict[str, dict]:
+    """:func:`summary` of each cache kind's processes, where any process's kind is known."""
+    kinds = [kind for kind in (*CACHE_KINDS, "-") if any(r["inductor_cache"] == kind for r in rows)]
+    if not set(kinds) & set(CACHE_KINDS):
+        return {}
+    return {kind: summary([r for r in rows if r["inductor_cache"] == kind], timing, target) for kind in kinds}
+
+
+CACHE_WORDS = {"empty": "compiled in an empty Inductor cache", "warm": "reloaded from a warm Inductor cache",
+               "-": "cache not recorded"}
+
+
+def markdown(rows: list[dict], timing: str, stats: dict, split: dict[str, dict] | None = None) -> str:
     prefix = PREFIXES[timing]
     lines = ["| file | card | code | Inductor cache | batch | loop calls | method | speedup | ceiling | share "
              "| plain-copy speedup |",
@@ -121,6 +163,11 @@ def markdown(rows: list[dict], timing: str, stats: dict) -> str:
         if "target" in stats:
             text += f"; {stats['at_target']} of {stats['processes']} at or above {stats['target']}"
         lines += ["", text]
+        for kind, part in (split or {}).items():
+            text = f"- {CACHE_WORDS[kind]}: median {part['median']} over {part['processes']} [{part['min']}-{part['max']}]"
+            if "target" in part:
+                text += f"; {part['at_target']} at or above {part['target']}"
+            lines.append(text)
     else:
         lines += ["", "no process recorded this configuration"]
     return "\n".join(lines)
@@ -131,10 +178,16 @@ def plot(rows: list[dict], timing: str, stats: dict, title: str, path: Path) -> 
     atomically (a bare Figure, as the validation reports draw theirs: no pyplot state)."""
     from matplotlib.figure import Figure
 
-    shares = shares_of(rows, timing)
+    key = PREFIXES[timing] + "gain_share"
+    counted = [(i, r) for i, r in enumerate(r for r in rows if r.get(key) is not None)]
     fig = Figure(figsize=(7, 3.2))
     ax = fig.subplots()
-    ax.plot(range(len(shares)), shares, "o", label="process")
+    kinds = {r["inductor_cache"] for _, r in counted}
+    for kind, marker in (("empty", "o"), ("warm", "s"), ("-", "o")):  # one series per cache kind
+        points = [(i, r[key]) for i, r in counted if r["inductor_cache"] == kind]
+        if points:
+            label = "process" if kinds == {"-"} else f"process, {CACHE_WORDS[kind]}"
+            ax.plot(*zip(*points), marker, color={"empty": "C0", "warm": "C2", "-": "C7"}[kind], label=label)
     if stats.get("processes"):
         ax.axhline(stats["median"], color="C1", label=f"median {stats['median']}")
     if "target" in stats:
@@ -160,14 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", action="store_true", help="count the method's @NAME=VALUE rows too")
     parser.add_argument("--target", type=float, default=None, help="e.g. 0.9: count the processes reaching it")
     parser.add_argument("--plot", type=Path, default=None, help="write the shares as a PNG here")
+    parser.add_argument("--cache-table", type=Path, default=None,
+                        help="JSON naming the Inductor cache of processes whose meta does not "
+                        "(docs/bench/inductor_cache_by_process.json): the median is then also given per kind")
     args = parser.parse_args(argv)
     if args.target is not None and not 0 < args.target <= 1:
         parser.error(f"--target {args.target}: must be in (0, 1]")
     if args.plot is not None and args.plot.suffix != ".png":
         parser.error(f"--plot {args.plot}: must end in .png")
-    rows = gather(process_files(args.paths), args.model, args.res, args.method, args.mode, args.variants)
+    caches = read_cache_table(args.cache_table) if args.cache_table is not None else None
+    rows = gather(process_files(args.paths), args.model, args.res, args.method, args.mode, args.variants, caches)
     stats = summary(rows, args.timing, args.target)
-    print(markdown(rows, args.timing, stats))
+    print(markdown(rows, args.timing, stats, by_cache(rows, args.timing, args.target)))
     if args.plot is not None and stats["processes"]:
         plot(rows, args.timing, stats, f"{args.model}: {args.method}, {args.res} px, {args.mode}", args.plot)
     return 0 if stats["processes"] else 1

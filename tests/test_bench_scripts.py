@@ -653,6 +653,41 @@ def test_share_over_processes_takes_the_median_of_one_configuration_per_process(
         sop.main([str(tmp_path), "--res", "768", "--method", method])
 
 
+def test_share_over_processes_gives_the_median_of_each_inductor_cache_kind(tmp_path, capsys):
+    import share_over_processes as sop
+
+    method = "bigain-merge r=0.7 radius=1 plan-reuse"
+    row = dict(res=768, mode="cudagraphs", method=method, error=None, loop_speedup=1.17, loop_ceiling=1.19)
+    files = [_bench_file(tmp_path / f"s{i}", [dict(row, loop_gain_share=share)],
+                         **({"inductor_cache": "empty"} if i == 0 else {}))
+             for i, share in enumerate([0.95, 0.93, 0.86, 0.87, 0.80])]
+    # s0 says it in its meta; s1-s3 come from the table; s4 is in neither
+    table = tmp_path / "caches.json"
+    table.write_text(json.dumps({"processes": {str(files[1]): "empty", str(files[2]): "warm", str(files[3]): "warm"}}))
+    plot = tmp_path / "share.png"
+    argv = [str(tmp_path), "--res", "768", "--method", method, "--target", "0.9", "--cache-table", str(table)]
+    assert sop.main(argv + ["--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "over 5 processes: 0.87 [0.8-0.95]; 2 of 5 at or above 0.9" in out
+    assert "- compiled in an empty Inductor cache: median 0.94 over 2 [0.93-0.95]; 2 at or above 0.9" in out
+    assert "- reloaded from a warm Inductor cache: median 0.865 over 2 [0.86-0.87]; 0 at or above 0.9" in out
+    assert "- cache not recorded: median 0.8 over 1 [0.8-0.8]; 0 at or above 0.9" in out
+    assert out.count("| empty |") == 2 and out.count("| warm |") == 2 and plot.read_bytes()[:4] == b"\x89PNG"
+    # no kind known anywhere: no split
+    assert sop.main([str(tmp_path / "s4"), "--res", "768", "--method", method]) == 0
+    assert "Inductor cache:" not in capsys.readouterr().out
+    # a table that contradicts a process's own meta, or names a kind that does not exist, stops the count
+    table.write_text(json.dumps({"processes": {str(files[0]): "warm"}}))
+    with pytest.raises(SystemExit, match=r"s0/bench_unet.json: its meta says inductor_cache 'empty', the cache table 'warm'"):
+        sop.main(argv)
+    table.write_text(json.dumps({"processes": {str(files[1]): "cold"}}))
+    with pytest.raises(SystemExit, match=r"caches.json: .*s1/bench_unet.json: 'cold' is not a cache kind; allowed: empty, warm"):
+        sop.main(argv)
+    table.write_text(json.dumps([str(files[1])]))
+    with pytest.raises(SystemExit, match=r"caches.json: needs a 'processes' object"):
+        sop.main(argv)
+
+
 @pytest.mark.parametrize("argv, says", [(["--target", "90"], "--target 90.0: must be in (0, 1]"),
                                         (["--plot", "share.svg"], "--plot share.svg: must end in .png")])
 def test_share_over_processes_refuses_bad_flags_in_one_line(tmp_path, argv, says):

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Next GPU session: more SD2 768 px processes for issue 11's median (target 0.9; 0.896 over 21 after
 # session 30), and the cache split measured directly: processes that compiled in an empty Inductor
-# cache gave a median share of 0.932 (11), processes that reloaded an earlier one's kernels 0.862
+# cache gave a median share of 0.932 (11), processes that reloaded an earlier one's kernels 0.863
 # (10; docs/benchmarks.md, "Session 30"). CACHES lists one word a process, in order: "new" compiles
 # in a fresh empty cache (~230 s), "reuse" reloads the previous process's cache (~150 s). The meta
 # records which (inductor_cache) and the code digest. Results are packed after each process, so a
