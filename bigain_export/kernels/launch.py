@@ -346,10 +346,11 @@ UNMERGE_IN_GRAPH = True
 # The norm that reads the in-graph unmerge's rows sees a gathered (indirect) read, so Inductor gives
 # its reduction the hint DEFAULT and, for more than 64 channels, a looped three-pass kernel that
 # gathers three times (session 28, SD2 768 px: 24.9 vs 11.3 us a launch, +68 us a call). True
-# realises the gathered rows with their own strides (prims.inductor_force_stride_order): Inductor
-# writes them once, from inside the norm's kernel, which stays persistent (seen in the generated
-# code on the CPU: docs/bench/2026-12-07-gpu-session28/codegen_probe.py). Off until timed on a GPU
-# (benchmarks: --variant UNMERGE_REALIZE=True).
+# realises the gathered rows with their own strides (prims.inductor_force_stride_order): in the
+# code generated on the CPU, Inductor writes them once from inside a persistent norm kernel
+# (docs/bench/2026-12-07-gpu-session28/codegen_probe.py). On the H100 the norm stayed looped (24.8 us
+# a launch) and the whole model took what the default does (session 30: 11.93 vs 11.88 ms a call,
+# 768 px), so it stays off (benchmarks: --variant UNMERGE_REALIZE=True).
 UNMERGE_REALIZE = False
 
 
