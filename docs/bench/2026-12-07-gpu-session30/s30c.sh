@@ -6,20 +6,28 @@
 # in a fresh empty cache (~230 s), "reuse" reloads the previous process's cache (~150 s). The meta
 # records which (inductor_cache) and the code digest. Results are packed after each process, so a
 # call cut off keeps the finished ones. The default fits one 600 s call on a warm machine.
+# RES=1024 re-checks 1024 px with today's code (last measured at session 20's: radius 1 0.966, with
+# plan reuse 1.07); it times both configurations there (~300 s a process: CACHES=new alone).
 set -u
 for cache in ${CACHES:-new reuse}; do  # refused before any work
   case $cache in new|reuse) ;; *) echo "CACHES: '$cache' is not new or reuse"; exit 2 ;; esac
 done
+res=${RES:-768}
+case $res in
+  768) methods=("bigain-merge r=0.7 radius=1 plan-reuse") ;;
+  1024) methods=("bigain-merge r=0.7 radius=1" "bigain-merge r=0.7 radius=1 plan-reuse") ;;
+  *) echo "RES: '$res' is not 768 or 1024"; exit 2 ;;
+esac
 . scripts/device/bench_env.sh s30c
-m="bigain-merge r=0.7 radius=1 plan-reuse"
 p=0
 for cache in ${CACHES:-new reuse}; do
   p=$((p + 1))
   # reuse: bench_env.sh (or the previous "new") set the folder, the last process's kernels are in it
   [ "$cache" = new ] && export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
   s=$(date +%s)
-  timeout "${UNET_LIMIT:-280}" python3 scripts/bench_unet.py --res 768 --modes cudagraphs --rounds 2 --loop-calls 50 \
-    --methods plain plain-copy "$m" --out /tmp/r/sd2-768-p$p-$cache > /tmp/r/sd2-768-p$p-$cache.log 2>&1
-  echo "p$p ($cache) rc=$? $(( $(date +%s) - s )) s"; grep "set up\|loop" /tmp/r/sd2-768-p$p-$cache.log | cut -c1-250 | tail -6
+  out=/tmp/r/sd2-$res-p$p-$cache
+  timeout "${UNET_LIMIT:-280}" python3 scripts/bench_unet.py --res "$res" --modes cudagraphs --rounds 2 --loop-calls 50 \
+    --methods plain plain-copy "${methods[@]}" --out "$out" > "$out.log" 2>&1
+  echo "p$p ($cache) rc=$? $(( $(date +%s) - s )) s"; grep "set up\|loop" "$out.log" | cut -c1-250 | tail -8
   pack
 done
