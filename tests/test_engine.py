@@ -118,6 +118,15 @@ def test_cli_prints_one_line_for_a_corrupted_engine(engine_copy, capsys):
     assert err.count("\n") == 0 and "model.onnx: corrupted or replaced" in err and "Traceback" not in err
 
 
+def test_compare_refuses_a_cuda_graph_on_a_cpu_engine_before_loading_the_model(engine_copy, capsys, monkeypatch):
+    from bigain_export.models import registry
+
+    monkeypatch.setattr(registry, "load_denoiser", lambda *a, **k: pytest.fail("the model was loaded first"))
+    assert main(["compare", str(engine_copy), "--cuda-graph"]) == 2
+    assert capsys.readouterr().err.strip() == ("bigain-export compare: error: cuda_graph=True needs an 'ort-cuda' "
+                                               "engine; this one runs on 'ort-cpu'")
+
+
 def test_failed_build_leaves_nothing_and_keeps_the_old_engine(built, tmp_path):
     out = tmp_path / "engine"
     shutil.copytree(built[1].path, out)

@@ -10,7 +10,7 @@ from polygraphy.backend.onnxrt import OnnxrtRunner
 from bigain_export import BiGainConfig
 from bigain_export.backends.ort import make_ort_runner, make_session
 from bigain_export.backends.ort_bound_runner import BoundOrtRunner
-from bigain_export.engine.build import build_engine, drift_feeds
+from bigain_export.engine.build import build_engine, drift_feeds, measure_drift
 from bigain_export.errors import EngineError
 from tiny import cpu_engine, micro_dit
 
@@ -112,3 +112,6 @@ def test_gpu_an_ort_cuda_engine_replays_its_cuda_graph_with_each_call_s_inputs(t
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
             outputs.append(got)
         assert not np.allclose(outputs[0], outputs[1])
+    # and the drift check through that runtime (bigain-export compare --cuda-graph)
+    report = measure_drift(denoiser, CONFIG, engine, feeds=2, cuda_graph=True)
+    assert report.passed, report.summary()

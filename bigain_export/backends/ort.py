@@ -75,6 +75,15 @@ def make_session(onnx_path: Path, backend: str, precision: str = "fp32", cuda_gr
         raise EngineError(f"{onnx_path}: ONNX Runtime cannot load it: {str(exc).strip().splitlines()[0][:300]}") from exc
 
 
+def check_cuda_graph(backend: str, cuda_graph: bool) -> None:
+    """Refuse ``cuda_graph`` in one line where it cannot run: a value other than a bool, or an
+    engine on a backend other than ``ort-cuda``. Called before any session (or model) loads."""
+    if not isinstance(cuda_graph, bool):
+        raise EngineError(f"cuda_graph={cuda_graph!r} is not allowed; allowed: True or False")
+    if cuda_graph and backend != "ort-cuda":
+        raise EngineError(f"cuda_graph=True needs an 'ort-cuda' engine; this one runs on {backend!r}")
+
+
 def make_ort_runner(onnx_path: Path, backend: str, name: str | None = None, precision: str = "fp32",
                     cuda_graph: bool = False):
     """A Polygraphy OnnxrtRunner over our session (so our provider choice and errors apply). With
@@ -82,11 +91,8 @@ def make_ort_runner(onnx_path: Path, backend: str, name: str | None = None, prec
     inputs and outputs bound to fixed device buffers (``BoundOrtRunner``): in session 13 that took
     the plain SD2 UNet engine from 1.21-1.32x to 1.15-1.25x of compiled PyTorch (fp16, NHWC, 1024 px;
     docs/benchmarks.md), measured by bench_ort.py, not through this runner."""
-    if not isinstance(cuda_graph, bool):
-        raise EngineError(f"cuda_graph={cuda_graph!r} is not allowed; allowed: True or False")
+    check_cuda_graph(backend, cuda_graph)
     if cuda_graph:
-        if backend != "ort-cuda":
-            raise EngineError(f"cuda_graph=True needs an 'ort-cuda' engine; this one runs on {backend!r}")
         from .ort_bound_runner import BoundOrtRunner
 
         return BoundOrtRunner(lambda: make_session(onnx_path, backend, precision, cuda_graph=True), device="cuda",

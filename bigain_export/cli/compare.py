@@ -19,6 +19,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="the model to compare with (default: the one in the manifest; its weights must match)")
     add_drift_args(parser)
     add_device_args(parser)
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="run an 'ort-cuda' engine as one CUDA graph a call, as EngineUNet(cuda_graph=True) does: "
+                        "the drift of that runtime")
     parser.add_argument("--json", type=Path, help="also write the comparison as JSON here")
     return parser
 
@@ -26,6 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from ..backends.ort import check_cuda_graph
     from ..engine.build import drift_feed_count, load_engine, measure_drift
     from ..models.registry import load_denoiser
     from ..validate.atomic import atomic_write, check_writable
@@ -34,10 +38,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(args.json.parent, what="--json's folder")
     engine = load_engine(args.engine)
+    check_cuda_graph(engine.manifest.backend, args.cuda_graph)  # before the model loads
     denoiser = load_denoiser(args.model or engine.manifest.model)
     load_engine(args.engine, denoiser=denoiser)  # same weights, shapes and classes as the build
     feeds = drift_feed_count(args.drift_inputs, engine.spec.batch)
-    report = measure_drift(denoiser, engine.manifest.bigain_config, engine, feeds=feeds, device=device)
+    report = measure_drift(denoiser, engine.manifest.bigain_config, engine, feeds=feeds, device=device,
+                           cuda_graph=args.cuda_graph)
     print(report.summary())
     if args.json:
         atomic_write(args.json, json.dumps(report.to_dict(), indent=2))

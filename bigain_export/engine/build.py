@@ -54,18 +54,19 @@ class Engine:
     def runner(self, name: str | None = None, *, cuda_graph: bool = False):
         """A Polygraphy runner (feed: sample/timestep/class_labels, output: eps). ``cuda_graph``:
         an ``ort-cuda`` engine replays one CUDA graph a call (``make_ort_runner``)."""
+        from ..backends.ort import check_cuda_graph
+
         backend = self.manifest.backend
+        check_cuda_graph(backend, cuda_graph)
+        name = name or f"engine:{backend}" + ("+cuda-graph" if cuda_graph else "")
         if backend == "trt":
-            if cuda_graph is not False:
-                raise EngineError(f"{self.path}: cuda_graph={cuda_graph!r} is for 'ort-cuda' engines; this one is "
-                                  "a TensorRT engine")
             from ..backends.trt import make_trt_runner
 
-            return make_trt_runner(self.path / PLAN_NAME, name=name or f"engine:{backend}")
+            return make_trt_runner(self.path / PLAN_NAME, name=name)
         from ..backends.ort import make_ort_runner
 
-        return make_ort_runner(self.path / ONNX_NAME, backend, name=name or f"engine:{backend}",
-                               precision=self.spec.precision, cuda_graph=cuda_graph)
+        return make_ort_runner(self.path / ONNX_NAME, backend, name=name, precision=self.spec.precision,
+                               cuda_graph=cuda_graph)
 
 
 def load_engine(path: str | os.PathLike, *, config: BiGainConfig | None = None, model_hash: str | None = None,
@@ -91,8 +92,10 @@ def drift_feeds(spec: DenoiserSpec, count: int, num_classes: int) -> list[dict[s
     return [{k: v.numpy() for k, v in spec.sample_inputs(seed=1000 + i, num_classes=num_classes).items()} for i in range(count)]
 
 
-def measure_drift(denoiser, config: BiGainConfig, engine: Engine, *, feeds: int = 3, device: str = "cpu"):
-    """Eager patched model (fp32) vs the engine on the same random feeds (Polygraphy)."""
+def measure_drift(denoiser, config: BiGainConfig, engine: Engine, *, feeds: int = 3, device: str = "cpu",
+                  cuda_graph: bool = False):
+    """Eager patched model (fp32) vs the engine on the same random feeds (Polygraphy); with
+    ``cuda_graph``, the engine as ``EngineUNet(cuda_graph=True)`` runs it."""
     from ..backends.compare import compare_runners
     from ..backends.torch_runner import TorchRunner
 
@@ -100,7 +103,8 @@ def measure_drift(denoiser, config: BiGainConfig, engine: Engine, *, feeds: int 
         raise ConfigError(f"drift feeds={feeds!r} is not allowed; allowed: an integer >= 1")
     spec = engine.spec
     eager = TorchRunner(denoiser, config, spec, device=device, name="eager")
-    return compare_runners(eager, engine.runner(), drift_feeds(spec, feeds, denoiser.num_classes), spec.precision)
+    return compare_runners(eager, engine.runner(cuda_graph=cuda_graph), drift_feeds(spec, feeds, denoiser.num_classes),
+                           spec.precision)
 
 
 def _resolve_backend(backend: str) -> str:
