@@ -366,6 +366,12 @@ def code_digest(root: Path = Path(__file__).resolve().parents[1]) -> str:
     return digest.hexdigest()[:12]
 
 
+def provenance() -> dict:
+    """What a result was timed with, for the meta: ``code`` (:func:`code_digest`) and
+    ``inductor_cache`` (:func:`inductor_cache_state`). Call it before anything compiles."""
+    return dict(code=code_digest(), inductor_cache=inductor_cache_state())
+
+
 def inductor_settings() -> dict:
     """The Inductor settings a timing depends on, for the meta, read after compiling.
     ``filter_reduction_configs`` (``TORCHINDUCTOR_FORCE_FILTER_REDUCTION_CONFIGS=1``) picks each
@@ -505,7 +511,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--eager-only {unknown[0]!r} is not a method; allowed: {', '.join(METHODS)}")
     require_cuda(parser)
-    provenance = dict(code=code_digest(), inductor_cache=inductor_cache_state())  # before any compile
+    timed_with = provenance()  # before any compile
     args.out.mkdir(parents=True, exist_ok=True)
     # one compiled copy per method of a group: more cache entries of one forward than Dynamo's default 8
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 4 * len(args.methods))
@@ -534,7 +540,7 @@ def main() -> None:
         python=platform.python_version(), date=time.strftime("%Y-%m-%d"), model=args.model, batch=args.batch,
         dtype="bf16", attention="SDPA (AttnProcessor2_0)", iters=args.iters, warmup=args.warmup, rounds=args.rounds,
         loop_calls=loop_length(args.iters, args.loop_calls),
-        kernel_settings=settings, variant=args.variant, inductor=inductor_settings(), **provenance,
+        kernel_settings=settings, variant=args.variant, inductor=inductor_settings(), **timed_with,
     )
     atomic_write(args.out / "bench_unet.json", json.dumps(dict(meta=meta, rows=rows), indent=1))
     table = markdown_table(rows)

@@ -27,8 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import (CONTROL, METHODS, VARIANT_MARK, Bench, add_loop_calls, base_name, check_loop_calls,  # noqa: E402
-                        code_digest, compile_cache, cuda_loop_ms, cuda_median_ms, inductor_cache_state,
-                        inductor_settings, launch_settings, loop_length, method_of, patch, require_cuda, variant_of)
+                        compile_cache, cuda_loop_ms, cuda_median_ms, inductor_settings, launch_settings, loop_length,
+                        method_of, patch, provenance, require_cuda, variant_of)
 
 CALLS = 5  # profiled model calls per method
 
@@ -183,7 +183,7 @@ def main() -> None:
         except ValueError as error:
             parser.error(f"--methods {label!r}: {error}")
     require_cuda(parser)
-    provenance = dict(code=code_digest(), inductor_cache=inductor_cache_state())  # before any compile
+    timed_with = provenance()  # before any compile
     from torch.profiler import ProfilerActivity, profile
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ def main() -> None:
     stem = f"{args.res}_{args.mode}"
     (args.out / f"profile_{stem}.json").write_text(json.dumps(
         {"res": args.res, "mode": args.mode, "model": args.model, "torch": torch.__version__,
-         "device": torch.cuda.get_device_name(), "inductor": inductor_settings(), **provenance, "summary": summary,
+         "device": torch.cuda.get_device_name(), "inductor": inductor_settings(), **timed_with, "summary": summary,
          "kernels": kernels}, indent=1))
     if "plain" in kernels:
         text = diff_markdown(args.res, args.mode, kernels, summary)
