@@ -98,9 +98,11 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     # code: which code was timed; inductor_cache: "empty" (compiled anew) or "warm" (may reuse an
     # earlier process's kernels and picks); both recorded since session 30, "-" before
     listed = (caches or {}).get(path.resolve())
-    cache = meta.get("inductor_cache", listed or "-")
-    if listed and cache != listed:
-        raise SystemExit(f"{path}: its meta says inductor_cache {cache!r}, the cache table {listed!r}")
+    recorded = meta.get("inductor_cache")
+    recorded = recorded if recorded in CACHE_KINDS else None  # absent, or "unknown" (a torch without the helper)
+    if listed and recorded and recorded != listed:
+        raise SystemExit(f"{path}: its meta says inductor_cache {recorded!r}, the cache table {listed!r}")
+    cache = recorded or listed or "-"
     process = dict(file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
                    loop_calls=loop_length(int(meta.get("iters", 30)), meta.get("loop_calls", 0)),
                    code=meta.get("code", "-"), inductor_cache=cache, **floor)

@@ -680,6 +680,16 @@ def test_share_over_processes_gives_the_median_of_each_inductor_cache_kind(tmp_p
     table.write_text(json.dumps({"processes": {str(files[0]): "warm"}}))
     with pytest.raises(SystemExit, match=r"s0/bench_unet.json: its meta says inductor_cache 'empty', the cache table 'warm'"):
         sop.main(argv)
+    # a meta that could not tell ("unknown": a torch without the helper) is as one that does not say
+    files[4].unlink()
+    files[4].parent.rmdir()
+    _bench_file(tmp_path / "s4", [dict(row, loop_gain_share=0.80)], inductor_cache="unknown")
+    table.write_text(json.dumps({"processes": {str(files[4]): "warm"}}))
+    assert sop.main(argv) == 0
+    assert "- reloaded from a warm Inductor cache: median 0.8 over 1 [0.8-0.8]" in capsys.readouterr().out
+    table.write_text(json.dumps({"processes": {}}))  # s1-s3 and s4 ("unknown") unrecorded alike
+    assert sop.main(argv) == 0
+    assert "- cache not recorded: median 0.865 over 4 [0.8-0.93]; 1 at or above 0.9" in capsys.readouterr().out
     table.write_text(json.dumps({"processes": {str(files[1]): "cold"}}))
     with pytest.raises(SystemExit, match=r"caches.json: .*s1/bench_unet.json: 'cold' is not a cache kind; allowed: empty, warm"):
         sop.main(argv)
