@@ -109,6 +109,15 @@ def trace_label(path: Path) -> str:
     return name.removeprefix("trace_")
 
 
+def trace_labels(path_a: Path, path_b: Path) -> tuple[str, str]:
+    """Labels for the two columns; one method traced in two processes (``prof-new/trace_plain`` and
+    ``prof-reuse/trace_plain``) is told apart by its folder, or the table's columns read alike."""
+    a, b = trace_label(path_a), trace_label(path_b)
+    if a == b:
+        a, b = f"{path_a.parent.name}/{a}", f"{path_b.parent.name}/{b}"
+    return (a, b) if a != b else (str(path_a), str(path_b))
+
+
 def markdown(result: dict, label_a: str, label_b: str, top: int) -> str:
     kinds = "kernels not paired or not compared" if result["unpaired"] else "kernels not compared"
     lines = [f"{len(result['differing'])} of {result['paired']} paired kernel sites launch with different grids; "
@@ -117,8 +126,10 @@ def markdown(result: dict, label_a: str, label_b: str, top: int) -> str:
              f"GPU kernel time a call: {label_a} {result['total_us_a']:.1f} us, {label_b} {result['total_us_b']:.1f} us "
              f"({result['total_us_b'] - result['total_us_a']:+.1f}): {result['delta_us']:+.1f} at sites launched "
              f"with other grids, {result['same_grid_us']:+.1f} at sites launched alike, "
-             f"{result['unpaired_us']:+.1f} in {kinds}", "",
-             f"| site ({label_a}) | launches a call | grid {label_a} | grid {label_b} | us {label_a} | us {label_b} "
+             f"{result['unpaired_us']:+.1f} in {kinds}", ""]
+    if not result["differing"]:
+        return "\n".join(lines)
+    lines += [f"| site ({label_a}) | launches a call | grid {label_a} | grid {label_b} | us {label_a} | us {label_b} "
              "| delta us |",
              "|---|---|---|---|---|---|---|"]
     for d in result["differing"][:top]:
@@ -142,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.calls < 1 or args.top < 1:
         parser.error(f"--calls {args.calls} --top {args.top}: both must be at least 1")
     result = compare(read_sites(args.trace_a), read_sites(args.trace_b), args.calls, not args.all_kernels)
-    text = markdown(result, trace_label(args.trace_a), trace_label(args.trace_b), args.top)
+    text = markdown(result, *trace_labels(args.trace_a, args.trace_b), args.top)
     if args.out:
         atomic_write(args.out, text)
     print(text, end="")

@@ -756,6 +756,21 @@ def test_kernel_choices_lists_the_sites_two_compiles_launch_with_other_grids(tmp
             "with other grids, +0.5 at sites launched alike, +8.0 in kernels not paired or not compared") in text
 
 
+def test_kernel_choices_tells_one_method_s_two_processes_apart_by_folder(tmp_path, capsys):
+    import kernel_choices
+
+    launches = [("triton_per_fused_group_norm_3", (720, 1, 1), 29.0)]
+    (tmp_path / "prof-new").mkdir(), (tmp_path / "prof-reuse").mkdir()
+    a = _kernel_trace(tmp_path / "prof-new" / "trace_plain.json.gz", launches)
+    b = _kernel_trace(tmp_path / "prof-reuse" / "trace_plain.json.gz", [(n, g, us + 1) for n, g, us in launches])
+    kernel_choices.main([str(a), str(b), "--calls", "2"])
+    text = capsys.readouterr().out
+    assert text.startswith("0 of 1 paired kernel sites launch with different grids; at those sites "
+                           "prof-reuse/plain takes +0.0 us a call against prof-new/plain")
+    assert "prof-new/plain 29.0 us, prof-reuse/plain 30.0 us (+1.0)" in text
+    assert "| site" not in text  # no empty table when no site differs
+
+
 def test_kernel_choices_refuses_what_is_not_a_kernel_trace_in_one_line(tmp_path):
     (tmp_path / "cut.json.gz").write_bytes(b"\x1f\x8b\x08")
     (tmp_path / "cpu.json").write_text(json.dumps({"traceEvents": [{"cat": "cpu_op", "name": "x", "ts": 0}]}))

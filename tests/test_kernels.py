@@ -785,3 +785,22 @@ def test_gpu_compiled_unet_with_the_realised_unmerge_agrees_with_the_default(mon
             outputs.append(compiled(sample.bfloat16(), t, context.bfloat16()).sample.float())
     default, realised = outputs
     assert (realised - default).abs().mean() <= 1e-2 * default.abs().mean()
+
+
+def test_compiling_code_that_picks_the_kernel_path_raises_no_dynamo_warning():
+    """Patched processors ask ``runs_on`` inside the compiled region; with the Triton module behind
+    ``functools.lru_cache`` every compile warned that Dynamo ignores the cache wrapper. A fresh
+    process (Dynamo warns once per process, and nothing has resolved the module yet)."""
+    code = (
+        "import warnings, torch\n"
+        "from bigain_export.kernels import launch\n"
+        "f = torch.compile(lambda x: x * 2 if launch.runs_on(x.device) else x, fullgraph=True, backend='eager')\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    out = f(torch.ones(3))\n"
+        "assert out.tolist() == [2.0, 2.0, 2.0], out  # the kernel path was taken: Triton resolved in the trace\n"
+        "print([str(w.message) for w in seen if 'Dynamo' in str(w.message)])\n")
+    env = {**{k: v for k, v in os.environ.items() if k != "TORCH_LOGS"}, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout

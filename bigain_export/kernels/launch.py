@@ -9,7 +9,6 @@ by models: :mod:`bigain_export.ops.library` picks.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -17,13 +16,22 @@ import torch
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-@functools.lru_cache(maxsize=1)
+_UNRESOLVED = object()
+_triton_kernels = _UNRESOLVED
+
+
 def _triton():
-    try:
-        from . import triton_kernels
-    except ImportError:  # no triton on this machine: the reference path serves
-        return None
-    return triton_kernels
+    """The kernels' module, or None without Triton; imported once. A module global rather than
+    ``functools.lru_cache``: Dynamo traces through a cache wrapper and warns at every compile of a
+    patched model (seen in the GPU benchmarks' logs), while a global it reads is one guard."""
+    global _triton_kernels
+    if _triton_kernels is _UNRESOLVED:
+        try:
+            from . import triton_kernels
+        except ImportError:  # no triton on this machine: the reference path serves
+            triton_kernels = None
+        _triton_kernels = triton_kernels
+    return _triton_kernels
 
 
 def interpreting() -> bool:
