@@ -7,7 +7,9 @@
 # records which (inductor_cache) and the code digest. Results are packed after each process, so a
 # call cut off keeps the finished ones. The default fits one 600 s call on a warm machine.
 # RES=1024 re-checks 1024 px with today's code (last measured at session 20's: radius 1 0.966, with
-# plan reuse 1.07); it times both configurations there (~300 s a process: CACHES=new alone).
+# plan reuse 1.07); it times both configurations there (337 s in session 31: CACHES=new UNET_LIMIT=440 alone).
+# UNET_LIMIT (default 340 s) caps a process: in session 31 a compiling 768 px process took 254 s, and
+# one was cut off at the old 280 s (its set-ups took 79 + 71 + 69 s).
 set -u
 for cache in ${CACHES:-new reuse}; do  # refused before any work
   case $cache in new|reuse) ;; *) echo "CACHES: '$cache' is not new or reuse"; exit 2 ;; esac
@@ -26,7 +28,7 @@ for cache in ${CACHES:-new reuse}; do
   [ "$cache" = new ] && export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d)
   s=$(date +%s)
   out=/tmp/r/sd2-$res-p$p-$cache
-  timeout "${UNET_LIMIT:-280}" python3 scripts/bench_unet.py --res "$res" --modes cudagraphs --rounds 2 --loop-calls 50 \
+  timeout "${UNET_LIMIT:-340}" python3 scripts/bench_unet.py --res "$res" --modes cudagraphs --rounds 2 --loop-calls 50 \
     --methods plain plain-copy "${methods[@]}" --out "$out" > "$out.log" 2>&1
   echo "p$p ($cache) rc=$? $(( $(date +%s) - s )) s"; grep "set up\|loop" "$out.log" | cut -c1-250 | tail -8
   pack
