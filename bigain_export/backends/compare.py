@@ -1,7 +1,7 @@
 """Eager model vs engine on the same fresh random inputs, through Polygraphy's Comparator.
 
 Polygraphy runs every runner on the same feeds and gives the pass/fail verdict per output
-(``CompareFunc.simple`` on the MEAN error, relative or absolute, per precision); we add the two
+(Polygraphy's simple comparison on the MEAN error, relative or absolute, per precision); we add the two
 numbers users track over time, max absolute error and relative L2, computed over all feeds.
 TensorRT slots in as one more runner.
 
@@ -69,16 +69,26 @@ def quiet_polygraphy() -> None:
     G_LOGGER.module_severity = G_LOGGER.ERROR
 
 
+def _simple_compare(**options):
+    """Polygraphy's simple comparison: ``SimpleCompareFunc`` where it exists (``CompareFunc.simple``
+    warns of its removal in 0.60 from 0.53 on), the older spelling before it."""
+    from polygraphy.comparator import compare
+
+    if hasattr(compare, "SimpleCompareFunc"):
+        return compare.SimpleCompareFunc(**options)
+    return compare.CompareFunc.simple(**options)
+
+
 def compare_runners(reference, candidate, feeds: Iterable[dict[str, np.ndarray]], precision: str) -> CompareReport:
     """Run both Polygraphy runners on ``feeds`` and judge every output."""
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator
 
     quiet_polygraphy()
     feeds = [{k: np.asarray(v) for k, v in feed.items()} for feed in feeds]
     tolerance = TOLERANCES[precision]
     results = Comparator.run([reference, candidate], data_loader=feeds)
     verdict = Comparator.compare_accuracy(
-        results, compare_func=CompareFunc.simple(rtol=tolerance, atol=tolerance, check_error_stat="mean")
+        results, compare_func=_simple_compare(rtol=tolerance, atol=tolerance, check_error_stat="mean")
     )
     by_runner = dict(results.items())
     ref_iters, cand_iters = by_runner[reference.name], by_runner[candidate.name]
