@@ -71,7 +71,7 @@ def quiet_polygraphy() -> None:
 
 def _simple_compare(**options):
     """Polygraphy's simple comparison: ``SimpleCompareFunc`` where it exists (``CompareFunc.simple``
-    warns of its removal in 0.60 from 0.53 on), the older spelling before it."""
+    warns of its removal in Polygraphy 0.60; seen with 0.53.6), the older spelling before it."""
     from polygraphy.comparator import compare
 
     if hasattr(compare, "SimpleCompareFunc"):
