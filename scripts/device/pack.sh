@@ -17,7 +17,7 @@ tree=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } \
 part=$(( (64 * 1024 * 1024 - tree) / 1024 / 1024 - 2 ))
 (( part >= 8 )) || { echo "pack.sh: the working tree ($((tree / 1024 / 1024)) MiB) leaves no room for a part"; exit 2; }
 echo "tree $((tree / 1024 / 1024)) MiB: parts of $part MiB"
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; trap 'exit 143' TERM INT  # a killed run leaves no temp folder
 pip_dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform any -d "$1" "${@:2}"; }
 mkdir -p "$work/payload/site" "$work/wheels"
@@ -33,7 +33,10 @@ else
 fi
 for w in "$work"/wheels/*.whl; do (cd "$work/payload/site" && python3 -m zipfile -e "$w" .); done
 [[ -n $drop ]] && rm -f "$work/payload/site/$drop"
-rm -rf .device/p* && mkdir -p .device
-(cd "$work/payload" && tar -cf - . | xz -T0 -6) | split -b "${part}M" -d -a 1 - .device/part
-for f in .device/part*; do n=${f##*part}; mkdir -p ".device/p$n"; mv "$f" ".device/p$n/"; done
-du -sh .device/p*
+# the parts are made aside and replace the old ones only when all are written: a run cut off
+# leaves the previous payload whole (only p0..pN go: .device/mini and .device/probe stay)
+mkdir -p "$work/parts" .device
+(cd "$work/payload" && tar -cf - . | xz -T0 -6) | split -b "${part}M" -d -a 1 - "$work/parts/part"
+rm -rf .device/p[0-9]
+for f in "$work"/parts/part*; do n=${f##*part}; mkdir -p ".device/p$n"; mv "$f" ".device/p$n/"; done
+du -sh .device/p[0-9]
