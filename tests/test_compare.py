@@ -6,32 +6,23 @@ import types
 import warnings
 
 import pytest
-import torch
 
 pytest.importorskip("onnxruntime")
 compare = pytest.importorskip("polygraphy.comparator.compare")
 
 from bigain_export import BiGainConfig  # noqa: E402
 from bigain_export.engine.build import measure_drift  # noqa: E402
-from tiny import cpu_engine, micro_dit  # noqa: E402
+from tiny import cpu_engine, jitter, responsive_dit  # noqa: E402
 
 CONFIG = BiGainConfig.preset("bigain-merge")
-
-
-def _drifted(denoiser, scale: float):
-    """The same model with every weight nudged: an engine of the original then drifts from it."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in denoiser.parameters():
-            param.add_(torch.randn(param.shape, generator=g) * scale)
-    return denoiser
 
 
 def test_the_drift_verdict_is_the_same_with_either_polygraphy_spelling_and_warns_of_no_removal(tmp_path, monkeypatch):
     """``SimpleCompareFunc`` where Polygraphy has it (``CompareFunc.simple`` warned of its removal at
     every drift check), ``CompareFunc.simple`` on versions before it: same numbers, same verdicts."""
-    engine = cpu_engine(micro_dit(), tmp_path / "engine")
-    models = {"same": micro_dit(), "drifted": _drifted(micro_dit(), 0.5)}
+    # a model whose output depends on its input, and the same with every weight nudged
+    engine = cpu_engine(responsive_dit(), tmp_path / "engine")
+    models = {"same": responsive_dit(), "drifted": jitter(responsive_dit(), 0.5, seed=1)}
 
     def verdicts():
         with warnings.catch_warnings(record=True) as seen:

@@ -12,20 +12,9 @@ from bigain_export.backends.ort import make_ort_runner, make_session
 from bigain_export.backends.ort_bound_runner import BoundOrtRunner
 from bigain_export.engine.build import build_engine, drift_feeds, measure_drift
 from bigain_export.errors import EngineError
-from tiny import cpu_engine, micro_dit
+from tiny import cpu_engine, responsive_dit
 
 CONFIG = BiGainConfig.preset("bigain-merge")
-
-
-def responsive_dit():
-    """micro_dit with every weight drawn at random: its zero-initialised output layers would give
-    one output whatever the input, and a stale buffer would then pass for a fresh one."""
-    denoiser = micro_dit()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in denoiser.parameters():
-            param.copy_(torch.randn(param.shape, generator=g) * 0.2)
-    return denoiser
 
 
 @pytest.fixture(scope="module")

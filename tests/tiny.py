@@ -55,3 +55,24 @@ def micro_dit(seed: int = 0, name: str = "micro-dit"):
         model = arch.build_dit({**arch.TINY_DIT_CONFIG, "num_layers": 3, "patch_size": 4})
     return Denoiser(model, num_classes=10, sample_shape=(1, 32, 32), scheduler_config=arch.SCHEDULER_CONFIG,
                     name=name).eval()
+
+
+def jitter(module, scale: float, seed: int):
+    """Add N(0, scale) noise to every weight of ``module``, in place; returns it."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.add_(torch.randn(param.shape, generator=g) * scale)
+    return module
+
+
+def responsive_dit():
+    """micro_dit with every weight drawn at random: its zero-initialised output layers would give
+    one output whatever the input, so a stale buffer or a wrong engine would pass for a good one."""
+    denoiser = micro_dit()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in denoiser.parameters():
+            param.copy_(torch.randn(param.shape, generator=g) * 0.2)
+    return denoiser
+
