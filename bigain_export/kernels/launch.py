@@ -361,6 +361,11 @@ UNMERGE_IN_GRAPH = True
 # 768 px), so it stays off (benchmarks: --variant UNMERGE_REALIZE=True).
 UNMERGE_REALIZE = False
 
+# True makes such a norm persistent instead (kernels/inductor_choices.py: an Inductor heuristic, in
+# place once inductor_choices.install() has run; bench_unet.py installs it for --variant
+# PERSISTENT_GATHER_NORMS=True). Off until a GPU benchmark shows it pays.
+PERSISTENT_GATHER_NORMS = False
+
 
 # How a merge without prebuilt groups runs. "groups" (default): the slot map's token groups
 # (merge_groups: a count, a scan and a fill over the int slot map) and one gather per output row,

@@ -1,0 +1,117 @@
+"""kernels/inductor_choices.py: which Triton kernel Inductor generates for a norm over gathered rows.
+
+Inductor's Triton code generation runs on the CPU here (``cpu_backend="triton"``), with the kernel
+compiles intercepted: the tests read the generated kernels' names (``triton_per_*``: persistent,
+``triton_red_*``: looped), not their output. The GPU benchmark times them (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="Triton is not installed (pip install -e '.[dev]' installs it)")
+
+from torch._inductor import async_compile, config  # noqa: E402
+from torch._inductor.choices import InductorChoices  # noqa: E402
+from torch._inductor.virtualized import V  # noqa: E402
+
+from bigain_export.kernels import inductor_choices  # noqa: E402
+from bigain_export.ops import reference  # noqa: E402
+
+
+class _Inert:
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def generated_kernels(fn, *inputs) -> list[str]:
+    """Names of the Triton kernels Inductor generates for ``fn`` (nothing is compiled or run)."""
+    names = []
+
+    def intercept(self, kernel_name, source_code, *args, **kwargs):
+        names.append(kernel_name)
+        return _Inert()
+
+    torch._dynamo.reset()
+    patches = dict(cpu_backend="triton", fx_graph_cache=False)
+    with config.patch(patches), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(async_compile.AsyncCompile, "triton", intercept)
+        mp.setattr("torch.utils._triton.triton_hash_with_backend", lambda: "cpu-probe")
+        mp.setattr("torch._inductor.codegen.triton.triton_hash_with_backend", lambda: "cpu-probe", raising=False)
+        try:
+            torch.compile(fn, fullgraph=True)(*inputs)
+        except Exception:  # the inert kernels return nothing to run: code generation is what counts
+            pass
+    torch._dynamo.reset()
+    return names
+
+
+def norm_of_unmerged(x, y, slot, weight, bias):
+    """The SD2 block's pattern: residual + unmerged attention output, then the next LayerNorm."""
+    h = x + reference.unmerge(y, slot)
+    return torch.nn.functional.layer_norm(h, (h.shape[-1],), weight, bias)
+
+
+def _inputs(channels: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 96, channels, generator=g)
+    y = torch.randn(2, 40, channels, generator=g)
+    slot = torch.randint(0, 40, (2, 96), generator=g)
+    return x, y, slot, torch.randn(channels, generator=g), torch.randn(channels, generator=g)
+
+
+def _norm_kernels(names: list[str]) -> list[str]:
+    return [name for name in names if "layer_norm" in name]
+
+
+def test_inductor_alone_loops_the_norm_over_gathered_rows():
+    """The cost the rule removes: without it the norm over 320 gathered channels is looped (if a
+    torch release fixes its heuristic, this fails and the rule can go)."""
+    kernels = _norm_kernels(generated_kernels(norm_of_unmerged, *_inputs(320)))
+    assert kernels and all(name.startswith("triton_red_") for name in kernels), kernels
+
+
+def test_the_rule_makes_that_norm_persistent_and_is_removed_after():
+    before = inductor_choices.decisions_changed
+    with inductor_choices.installed() as took:
+        assert took and isinstance(V.choices, inductor_choices.GatheredRowChoices)
+        kernels = _norm_kernels(generated_kernels(norm_of_unmerged, *_inputs(320)))
+    assert kernels and all(name.startswith("triton_per_") for name in kernels), kernels
+    assert inductor_choices.decisions_changed > before
+    assert type(V.choices) is InductorChoices
+    assert getattr(config, "inductor_choices_class", None) is None
+
+
+def test_the_rule_leaves_rows_over_inductors_inner_limit_looped():
+    """1152 channels (DiT-XL/2) are looped in plain models too: the rule gives gathered rows the
+    INNER limit, no more."""
+    with inductor_choices.installed():
+        kernels = _norm_kernels(generated_kernels(norm_of_unmerged, *_inputs(1152)))
+    assert kernels and all(name.startswith("triton_red_") for name in kernels), kernels
+
+
+def test_the_rule_changes_no_kernel_without_a_gather():
+    def plain_norm(x, y, slot, weight, bias):
+        return torch.nn.functional.layer_norm(x + x.sin(), (x.shape[-1],), weight, bias)
+
+    inputs = _inputs(320)
+    alone = generated_kernels(plain_norm, *inputs)
+    before = inductor_choices.decisions_changed
+    with inductor_choices.installed():
+        ruled = generated_kernels(plain_norm, *inputs)
+    assert ruled == alone and inductor_choices.decisions_changed == before
+
+
+def test_another_packages_choices_are_left_in_place():
+    class Theirs(InductorChoices):
+        def uuid(self):
+            return "theirs"
+
+    saved = V.choices
+    V.set_choices_handler(Theirs())
+    try:
+        with inductor_choices.installed() as took:
+            assert not took and type(V.choices) is Theirs
+    finally:
+        V.set_choices_handler(saved)
