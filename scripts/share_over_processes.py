@@ -12,7 +12,12 @@ run. This gathers the rows from the recorded raw files instead of copying number
 is also given for each kind of process: compiled in an empty cache, or reloaded from a warm one.
 
 Each ``bench_unet.json`` is one process; a row with a variant mark (``METHOD @NAME=VALUE``) counts
-only with ``--variants`` (its process is then counted once per row). Prints a Markdown table, the
+only with ``--variants`` (its process is then counted once per row). A process run with
+``--kernel-setting`` timed another configuration than its rows' names say: its rows count only for
+``--setting`` with the same launch settings (settings equal to today's defaults in
+bigain_export/kernels/launch.py are left out on both sides), which also gathers the variant rows
+timed under them: ``--setting PERSISTENT_GATHER_NORMS=True`` takes ``METHOD @PERSISTENT_GATHER_NORMS=True``
+rows and processes run with ``--kernel-setting PERSISTENT_GATHER_NORMS=True``. Prints a Markdown table, the
 median and how many processes reach the target; ``--plot`` writes a PNG of the shares. Where a
 process also timed ``plain-copy`` (a second compile of plain), its speedup over plain stands
 beside the share: how far two compiles of one model differ in that process. Since session 30 a
@@ -30,7 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import CONTROL, base_name, loop_length  # noqa: E402  (base_name: the one reader of a "METHOD @NAME=VALUE" label)
+from bench_unet import CONTROL, base_name, loop_length, parse_kernel_settings, variant_of  # noqa: E402  (the readers of a "METHOD @NAME=VALUE" label)
 
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -77,11 +82,19 @@ def process_files(roots: list[Path]) -> list[Path]:
     return files
 
 
+def beyond_defaults(settings: dict) -> dict:
+    """The launch settings that differ from today's defaults (launch.py)."""
+    from bigain_export.kernels import launch
+
+    return {name: value for name, value in settings.items() if getattr(launch, name, object()) != value}
+
+
 def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: bool,
-            caches: dict[Path, str] | None = None) -> list[dict]:
+            caches: dict[Path, str] | None = None, setting: dict | None = None) -> list[dict]:
     """The rows of one process's file for ``method`` on ``model`` (and its variants if asked); the
     first results, from before the DiT was benchmarked, name no model: they are SD2's. The
-    process's cache kind comes from its meta, else from ``caches`` (:func:`read_cache_table`)."""
+    process's cache kind comes from its meta, else from ``caches`` (:func:`read_cache_table`). Rows
+    count when they ran under ``setting`` (launch settings beyond the defaults; none by default)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -106,22 +119,28 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
     process = dict(file=str(path), card=meta.get("card", "?"), batch=meta.get("batch", "?"),
                    loop_calls=loop_length(int(meta.get("iters", 30)), meta.get("loop_calls", 0)),
                    code=meta.get("code", "-"), inductor_cache=cache, **floor)
+    process_settings = meta.get("kernel_settings") or {}  # --kernel-setting, for every row of the process
     found = []
     for row in data["rows"]:
         name = row.get("method", "")
         base = base_name(name)
         if row.get("res") != res or row.get("mode") != mode or base != method or row.get("error"):
             continue
-        if name != base and not variants:
+        if name != base and (variants or not setting):  # a variant row: every one, or none but for --setting
+            if variants:
+                found.append(dict(row, **process))
+            continue
+        ran_under = beyond_defaults({**process_settings, **variant_of(name)})
+        if ran_under != (setting or {}):
             continue
         found.append(dict(row, **process))
     return found
 
 
 def gather(files: list[Path], model: str, res: int, method: str, mode: str, variants: bool,
-           caches: dict[Path, str] | None = None) -> list[dict]:
+           caches: dict[Path, str] | None = None, setting: dict | None = None) -> list[dict]:
     """The configuration's rows of every file, in file order."""
-    return [row for path in files for row in rows_of(path, model, res, method, mode, variants, caches)]
+    return [row for path in files for row in rows_of(path, model, res, method, mode, variants, caches, setting)]
 
 
 def summary(rows: list[dict], timing: str, target: float | None) -> dict:
@@ -213,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="cudagraphs", choices=["eager", "compile", "cudagraphs"])
     parser.add_argument("--timing", default="loop", choices=list(PREFIXES))
     parser.add_argument("--variants", action="store_true", help="count the method's @NAME=VALUE rows too")
+    parser.add_argument("--setting", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="count the rows timed under these launch settings (a variant's or a process's "
+                        "--kernel-setting) instead of the defaults")
     parser.add_argument("--target", type=float, default=None, help="e.g. 0.9: count the processes reaching it")
     parser.add_argument("--plot", type=Path, default=None, help="write the shares as a PNG here")
     parser.add_argument("--cache-table", type=Path, default=None,
@@ -223,8 +245,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--target {args.target}: must be in (0, 1]")
     if args.plot is not None and args.plot.suffix != ".png":
         parser.error(f"--plot {args.plot}: must end in .png")
+    if args.setting and args.variants:
+        parser.error("--setting and --variants: give one (--variants counts every variant row already)")
+    try:
+        setting = beyond_defaults(parse_kernel_settings(args.setting))
+    except ValueError as error:
+        parser.error(str(error).replace("--kernel-setting", "--setting"))
+    if args.setting and not setting:
+        parser.error(f"--setting {' '.join(args.setting)}: these are today's defaults; leave --setting out")
     caches = read_cache_table(args.cache_table) if args.cache_table is not None else None
-    rows = gather(process_files(args.paths), args.model, args.res, args.method, args.mode, args.variants, caches)
+    rows = gather(process_files(args.paths), args.model, args.res, args.method, args.mode, args.variants, caches,
+                  setting)
     stats = summary(rows, args.timing, args.target)
     print(markdown(rows, args.timing, stats, by_cache(rows, args.timing, args.target)))
     if args.plot is not None and stats["processes"]:

@@ -698,6 +698,31 @@ def test_share_over_processes_gives_the_median_of_each_inductor_cache_kind(tmp_p
         sop.main(argv)
 
 
+def test_share_over_processes_keeps_rows_timed_under_other_launch_settings_apart(tmp_path, capsys):
+    """A process run with --kernel-setting timed another configuration than its rows' names say:
+    it counts for --setting with those settings, with the variant rows timed under them, not for
+    the default; settings equal to today's defaults (MERGE_PATH=groups) are the default."""
+    import share_over_processes as sop
+
+    method = "bigain-merge r=0.7 radius=1 plan-reuse"
+    row = dict(res=768, mode="cudagraphs", method=method, error=None, loop_speedup=1.17, loop_ceiling=1.19)
+    _bench_file(tmp_path / "default", [dict(row, loop_gain_share=0.85),
+                                       dict(row, method=method + " @PERSISTENT_GATHER_NORMS=True", loop_gain_share=0.95)])
+    _bench_file(tmp_path / "groups", [dict(row, loop_gain_share=0.87)], kernel_settings={"MERGE_PATH": "groups"})
+    _bench_file(tmp_path / "ruled", [dict(row, loop_gain_share=0.97)], kernel_settings={"PERSISTENT_GATHER_NORMS": True})
+    assert sop.main([str(tmp_path), "--res", "768", "--method", method]) == 0
+    assert "over 2 processes: 0.86 [0.85-0.87]" in capsys.readouterr().out
+    assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--setting", "PERSISTENT_GATHER_NORMS=True"]) == 0
+    out = capsys.readouterr().out
+    assert "over 2 processes: 0.96 [0.95-0.97]" in out and "ruled/bench_unet.json" in out
+    for argv, says in ((["--setting", "PLAN_FUSION=True"], "PLAN_FUSION=True: these are today's defaults"),
+                       (["--setting", "PERSISTENT_GATHER_NORMS=yes"], "PERSISTENT_GATHER_NORMS takes True or False"),
+                       (["--setting", "PERSISTENT_GATHER_NORMS=True", "--variants"], "give one")):
+        with pytest.raises(SystemExit):
+            sop.main([str(tmp_path), "--res", "768", "--method", method, *argv])
+        assert says in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, says", [(["--target", "90"], "--target 90.0: must be in (0, 1]"),
                                         (["--plot", "share.svg"], "--plot share.svg: must end in .png")])
 def test_share_over_processes_refuses_bad_flags_in_one_line(tmp_path, argv, says):

@@ -10,6 +10,8 @@
 # plan reuse 1.07); it times both configurations there (337 s in session 31: CACHES=new UNET_LIMIT=440 alone).
 # UNET_LIMIT (default 340 s) caps a process: in session 31 a compiling 768 px process took 254 s, and
 # one was cut off at the old 280 s (its set-ups took 79 + 71 + 69 s).
+# SETTINGS (e.g. "PERSISTENT_GATHER_NORMS=True") passes --kernel-setting to every process: the meta
+# records it (kernel_settings), so share_over_processes.py can keep such processes apart.
 set -u
 for cache in ${CACHES:-new reuse}; do  # refused before any work
   case $cache in new|reuse) ;; *) echo "CACHES: '$cache' is not new or reuse"; exit 2 ;; esac
@@ -29,7 +31,7 @@ for cache in ${CACHES:-new reuse}; do
   s=$(date +%s)
   out=/tmp/r/sd2-$res-p$p-$cache
   timeout "${UNET_LIMIT:-340}" python3 scripts/bench_unet.py --res "$res" --modes cudagraphs --rounds 2 --loop-calls 50 \
-    --methods plain plain-copy "${methods[@]}" --out "$out" > "$out.log" 2>&1
+    --methods plain plain-copy "${methods[@]}" ${SETTINGS:+--kernel-setting $SETTINGS} --out "$out" > "$out.log" 2>&1
   echo "p$p ($cache) rc=$? $(( $(date +%s) - s )) s"; grep "set up\|loop" "$out.log" | cut -c1-250 | tail -8
   pack
 done
