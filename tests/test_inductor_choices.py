@@ -115,3 +115,32 @@ def test_another_packages_choices_are_left_in_place():
             assert not took and type(V.choices) is Theirs
     finally:
         V.set_choices_handler(saved)
+
+
+def test_a_merging_patch_holds_the_rule_while_patched_when_asked(monkeypatch):
+    """launch.PERSISTENT_GATHER_NORMS: apply_bigain holds the rule, so a user's own torch.compile of
+    the patched model gets it; the last remove_bigain restores Inductor's own choices, exactly."""
+    import copy
+
+    from bigain_export import BiGainConfig
+    from bigain_export.kernels import launch
+    from bigain_export.patch import apply_bigain, remove_bigain
+    from tests.tiny import tiny_unet
+
+    own = V.choices
+    first, second = tiny_unet(), tiny_unet(seed=1)
+    apply_bigain(first, BiGainConfig(ratio=0.5))  # the setting off (the default): nothing held
+    assert V.choices is own
+    monkeypatch.setattr(launch, "PERSISTENT_GATHER_NORMS", True)
+    apply_bigain(first, BiGainConfig(ratio=0.5))
+    apply_bigain(second, BiGainConfig(ratio=0.5))
+    assert isinstance(V.choices, inductor_choices.GatheredRowChoices)
+    assert getattr(config, "inductor_choices_class", inductor_choices.GatheredRowChoices) is inductor_choices.GatheredRowChoices
+    remove_bigain(copy.deepcopy(first))  # a copy's patch held nothing and lets go of nothing
+    remove_bigain(first)
+    assert isinstance(V.choices, inductor_choices.GatheredRowChoices)  # second still holds it
+    remove_bigain(second)
+    assert V.choices is own and getattr(config, "inductor_choices_class", None) is None
+    apply_bigain(first, BiGainConfig(ratio=0.0, downsample=2))  # KV pooling alone has no unmerge: nothing held
+    assert V.choices is own
+    remove_bigain(first)

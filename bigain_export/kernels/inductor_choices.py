@@ -10,16 +10,19 @@ whole and contiguously, one row per output, exactly as a plain norm reads its ro
 :class:`GatheredRowChoices` (an ``InductorChoices``, the seam Inductor offers for its heuristics)
 keeps every decision of Inductor's except one: a reduction whose hint is DEFAULT only because of
 indirect loads that are contiguous along the reduced dimension gets the threshold Inductor gives an
-INNER reduction (1024 elements). :func:`installed` puts it in place for a compile; the benchmarks do
-so for ``--variant PERSISTENT_GATHER_NORMS=True`` (launch.py). Not in any default until a GPU
-benchmark shows it pays.
+INNER reduction (1024 elements). Two ways to put it in place, both keyed on
+``launch.PERSISTENT_GATHER_NORMS`` (False: not in any default until a GPU benchmark shows it pays):
+:func:`hold` while a model is patched to merge (``apply_bigain`` holds it, ``remove_bigain`` lets go),
+so that a user's own ``torch.compile`` gets it; :func:`installed` around one compile (the benchmarks'
+``--variant PERSISTENT_GATHER_NORMS=True``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import Iterator
+import weakref
+from typing import Any, Iterator
 
 import sympy
 from torch._inductor import config
@@ -106,3 +109,46 @@ def installed() -> Iterator[bool]:
         if hasattr(config, "inductor_choices_class"):
             config.inductor_choices_class = saved_class
         V.set_choices_handler(saved_handler)
+
+
+class Hold:
+    """One holder's claim on the rule (:func:`hold`); a deep copy of it claims nothing."""
+
+
+_holds: weakref.WeakSet = weakref.WeakSet()  # the live claims (a patched model's record keeps its own)
+_before_hold: tuple[Any, Any] | None = None  # (config value, handler) to restore after the last
+
+
+def hold() -> Hold | None:
+    """Put the rule in place for as long as the returned claim is held: the first claim installs
+    it, :func:`release` of the last restores what was there. None, changing nothing, where another
+    package's choices are in place."""
+    global _before_hold
+    if not _holds:
+        saved_class = getattr(config, "inductor_choices_class", None)
+        saved_handler = V.choices
+        if saved_class not in (None, GatheredRowChoices) or type(saved_handler) not in (InductorChoices, GatheredRowChoices):
+            return None
+        # inside an installed() block, what the block will restore is Inductor's own: restore that too
+        _before_hold = (None if saved_class is GatheredRowChoices else saved_class,
+                        InductorChoices() if type(saved_handler) is GatheredRowChoices else saved_handler)
+        if hasattr(config, "inductor_choices_class"):
+            config.inductor_choices_class = GatheredRowChoices
+        V.set_choices_handler(GatheredRowChoices())
+    claim = Hold()
+    _holds.add(claim)
+    return claim
+
+
+def release(claim: Hold | None) -> None:
+    """Let go of ``claim`` (nothing for None or a claim not held: a deep copy's)."""
+    global _before_hold
+    if claim is None or claim not in _holds:
+        return
+    _holds.discard(claim)
+    if not _holds and _before_hold is not None:
+        saved_class, saved_handler = _before_hold
+        if hasattr(config, "inductor_choices_class"):
+            config.inductor_choices_class = saved_class
+        V.set_choices_handler(saved_handler)
+        _before_hold = None

@@ -361,9 +361,10 @@ UNMERGE_IN_GRAPH = True
 # 768 px), so it stays off (benchmarks: --variant UNMERGE_REALIZE=True).
 UNMERGE_REALIZE = False
 
-# True makes such a norm persistent instead (kernels/inductor_choices.py: an Inductor heuristic, in
-# place once inductor_choices.install() has run; bench_unet.py installs it for --variant
-# PERSISTENT_GATHER_NORMS=True). Off until a GPU benchmark shows it pays.
+# True makes such a norm persistent instead (kernels/inductor_choices.py, an Inductor heuristic):
+# apply_bigain holds it in place while a model is patched to merge (read at patch time), and the
+# benchmarks install it around the compiles of --variant PERSISTENT_GATHER_NORMS=True. Off until a
+# GPU benchmark shows it pays.
 PERSISTENT_GATHER_NORMS = False
 
 

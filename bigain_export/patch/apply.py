@@ -32,6 +32,7 @@ class PatchRecord:
     originals: list[tuple[torch.nn.Module, Any]] = field(default_factory=list)
     handles: list[Any] = field(default_factory=list)
     target_names: list[str] = field(default_factory=list)
+    inductor_rule: Any = None  # its claim on kernels/inductor_choices' rule (launch.PERSISTENT_GATHER_NORMS)
 
 
 def resolve_model(obj: Any) -> torch.nn.Module:
@@ -95,8 +96,20 @@ def apply_bigain(obj: Any, config: BiGainConfig | None = None, **overrides: Any)
             record.handles.append(block.ff.register_forward_pre_hook(lambda m, args, plan=plan: (plan.merge(args[0]), *args[1:])))
             record.handles.append(block.ff.register_forward_hook(lambda m, args, out, plan=plan: plan.unmerge(out)))
         record.handles.append(block.register_forward_hook(lambda m, args, out, plan=plan: plan.clear()))
+    _hold_inductor_rule(record)
     setattr(model, _RECORD, record)
     return model
+
+
+def _hold_inductor_rule(record: PatchRecord) -> None:
+    """A merging patch holds the Inductor rule that makes the norm after its unmerge persistent,
+    where ``launch.PERSISTENT_GATHER_NORMS`` asks for it (kernels/inductor_choices.py)."""
+    from ..kernels import launch
+
+    if record.config.merges and launch.PERSISTENT_GATHER_NORMS:
+        from ..kernels import inductor_choices
+
+        record.inductor_rule = inductor_choices.hold()
 
 
 def _check_extra_merges(layout, config: BiGainConfig) -> None:
@@ -138,6 +151,10 @@ def remove_bigain(obj: Any) -> torch.nn.Module:
         handle.remove()
     for attn, original in record.originals:
         attn.processor = original
+    if record.inductor_rule is not None:
+        from ..kernels import inductor_choices
+
+        inductor_choices.release(record.inductor_rule)
     delattr(model, _RECORD)
     return model
 
