@@ -113,6 +113,30 @@ def test_another_packages_choices_are_left_in_place():
     try:
         with inductor_choices.installed() as took:
             assert not took and type(V.choices) is Theirs
+        assert inductor_choices.hold() is None and type(V.choices) is Theirs
+    finally:
+        V.set_choices_handler(saved)
+
+
+def test_a_patch_asked_for_the_rule_says_so_where_another_packages_choices_stay(monkeypatch):
+    from bigain_export import BiGainConfig
+    from bigain_export.kernels import launch
+    from bigain_export.patch import apply_bigain, remove_bigain
+    from tests.tiny import tiny_unet
+
+    class Theirs(InductorChoices):
+        def uuid(self):
+            return "theirs"
+
+    monkeypatch.setattr(launch, "PERSISTENT_GATHER_NORMS", True)
+    saved, model = V.choices, tiny_unet()
+    V.set_choices_handler(Theirs())
+    try:
+        with pytest.warns(UserWarning, match="another package's Inductor choices are in place .Theirs."):
+            apply_bigain(model, BiGainConfig(ratio=0.5))
+        assert type(V.choices) is Theirs
+        remove_bigain(model)
+        assert type(V.choices) is Theirs
     finally:
         V.set_choices_handler(saved)
 

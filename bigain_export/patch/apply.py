@@ -10,6 +10,7 @@ The layout is resolved and validated before anything changes, so a failure patch
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -110,6 +111,10 @@ def _hold_inductor_rule(record: PatchRecord) -> None:
         from ..kernels import inductor_choices
 
         record.inductor_rule = inductor_choices.hold()
+        if record.inductor_rule is None:
+            warnings.warn("launch.PERSISTENT_GATHER_NORMS: another package's Inductor choices are in place "
+                          f"({type(inductor_choices.V.choices).__name__}); the norms after the unmerge keep "
+                          "Inductor's own kernels", stacklevel=3)
 
 
 def _check_extra_merges(layout, config: BiGainConfig) -> None:
