@@ -122,7 +122,7 @@ def test_a_patch_asked_for_the_rule_says_so_where_another_packages_choices_stay(
     from bigain_export import BiGainConfig
     from bigain_export.kernels import launch
     from bigain_export.patch import apply_bigain, remove_bigain
-    from tests.tiny import tiny_unet
+    from tiny import tiny_unet
 
     class Theirs(InductorChoices):
         def uuid(self):
@@ -149,7 +149,7 @@ def test_a_merging_patch_holds_the_rule_while_patched_when_asked(monkeypatch):
     from bigain_export import BiGainConfig
     from bigain_export.kernels import launch
     from bigain_export.patch import apply_bigain, remove_bigain
-    from tests.tiny import tiny_unet
+    from tiny import tiny_unet
 
     own = V.choices
     first, second = tiny_unet(), tiny_unet(seed=1)
@@ -168,3 +168,46 @@ def test_a_merging_patch_holds_the_rule_while_patched_when_asked(monkeypatch):
     apply_bigain(first, BiGainConfig(ratio=0.0, downsample=2))  # KV pooling alone has no unmerge: nothing held
     assert V.choices is own
     remove_bigain(first)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run with -m gpu on the GPU machine)")
+def test_gpu_compiled_unet_with_the_rule_agrees_and_gets_the_persistent_norm(monkeypatch):
+    """On the GPU's own torch: a UNet with 128 channels at its first level (above Inductor's 64 for
+    a DEFAULT reduction), merged with a reused plan and compiled through the product's path
+    (the setting on before apply_bigain), gets the persistent norm and agrees with the compile
+    without the rule to bf16 rounding. Each compile in an empty Inductor cache."""
+    from diffusers import UNet2DConditionModel
+    from torch._inductor import utils
+    from torch._inductor.utils import run_and_get_code
+
+    from bigain_export import BiGainConfig
+    from bigain_export.kernels import launch
+    from bigain_export.patch import apply_bigain, remove_bigain
+    from tiny import unet_inputs
+
+    torch.manual_seed(0)
+    model = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(128, 128),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
+    ).eval().to("cuda", torch.bfloat16)
+    sample, t, context = (a.to("cuda") for a in unet_inputs(size=32))
+    config = BiGainConfig.preset("bigain-merge", ratio=0.7, plan_reuse=True, match_radius=1)
+    outputs, sources = [], []
+    for rule in (False, True):
+        monkeypatch.setattr(launch, "PERSISTENT_GATHER_NORMS", rule)
+        apply_bigain(model, config)
+        torch._dynamo.reset()
+        fresh_cache = getattr(utils, "fresh_cache", None) or utils.fresh_inductor_cache  # the older name
+        with fresh_cache(), torch.no_grad():
+            out, code = run_and_get_code(torch.compile(model, fullgraph=True), sample.bfloat16(), t, context.bfloat16())
+        remove_bigain(model)
+        outputs.append(out.sample.float())
+        sources.append("\n".join(code))
+    norms = [[line for line in source.split() if "gather" in line and "layer_norm" in line and line.startswith("triton_")]
+             for source in sources]
+    assert any(name.startswith("triton_red_") for name in norms[0]), norms[0]
+    assert norms[1] and not any(name.startswith("triton_red_") for name in norms[1]), norms[1]
+    default, ruled = outputs
+    assert (ruled - default).abs().mean() <= 1e-2 * default.abs().mean()
