@@ -257,6 +257,21 @@ def test_a_variant_is_timed_in_the_same_rounds_under_its_launch_settings(monkeyp
     assert bench_unet.variant_of(variant["method"]) == {"MERGE_PATH": "atomic"}
 
 
+def test_the_persistent_norm_variant_has_inductors_rule_in_place_only_while_it_runs():
+    """--variant PERSISTENT_GATHER_NORMS=True: the flag is set only while the variant compiles and
+    runs (after patching), so bench_unet puts the Inductor rule in place itself, and takes it away."""
+    from torch._inductor.virtualized import V
+
+    from bigain_export.kernels import inductor_choices, launch
+
+    own = V.choices
+    with bench_unet.launch_settings(**bench_unet.variant_of("bigain-merge r=0.7 @PERSISTENT_GATHER_NORMS=True")):
+        assert launch.PERSISTENT_GATHER_NORMS and isinstance(V.choices, inductor_choices.GatheredRowChoices)
+    assert V.choices is own and not launch.PERSISTENT_GATHER_NORMS
+    with bench_unet.launch_settings():
+        assert V.choices is own
+
+
 def test_bench_kernels_launch_settings_are_restored_even_when_a_variant_fails():
     import bench_kernels
     from bigain_export.kernels import launch

@@ -90,25 +90,36 @@ class GatheredRowChoices(InductorChoices):
         return "bigain_export.GatheredRowChoices.v1"
 
 
-@contextlib.contextmanager
-def installed() -> Iterator[bool]:
-    """Inductor uses :class:`GatheredRowChoices` inside the block (its config, which new threads and
-    the cache key read, and this thread's handler), restored after. Yields False, changing nothing,
-    where another package's choices are in place."""
+def _in_place() -> tuple[Any, Any] | None:
+    """(config value, handler) as they are, or None where another package's choices are in place."""
     saved_class = getattr(config, "inductor_choices_class", None)
     saved_handler = V.choices
     if saved_class not in (None, GatheredRowChoices) or type(saved_handler) not in (InductorChoices, GatheredRowChoices):
+        return None
+    return saved_class, saved_handler
+
+
+def _put(choices_class: Any, handler: Any) -> None:
+    """Inductor's config (read by new threads and, through ``uuid()``, the cache key) and this
+    thread's handler."""
+    if hasattr(config, "inductor_choices_class"):
+        config.inductor_choices_class = choices_class
+    V.set_choices_handler(handler)
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[bool]:
+    """Inductor uses :class:`GatheredRowChoices` inside the block, restored after. Yields False,
+    changing nothing, where another package's choices are in place."""
+    saved = _in_place()
+    if saved is None:
         yield False
         return
-    if hasattr(config, "inductor_choices_class"):
-        config.inductor_choices_class = GatheredRowChoices
-    V.set_choices_handler(GatheredRowChoices())
+    _put(GatheredRowChoices, GatheredRowChoices())
     try:
         yield True
     finally:
-        if hasattr(config, "inductor_choices_class"):
-            config.inductor_choices_class = saved_class
-        V.set_choices_handler(saved_handler)
+        _put(*saved)
 
 
 class Hold:
@@ -125,16 +136,14 @@ def hold() -> Hold | None:
     package's choices are in place."""
     global _before_hold
     if not _holds:
-        saved_class = getattr(config, "inductor_choices_class", None)
-        saved_handler = V.choices
-        if saved_class not in (None, GatheredRowChoices) or type(saved_handler) not in (InductorChoices, GatheredRowChoices):
+        saved = _in_place()
+        if saved is None:
             return None
+        saved_class, saved_handler = saved
         # inside an installed() block, what the block will restore is Inductor's own: restore that too
         _before_hold = (None if saved_class is GatheredRowChoices else saved_class,
                         InductorChoices() if type(saved_handler) is GatheredRowChoices else saved_handler)
-        if hasattr(config, "inductor_choices_class"):
-            config.inductor_choices_class = GatheredRowChoices
-        V.set_choices_handler(GatheredRowChoices())
+        _put(GatheredRowChoices, GatheredRowChoices())
     claim = Hold()
     _holds.add(claim)
     return claim
@@ -147,8 +156,5 @@ def release(claim: Hold | None) -> None:
         return
     _holds.discard(claim)
     if not _holds and _before_hold is not None:
-        saved_class, saved_handler = _before_hold
-        if hasattr(config, "inductor_choices_class"):
-            config.inductor_choices_class = saved_class
-        V.set_choices_handler(saved_handler)
+        _put(*_before_hold)
         _before_hold = None
