@@ -724,7 +724,9 @@ def test_share_over_processes_keeps_rows_timed_under_other_launch_settings_apart
     _bench_file(tmp_path / "default", [dict(row, loop_gain_share=0.85),
                                        dict(row, method=method + " @PERSISTENT_GATHER_NORMS=True", loop_gain_share=0.95)])
     _bench_file(tmp_path / "groups", [dict(row, loop_gain_share=0.87)], kernel_settings={"MERGE_PATH": "groups"})
-    _bench_file(tmp_path / "ruled", [dict(row, loop_gain_share=0.97)], kernel_settings={"PERSISTENT_GATHER_NORMS": True})
+    _bench_file(tmp_path / "ruled", [dict(row, loop_gain_share=0.97),  # and a constant since removed: never counted
+                                     dict(row, method=method + " @GONE_CONSTANT=1", loop_gain_share=0.1)],
+                kernel_settings={"PERSISTENT_GATHER_NORMS": True})
     assert sop.main([str(tmp_path), "--res", "768", "--method", method]) == 0
     assert "over 2 processes: 0.86 [0.85-0.87]" in capsys.readouterr().out
     assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--setting", "PERSISTENT_GATHER_NORMS=True"]) == 0
