@@ -402,26 +402,24 @@ def launch_settings(**values):
             setattr(launch, name, value)
 
 
+@contextlib.contextmanager
 def inductor_heuristics(persistent_gather_norms: bool):
     """Inductor's own heuristics, or (``persistent_gather_norms``) with norms over the unmerge's
     gathered rows made persistent (bigain_export/kernels/inductor_choices.py), for the compiles
     inside the block; says how many reductions the rule changed."""
     if not persistent_gather_norms:
-        return contextlib.nullcontext()
+        yield
+        return
     from bigain_export.kernels import inductor_choices
 
-    @contextlib.contextmanager
-    def block():
-        before = inductor_choices.decisions_changed
-        with inductor_choices.installed() as took:
-            if not took:
-                raise RuntimeError("PERSISTENT_GATHER_NORMS: another package's Inductor choices are in place")
-            yield
-        changed = inductor_choices.decisions_changed - before
-        if changed:
-            print(f"PERSISTENT_GATHER_NORMS: {changed} reduction(s) made persistent", flush=True)
-
-    return block()
+    before = inductor_choices.decisions_changed
+    with inductor_choices.installed() as took:
+        if not took:
+            raise RuntimeError("PERSISTENT_GATHER_NORMS: another package's Inductor choices are in place")
+        yield
+    changed = inductor_choices.decisions_changed - before
+    if changed:
+        print(f"PERSISTENT_GATHER_NORMS: {changed} reduction(s) made persistent", flush=True)
 
 
 VARIANT_MARK = " @"  # "bigain-merge r=0.7 @MERGE_PATH=groups": a method timed under --variant
