@@ -103,42 +103,40 @@ def test_the_rule_changes_no_kernel_without_a_gather():
     assert ruled == alone and inductor_choices.decisions_changed == before
 
 
-def test_another_packages_choices_are_left_in_place():
-    class Theirs(InductorChoices):
-        def uuid(self):
-            return "theirs"
+class Theirs(InductorChoices):
+    """Another package's Inductor choices."""
 
+    def uuid(self):
+        return "theirs"
+
+
+@pytest.fixture
+def theirs_in_place():
     saved = V.choices
     V.set_choices_handler(Theirs())
-    try:
-        with inductor_choices.installed() as took:
-            assert not took and type(V.choices) is Theirs
-        assert inductor_choices.hold() is None and type(V.choices) is Theirs
-    finally:
-        V.set_choices_handler(saved)
+    yield
+    V.set_choices_handler(saved)
 
 
-def test_a_patch_asked_for_the_rule_says_so_where_another_packages_choices_stay(monkeypatch):
+def test_another_packages_choices_are_left_in_place(theirs_in_place):
+    with inductor_choices.installed() as took:
+        assert not took and type(V.choices) is Theirs
+    assert inductor_choices.hold() is None and type(V.choices) is Theirs
+
+
+def test_a_patch_asked_for_the_rule_says_so_where_another_packages_choices_stay(theirs_in_place, monkeypatch):
     from bigain_export import BiGainConfig
     from bigain_export.kernels import launch
     from bigain_export.patch import apply_bigain, remove_bigain
     from tiny import tiny_unet
 
-    class Theirs(InductorChoices):
-        def uuid(self):
-            return "theirs"
-
     monkeypatch.setattr(launch, "PERSISTENT_GATHER_NORMS", True)
-    saved, model = V.choices, tiny_unet()
-    V.set_choices_handler(Theirs())
-    try:
-        with pytest.warns(UserWarning, match="another package's Inductor choices are in place .Theirs."):
-            apply_bigain(model, BiGainConfig(ratio=0.5))
-        assert type(V.choices) is Theirs
-        remove_bigain(model)
-        assert type(V.choices) is Theirs
-    finally:
-        V.set_choices_handler(saved)
+    model = tiny_unet()
+    with pytest.warns(UserWarning, match="another package's Inductor choices are in place .Theirs."):
+        apply_bigain(model, BiGainConfig(ratio=0.5))
+    assert type(V.choices) is Theirs
+    remove_bigain(model)
+    assert type(V.choices) is Theirs
 
 
 def test_a_merging_patch_holds_the_rule_while_patched_when_asked(monkeypatch):
