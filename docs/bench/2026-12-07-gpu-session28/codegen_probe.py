@@ -35,6 +35,9 @@ def init_spy(self, *a, **k):
         pass
 simd.SIMDKernel.__init__ = init_spy
 import os
+if os.environ.get("PERSISTENT_GATHER_NORMS") == "1":  # session 32: the patch holds kernels/inductor_choices' rule
+    from bigain_export.kernels import launch as _launch
+    _launch.PERSISTENT_GATHER_NORMS = True
 FORM = os.environ.get("UNMERGE_FORM", "gather")  # gather (the library's), index, select, or op (the custom op)
 if FORM == "op":
     from bigain_export.kernels import launch
