@@ -616,8 +616,10 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
         model = copy.deepcopy(bench.model)
         patch(model, method_of(name))
         if mode in ("compile", "cudagraphs"):
-            if name == CONTROL:
-                model = OwnFrame.around(model, name)  # else Dynamo reuses plain's compiled graph for it
+            if name == CONTROL or variant_of(name):
+                # else Dynamo reuses an earlier copy's graph: plain's for the control, the default
+                # method's for a variant whose setting acts only in Inductor (PERSISTENT_GATHER_NORMS)
+                model = OwnFrame.around(model, name)
             model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         t0 = time.time()
         try:
