@@ -6,13 +6,13 @@
 # --variant PERSISTENT_GATHER_NORMS=True (now compiled behind its own frame), 4 rounds.
 set -u
 . scripts/device/bench_env.sh s33a
-TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu \
+TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu \
   tests/test_inductor_choices.py > /tmp/r/rule-gpu-test.log 2>&1
 echo "rule GPU test rc=$?"; tail -3 /tmp/r/rule-gpu-test.log
 pack
 out=/tmp/r/sd2-768-pgn
 s=$(date +%s)
-timeout "${UNET_LIMIT:-330}" python3 scripts/bench_unet.py --res 768 --modes cudagraphs --rounds 4 --loop-calls 50 \
+timeout "${UNET_LIMIT:-300}" python3 scripts/bench_unet.py --res 768 --modes cudagraphs --rounds 4 --loop-calls 50 \
   --methods plain "bigain-merge r=0.7 radius=1 plan-reuse" --variant PERSISTENT_GATHER_NORMS=True \
   --out "$out" > "$out.log" 2>&1
 echo "bench rc=$? $(( $(date +%s) - s )) s"; grep "set up\|PERSISTENT\|loop\|Error" "$out.log" | cut -c1-250 | tail -14
