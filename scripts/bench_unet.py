@@ -423,6 +423,9 @@ def inductor_heuristics(persistent_gather_norms: bool):
 
 
 VARIANT_MARK = " @"  # "bigain-merge r=0.7 @MERGE_PATH=groups": a method timed under --variant
+# launch settings that act only in Inductor: Dynamo has no guard on them, so before variants compiled
+# alone (session 33) a compiled variant of them reused its default's graph and timed the default
+UNGUARDED_SETTINGS = ("PERSISTENT_GATHER_NORMS",)
 
 
 def with_variants(names: list[str], variants: list[list[str]]) -> list[str]:
@@ -611,15 +614,16 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
     import copy
 
     torch._dynamo.reset()
-    models, times, loops, errors, setup = {}, {}, {}, {}, {}
+    models, times, loops, errors, setup, alone = {}, {}, {}, {}, {}, set()
     for name in names:
         model = copy.deepcopy(bench.model)
         patch(model, method_of(name))
         if mode in ("compile", "cudagraphs"):
             if name == CONTROL or variant_of(name):
                 # else Dynamo reuses an earlier copy's graph: plain's for the control, the default
-                # method's for a variant whose setting acts only in Inductor (PERSISTENT_GATHER_NORMS)
+                # method's for a variant of an UNGUARDED_SETTINGS constant
                 model = OwnFrame.around(model, name)
+                alone.add(name)
             model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         t0 = time.time()
         try:
@@ -650,7 +654,8 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
         ms = statistics.median(times[name]) if name in times else float("nan")
         loop_ms = statistics.median(loops[name]) if name in loops else float("nan")
         row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), loop_ms=round(loop_ms, 3), error=errors.get(name),
-                   setup_s=setup[name], flops=flops[name], rounds=len(times.get(name, [])))
+                   setup_s=setup[name], flops=flops[name], rounds=len(times.get(name, [])),
+                   compiled_alone=name in alone)
         if name in ratios:
             compresses = isinstance(method, BiGainConfig)
             saved = attention_savings(bench, method, args.warmup, args.iters, cache) if compresses else None

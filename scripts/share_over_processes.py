@@ -35,7 +35,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_unet import CONTROL, base_name, loop_length, parse_kernel_settings, variant_of  # noqa: E402  (the readers of a "METHOD @NAME=VALUE" label)
+from bench_unet import (  # noqa: E402  (the readers of a "METHOD @NAME=VALUE" label)
+    CONTROL, UNGUARDED_SETTINGS, VARIANT_MARK, base_name, loop_length, parse_kernel_settings, variant_of)
 
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -89,6 +90,13 @@ def beyond_defaults(settings: dict) -> dict:
     return {name: value for name, value in settings.items() if getattr(launch, name, object()) != value}
 
 
+def reused_default_graph(row: dict, name: str) -> bool:
+    """A compiled variant of a setting Dynamo has no guard on, from before variants compiled alone:
+    it ran its default's graph (session 33's first run of PERSISTENT_GATHER_NORMS=True)."""
+    names = [pair.partition("=")[0] for pair in name.partition(VARIANT_MARK)[2].split(",")]  # unchecked: may be stale
+    return row.get("mode") != "eager" and not row.get("compiled_alone") and any(n in UNGUARDED_SETTINGS for n in names)
+
+
 def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: bool,
             caches: dict[Path, str] | None = None, setting: dict | None = None) -> list[dict]:
     """The rows of one process's file for ``method`` on ``model`` (and its variants if asked); the
@@ -125,6 +133,8 @@ def rows_of(path: Path, model: str, res: int, method: str, mode: str, variants: 
         name = row.get("method", "")
         base = base_name(name)
         if row.get("res") != res or row.get("mode") != mode or base != method or row.get("error"):
+            continue
+        if name != base and reused_default_graph(row, name):
             continue
         if name != base and (variants or not setting):  # a variant row: every one, or none but for --setting
             if variants:

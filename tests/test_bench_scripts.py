@@ -211,9 +211,10 @@ def test_plain_copy_and_variants_alone_are_compiled_behind_their_own_frames(monk
     monkeypatch.setattr(bench_unet, "attention_savings", lambda *a, **k: 0.0)
     bench = SimpleNamespace(model=tiny_unet(), call=None)
     names = ["plain", "plain-copy", "bigain-merge r=0.7", "bigain-merge r=0.7 @PERSISTENT_GATHER_NORMS=True"]
-    bench_unet.time_group(bench, 16, "compile", names, SimpleNamespace(rounds=1, warmup=0, iters=1, loop_calls=0),
-                          {name: 0 for name in names}, {})
+    rows = bench_unet.time_group(bench, 16, "compile", names, SimpleNamespace(rounds=1, warmup=0, iters=1, loop_calls=0),
+                                 {name: 0 for name in names}, {})
     assert [isinstance(compiled[i], bench_unet.OwnFrame) for i in range(4)] == [False, True, False, True]
+    assert [row["compiled_alone"] for row in rows] == [False, True, False, True]  # share_over_processes reads it
 
 
 def test_a_group_whose_every_method_failed_is_rows_with_errors(monkeypatch):
@@ -724,8 +725,12 @@ def test_share_over_processes_keeps_rows_timed_under_other_launch_settings_apart
 
     method = "bigain-merge r=0.7 radius=1 plan-reuse"
     row = dict(res=768, mode="cudagraphs", method=method, error=None, loop_speedup=1.17, loop_ceiling=1.19)
-    _bench_file(tmp_path / "default", [dict(row, loop_gain_share=0.85),
-                                       dict(row, method=method + " @PERSISTENT_GATHER_NORMS=True", loop_gain_share=0.95)])
+    ruled_variant = dict(row, method=method + " @PERSISTENT_GATHER_NORMS=True", compiled_alone=True)
+    _bench_file(tmp_path / "default", [dict(row, loop_gain_share=0.85), dict(ruled_variant, loop_gain_share=0.95)])
+    # a compiled variant of a setting Dynamo does not guard, from before variants compiled alone
+    # (session 33's first run): it timed the default's graph, and counts for neither
+    reused = dict(ruled_variant, compiled_alone=False, loop_gain_share=0.5)
+    _bench_file(tmp_path / "reused", [reused], kernel_settings={"MERGE_PATH": "groups"})
     _bench_file(tmp_path / "groups", [dict(row, loop_gain_share=0.87)], kernel_settings={"MERGE_PATH": "groups"})
     _bench_file(tmp_path / "ruled", [dict(row, loop_gain_share=0.97),  # and a constant since removed: never counted
                                      dict(row, method=method + " @GONE_CONSTANT=1", loop_gain_share=0.1)],
@@ -735,6 +740,8 @@ def test_share_over_processes_keeps_rows_timed_under_other_launch_settings_apart
     assert sop.main([str(tmp_path), "--res", "768", "--method", method, "--setting", "PERSISTENT_GATHER_NORMS=True"]) == 0
     out = capsys.readouterr().out
     assert "over 2 processes: 0.96 [0.95-0.97]" in out and "ruled/bench_unet.json" in out
+    assert sop.main([str(tmp_path / "reused"), "--res", "768", "--method", method, "--variants"]) == 1
+    assert "no process recorded this configuration" in capsys.readouterr().out
     for argv, says in ((["--setting", "PLAN_FUSION=True"], "PLAN_FUSION=True: these are today's defaults"),
                        (["--setting", "PERSISTENT_GATHER_NORMS=yes"], "PERSISTENT_GATHER_NORMS takes True or False"),
                        (["--setting", "PERSISTENT_GATHER_NORMS=True", "--variants"], "give one")):
