@@ -60,7 +60,7 @@ def rows_inductor_leaves_default(device: str) -> int:
     a GPU's SMs) the hint DEFAULT without looking at its reads (``Reduction.num_splits``); with fewer,
     a gathered norm's reads already make it INNER. At SD2 768 px the level-0 norm has 18432 rows,
     above an H100's 8448; the tests use as many rows as the device needs (on the GPU machine's 16
-    cores 96 rows were too few: session 33)."""
+    cores 2 x 96 rows were too few: session 33)."""
     from torch._inductor.runtime.hints import DeviceProperties
 
     return 64 * DeviceProperties.create(torch.device(device)).multi_processor_count
