@@ -446,10 +446,23 @@ def method_of(label: str):
     return METHODS[base_name(label)]
 
 
+def variant_pairs(label: str) -> list[str]:
+    """A label's ``NAME=VALUE`` pairs as written, unchecked ([] for a method without ``@``)."""
+    _, mark, pairs = label.partition(VARIANT_MARK)
+    return pairs.split(",") if mark else []
+
+
 def variant_of(label: str) -> dict:
     """The launch settings a label runs under ({} for a method without ``@``)."""
-    _, mark, pairs = label.partition(VARIANT_MARK)
-    return parse_kernel_settings(pairs.split(",")) if mark else {}
+    pairs = variant_pairs(label)
+    return parse_kernel_settings(pairs) if pairs else {}
+
+
+def compiles_alone(name: str, mode: str) -> bool:
+    """Whether a compiled copy goes behind its own frame (:class:`OwnFrame`): else Dynamo reuses an
+    earlier copy's graph, plain's for the control, the default method's for a variant of an
+    ``UNGUARDED_SETTINGS`` constant."""
+    return mode in ("compile", "cudagraphs") and (name == CONTROL or bool(variant_pairs(name)))
 
 
 def parse_kernel_settings(pairs: list[str]) -> dict:
@@ -614,16 +627,13 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
     import copy
 
     torch._dynamo.reset()
-    models, times, loops, errors, setup, alone = {}, {}, {}, {}, {}, set()
+    models, times, loops, errors, setup = {}, {}, {}, {}, {}
     for name in names:
         model = copy.deepcopy(bench.model)
         patch(model, method_of(name))
         if mode in ("compile", "cudagraphs"):
-            if name == CONTROL or variant_of(name):
-                # else Dynamo reuses an earlier copy's graph: plain's for the control, the default
-                # method's for a variant of an UNGUARDED_SETTINGS constant
+            if compiles_alone(name, mode):
                 model = OwnFrame.around(model, name)
-                alone.add(name)
             model = torch.compile(model, mode="reduce-overhead" if mode == "cudagraphs" else None)
         t0 = time.time()
         try:
@@ -655,7 +665,7 @@ def time_group(bench: Bench, res: int, mode: str, names: list[str], args, flops:
         loop_ms = statistics.median(loops[name]) if name in loops else float("nan")
         row = dict(res=res, method=name, mode=mode, ms=round(ms, 3), loop_ms=round(loop_ms, 3), error=errors.get(name),
                    setup_s=setup[name], flops=flops[name], rounds=len(times.get(name, [])),
-                   compiled_alone=name in alone)
+                   compiled_alone=compiles_alone(name, mode))
         if name in ratios:
             compresses = isinstance(method, BiGainConfig)
             saved = attention_savings(bench, method, args.warmup, args.iters, cache) if compresses else None

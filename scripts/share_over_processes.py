@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_unet import (  # noqa: E402  (the readers of a "METHOD @NAME=VALUE" label)
-    CONTROL, UNGUARDED_SETTINGS, VARIANT_MARK, base_name, loop_length, parse_kernel_settings, variant_of)
+    CONTROL, UNGUARDED_SETTINGS, base_name, loop_length, parse_kernel_settings, variant_of, variant_pairs)
 
 from bigain_export.validate.atomic import atomic_write  # noqa: E402
 
@@ -93,7 +93,7 @@ def beyond_defaults(settings: dict) -> dict:
 def reused_default_graph(row: dict, name: str) -> bool:
     """A compiled variant of a setting Dynamo has no guard on, from before variants compiled alone:
     it ran its default's graph (session 33's first run of PERSISTENT_GATHER_NORMS=True)."""
-    names = [pair.partition("=")[0] for pair in name.partition(VARIANT_MARK)[2].split(",")]  # unchecked: may be stale
+    names = [pair.partition("=")[0] for pair in variant_pairs(name)]  # unchecked: a constant may be gone
     return row.get("mode") != "eager" and not row.get("compiled_alone") and any(n in UNGUARDED_SETTINGS for n in names)
 
 
